@@ -1,0 +1,486 @@
+//! The agent's serving loop: PID 1 duties (reaping, signal forwarding) and
+//! one task per control connection.
+//!
+//! The listener is handed over by whoever started the agent (the container
+//! runtime passes a unix socket that only the daemon can reach from the
+//! host). The agent never opens another listener and never connects out.
+
+use crate::files;
+use crate::process::{write_stdin, Registry, SpawnError};
+use crate::protocol::{
+    read_frame, write_frame, ErrorBody, ErrorKind, ExitStatus, Frame, Kind, ProtocolError,
+    Request, Response, SpawnRequest, Started, CHUNK,
+};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// How long the agent keeps reading a process's pipes after it exited
+/// (a background grandchild may hold them open forever).
+const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
+
+/// What the agent needs to know about its box.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct AgentConfig {
+    /// Environment applied to every process (already validated by the runtime).
+    pub env: BTreeMap<String, String>,
+}
+
+struct State {
+    registry: Registry,
+    config: AgentConfig,
+}
+
+/// Runs the agent on `listener` until SIGTERM; never returns on success
+/// paths other than shutdown.
+pub fn run(listener: std::os::unix::net::UnixListener, config: AgentConfig) -> io::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(16)
+        .build()?
+        .block_on(serve(listener, config))
+}
+
+async fn serve(listener: std::os::unix::net::UnixListener, config: AgentConfig) -> io::Result<()> {
+    let state = Arc::new(State {
+        registry: Registry::default(),
+        config,
+    });
+    let mut sigchld = signal(SignalKind::child())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::UnixListener::from_std(listener)?;
+    // Children may have exited before the handler was installed.
+    state.registry.reap();
+    loop {
+        tokio::select! {
+            _ = sigchld.recv() => state.registry.reap(),
+            _ = sigterm.recv() => return shutdown(&state, Signal::SIGTERM).await,
+            _ = sigint.recv() => return shutdown(&state, Signal::SIGINT).await,
+            conn = listener.accept() => match conn {
+                Ok((stream, _)) => {
+                    let state = state.clone();
+                    tokio::spawn(async move { handle(stream, state).await });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Forwards `sig` to every process in the box, gives them a moment, exits.
+async fn shutdown(state: &State, sig: Signal) -> io::Result<()> {
+    let _ = nix::sys::signal::kill(Pid::from_raw(-1), sig);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        state.registry.reap();
+        if crate::process::list().iter().all(|p| p.pid == 1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+async fn handle(stream: UnixStream, state: Arc<State>) {
+    let (mut rd, mut wr) = stream.into_split();
+    let req = match read_frame(&mut rd).await {
+        Ok(f) if f.kind == Kind::Request => f.parse::<Request>(),
+        Ok(f) => Err(ProtocolError::Unexpected(f.kind)),
+        Err(e) => Err(e),
+    };
+    let result = match req {
+        Ok(req) => dispatch(req, &mut rd, &mut wr, &state).await,
+        Err(ProtocolError::Closed) => return,
+        Err(e) => Err(ErrorBody {
+            kind: ErrorKind::InvalidInput,
+            message: format!("bad request: {e}"),
+        }),
+    };
+    if let Err(body) = result {
+        if let Ok(frame) = Frame::json(Kind::Error, &body) {
+            let _ = write_frame(&mut wr, &frame).await;
+        }
+    }
+}
+
+fn proto_err(e: ProtocolError) -> ErrorBody {
+    ErrorBody {
+        kind: ErrorKind::Other,
+        message: e.to_string(),
+    }
+}
+
+async fn respond(wr: &mut OwnedWriteHalf, r: Response) -> Result<(), ErrorBody> {
+    let frame = Frame::json(Kind::Response, &r).map_err(proto_err)?;
+    write_frame(wr, &frame).await.map_err(proto_err)
+}
+
+/// Runs a blocking function off the async thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ErrorBody> + Send + 'static,
+) -> Result<T, ErrorBody> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ErrorBody {
+        kind: ErrorKind::Other,
+        message: format!("agent task failed: {e}"),
+    })?
+}
+
+async fn dispatch(
+    req: Request,
+    rd: &mut OwnedReadHalf,
+    wr: &mut OwnedWriteHalf,
+    state: &Arc<State>,
+) -> Result<(), ErrorBody> {
+    match req {
+        Request::Ping => respond(wr, Response::Pong).await,
+        Request::Spawn(spawn) => run_process(spawn, rd, wr, state).await,
+        Request::Stdin { pid, close } => {
+            let mut data = Vec::new();
+            receive_blocking(rd, move |r| {
+                r.read_to_end(&mut data)
+                    .map_err(|e| ErrorBody::from_io("stdin", &e))?;
+                Ok(data)
+            })
+            .await
+            .and_then(|data| {
+                state
+                    .registry
+                    .write_stdin(pid, &data, close)
+                    .map_err(|e| ErrorBody::from_io(&format!("stdin of pid {pid}"), &e))
+            })?;
+            respond(wr, Response::Ok).await
+        }
+        Request::Signal { pid, signal } => {
+            state
+                .registry
+                .signal(pid, signal)
+                .map_err(|message| ErrorBody {
+                    kind: ErrorKind::InvalidInput,
+                    message,
+                })?;
+            respond(wr, Response::Ok).await
+        }
+        Request::Processes => {
+            let processes = blocking(|| Ok(crate::process::list())).await?;
+            respond(wr, Response::Processes { processes }).await
+        }
+        Request::ReadFile { path } => {
+            let p = files::resolve(&path)?;
+            send_blocking(wr, move |w| {
+                let mut f = files::open_for_read(&p)?;
+                io::copy(&mut f, w).map_err(|e| ErrorBody::from_io("read", &e))?;
+                Ok(())
+            })
+            .await
+        }
+        Request::WriteFile { path, mode } => {
+            let p = files::resolve(&path)?;
+            receive_blocking(rd, move |r| files::write_atomic(&p, r, mode)).await?;
+            respond(wr, Response::Ok).await
+        }
+        Request::Stat { path } => {
+            let p = files::resolve(&path)?;
+            let stat = blocking(move || files::stat(&p)).await?;
+            respond(wr, Response::Stat { stat }).await
+        }
+        Request::ListDir { path } => {
+            let p = files::resolve(&path)?;
+            let entries = blocking(move || files::list_dir(&p)).await?;
+            respond(wr, Response::ListDir { entries }).await
+        }
+        Request::Mkdir { path } => {
+            let p = files::resolve(&path)?;
+            blocking(move || files::mkdir_p(&p)).await?;
+            respond(wr, Response::Ok).await
+        }
+        Request::Rename { from, to } => {
+            let (f, t) = (files::resolve(&from)?, files::resolve(&to)?);
+            blocking(move || files::rename(&f, &t)).await?;
+            respond(wr, Response::Ok).await
+        }
+        Request::Remove { path } => {
+            let p = files::resolve(&path)?;
+            blocking(move || files::remove(&p)).await?;
+            respond(wr, Response::Ok).await
+        }
+        Request::TarOut { path } => {
+            let p = files::resolve(&path)?;
+            send_blocking(wr, move |w| files::tar_out(&p, w)).await
+        }
+        Request::TarIn { path } => {
+            let p = files::resolve(&path)?;
+            receive_blocking(rd, move |r| files::tar_in(&p, r)).await?;
+            respond(wr, Response::Ok).await
+        }
+    }
+}
+
+/// A `Write` that hands chunks to the async side over a channel.
+struct ChannelWriter {
+    tx: mpsc::Sender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .blocking_send(chunk)
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client went away"))
+    }
+}
+
+/// Runs `produce` on a blocking thread and streams what it writes as `Data`
+/// frames, then `End` (or the error it returned).
+async fn send_blocking(
+    wr: &mut OwnedWriteHalf,
+    produce: impl FnOnce(&mut dyn Write) -> Result<(), ErrorBody> + Send + 'static,
+) -> Result<(), ErrorBody> {
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4);
+    let task = tokio::task::spawn_blocking(move || {
+        let mut w = ChannelWriter {
+            tx,
+            buf: Vec::with_capacity(CHUNK),
+        };
+        produce(&mut w)?;
+        w.flush().map_err(|e| ErrorBody::from_io("stream", &e))
+    });
+    while let Some(chunk) = rx.recv().await {
+        write_frame(wr, &Frame::data(Kind::Data, chunk))
+            .await
+            .map_err(proto_err)?;
+    }
+    task.await.map_err(|e| ErrorBody {
+        kind: ErrorKind::Other,
+        message: format!("agent task failed: {e}"),
+    })??;
+    write_frame(wr, &Frame::data(Kind::End, Vec::new()))
+        .await
+        .map_err(proto_err)
+}
+
+enum Chunk {
+    Data(Vec<u8>),
+    End,
+}
+
+/// A `Read` over the `Data` frames the async side receives. A stream that
+/// stops without its `End` frame is an error, so a cut-off upload is never
+/// committed as if it were complete.
+struct ChannelReader {
+    rx: mpsc::Receiver<Chunk>,
+    cur: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos >= self.cur.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.blocking_recv() {
+                Some(Chunk::Data(d)) => {
+                    self.cur = d;
+                    self.pos = 0;
+                }
+                Some(Chunk::End) => self.done = true,
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "data stream ended without its end marker",
+                    ))
+                }
+            }
+        }
+        let n = out.len().min(self.cur.len() - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Feeds the client's `Data` frames (until `End`) to `consume` running on a
+/// blocking thread.
+async fn receive_blocking<T: Send + 'static>(
+    rd: &mut OwnedReadHalf,
+    consume: impl FnOnce(&mut dyn Read) -> Result<T, ErrorBody> + Send + 'static,
+) -> Result<T, ErrorBody> {
+    let (tx, rx) = mpsc::channel::<Chunk>(4);
+    let task = tokio::task::spawn_blocking(move || {
+        let mut r = ChannelReader {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+            done: false,
+        };
+        let out = consume(&mut r)?;
+        // Drain whatever the consumer did not read (e.g. tar padding).
+        io::copy(&mut r, &mut io::sink()).map_err(|e| ErrorBody::from_io("stream", &e))?;
+        Ok(out)
+    });
+    loop {
+        match read_frame(rd).await {
+            Ok(f) if f.kind == Kind::Data => {
+                if tx.send(Chunk::Data(f.payload)).await.is_err() {
+                    break; // the consumer stopped early; its result says why
+                }
+            }
+            Ok(f) if f.kind == Kind::End => {
+                let _ = tx.send(Chunk::End).await;
+                break;
+            }
+            // Anything else, or a lost connection: drop the sender, which
+            // makes the consumer fail instead of committing partial data.
+            _ => break,
+        }
+    }
+    drop(tx);
+    task.await.map_err(|e| ErrorBody {
+        kind: ErrorKind::Other,
+        message: format!("agent task failed: {e}"),
+    })?
+}
+
+fn pipe_reader(fd: impl Into<OwnedFd>) -> Result<tokio::net::unix::pipe::Receiver, ErrorBody> {
+    tokio::net::unix::pipe::Receiver::from_owned_fd(fd.into())
+        .map_err(|e| ErrorBody::from_io("process pipe", &e))
+}
+
+async fn run_process(
+    req: SpawnRequest,
+    rd: &mut OwnedReadHalf,
+    wr: &mut OwnedWriteHalf,
+    state: &Arc<State>,
+) -> Result<(), ErrorBody> {
+    use tokio::io::AsyncReadExt;
+    let spawned = match state.registry.spawn(&req, &state.config.env) {
+        Ok(s) => s,
+        Err(SpawnError::NotFound(program)) => {
+            // Behave like a shell: message on stderr, exit code 127.
+            let msg = format!("boxd: {program}: command not found\n");
+            write_frame(wr, &Frame::data(Kind::Stderr, msg.into_bytes()))
+                .await
+                .map_err(proto_err)?;
+            let exit = ExitStatus {
+                code: 127,
+                signal: None,
+                timed_out: false,
+            };
+            let frame = Frame::json(Kind::Exit, &exit).map_err(proto_err)?;
+            return write_frame(wr, &frame).await.map_err(proto_err);
+        }
+        Err(e) => {
+            return Err(ErrorBody {
+                kind: ErrorKind::InvalidInput,
+                message: e.to_string(),
+            })
+        }
+    };
+    let pid = spawned.pid;
+    let kill_group = || {
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    };
+    let started = Frame::json(Kind::Started, &Started { pid }).map_err(proto_err)?;
+    if write_frame(wr, &started).await.is_err() {
+        kill_group();
+        return Ok(());
+    }
+    let mut out = pipe_reader(spawned.stdout)?;
+    let mut err = pipe_reader(spawned.stderr)?;
+    let mut exit_rx = spawned.exit;
+    let stdin = spawned.stdin;
+    let (mut out_open, mut err_open, mut client_open) = (true, true, true);
+    let mut status: Option<ExitStatus> = None;
+    let mut drain_until = Instant::now();
+    let deadline = req.timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
+    let mut timed_out = false;
+    let mut obuf = vec![0u8; 64 << 10];
+    let mut ebuf = vec![0u8; 64 << 10];
+    loop {
+        if status.is_some() && !out_open && !err_open {
+            break;
+        }
+        let frame = tokio::select! {
+            n = out.read(&mut obuf), if out_open => match n {
+                Ok(n) if n > 0 => Some(Frame::data(Kind::Stdout, obuf[..n].to_vec())),
+                _ => { out_open = false; None }
+            },
+            n = err.read(&mut ebuf), if err_open => match n {
+                Ok(n) if n > 0 => Some(Frame::data(Kind::Stderr, ebuf[..n].to_vec())),
+                _ => { err_open = false; None }
+            },
+            s = &mut exit_rx, if status.is_none() => {
+                status = Some(s.unwrap_or(ExitStatus { code: -1, signal: None, timed_out: false }));
+                drain_until = Instant::now() + DRAIN_AFTER_EXIT;
+                None
+            },
+            _ = tokio::time::sleep_until(drain_until), if status.is_some() => break,
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)),
+                if deadline.is_some() && !timed_out => {
+                timed_out = true;
+                kill_group();
+                None
+            },
+            f = read_frame(rd), if client_open => {
+                match f {
+                    Ok(f) if f.kind == Kind::Data || f.kind == Kind::End => {
+                        let close = f.kind == Kind::End;
+                        let s = stdin.clone();
+                        // A process that does not read its stdin only makes
+                        // this write fail; the output loop keeps going.
+                        let _ = tokio::task::spawn_blocking(move || write_stdin(&s, &f.payload, close)).await;
+                    }
+                    _ => {
+                        client_open = false;
+                        if req.kill_on_disconnect {
+                            kill_group();
+                        }
+                    }
+                }
+                None
+            },
+        };
+        if let Some(frame) = frame {
+            if write_frame(wr, &frame).await.is_err() {
+                if req.kill_on_disconnect {
+                    kill_group();
+                }
+                return Ok(());
+            }
+        }
+    }
+    let mut exit = status.unwrap_or(ExitStatus {
+        code: -1,
+        signal: None,
+        timed_out: false,
+    });
+    exit.timed_out = timed_out;
+    let frame = Frame::json(Kind::Exit, &exit).map_err(proto_err)?;
+    write_frame(wr, &frame).await.map_err(proto_err)
+}
