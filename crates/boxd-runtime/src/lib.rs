@@ -1,14 +1,461 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! `boxd-runtime`: making and destroying boxes.
+//!
+//! A box is an overlay root over read-only image layers, its own mount, pid,
+//! network, uts, ipc and cgroup namespaces, a user namespace that maps box
+//! root to an unprivileged host id range, cgroup limits, a reduced capability
+//! set, `no_new_privs` and a seccomp filter — with `boxd-agent` as PID 1.
+//! [`Runtime`] is the library API the server calls; it knows nothing about
+//! HTTP, teams or policy.
+//!
+//! On disk, under the data directory:
+//! `images/<name>/` (manifest + layers) and `boxes/<id>/` (`box.json`, the
+//! upper and work dirs of each overlay, the agent socket).
+
+pub mod cgroup;
+pub mod env;
+pub mod error;
+pub mod idmap;
+pub mod image;
+pub mod seccomp;
+pub mod setup;
+mod spawn;
+
+pub use cgroup::{BoxCgroup, CgroupMode, Limits};
+pub use error::{Result, RuntimeError};
+
+use boxd_agent::protocol::SpawnRequest;
+use boxd_agent::{AgentClient, AgentConfig, Completed, ProcessStream};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Where the runtime keeps its state and finds the agent.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub data_dir: PathBuf,
+    /// The `boxd-agent` executable.
+    pub agent_path: PathBuf,
+    /// Name of the parent cgroup of all boxes.
+    pub cgroup_parent: String,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+impl RuntimeConfig {
+    pub fn new(data_dir: impl Into<PathBuf>, agent_path: impl Into<PathBuf>) -> Self {
+        RuntimeConfig {
+            data_dir: data_dir.into(),
+            agent_path: agent_path.into(),
+            cgroup_parent: "boxd".into(),
+        }
+    }
+}
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+/// What to create.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BoxSpec {
+    /// Unique id: 1-63 of `a-z0-9-_`.
+    pub id: String,
+    /// Hostname inside the box (defaults to the id).
+    pub hostname: Option<String>,
+    /// Image name or runtime (`host`, `node`, `python`).
+    pub runtime: String,
+    /// Environment applied to every process.
+    pub env: BTreeMap<String, String>,
+    pub limits: Limits,
+    /// Size of `/tmp` and `/dev/shm` (tmpfs, charged to the box's memory).
+    pub tmp_bytes: u64,
+}
+
+impl BoxSpec {
+    /// A spec with safe defaults: the host image, 2048 pids, 512 MiB `/tmp`.
+    pub fn new(id: impl Into<String>) -> Self {
+        BoxSpec {
+            id: id.into(),
+            hostname: None,
+            runtime: image::HOST_IMAGE.into(),
+            env: BTreeMap::new(),
+            limits: Limits {
+                memory_bytes: None,
+                cpu_millis: None,
+                pids: Some(2048),
+            },
+            tmp_bytes: 512 << 20,
+        }
+    }
+}
+
+/// What the runtime remembers about a box (`boxes/<id>/box.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BoxRecord {
+    pub id: String,
+    pub slot: u32,
+    /// Host pid of the agent.
+    pub pid: i32,
+    /// The agent's start time (clock ticks since boot), to detect pid reuse.
+    pub start_time: u64,
+    pub image: String,
+    pub hostname: String,
+    pub env: BTreeMap<String, String>,
+    pub limits: Limits,
+    pub cgroup: BoxCgroup,
+}
+
+/// A live (or dead, after re-adoption) box.
+pub struct BoxHandle {
+    record: BoxRecord,
+    pidfd: Option<OwnedFd>,
+    /// Whether this process is the agent's parent (and must reap it).
+    our_child: bool,
+    agent: AgentClient,
+}
+
+impl BoxHandle {
+    pub fn id(&self) -> &str {
+        &self.record.id
+    }
+    pub fn record(&self) -> &BoxRecord {
+        &self.record
+    }
+    /// Host pid of the box's PID 1.
+    pub fn pid(&self) -> i32 {
+        self.record.pid
+    }
+    /// The host uid (and gid) that box root maps to.
+    pub fn host_root_id(&self) -> u32 {
+        idmap::host_base(self.record.slot)
+    }
+    /// The agent connection for file and process operations.
+    pub fn agent(&self) -> &AgentClient {
+        &self.agent
+    }
+    pub fn cgroup(&self) -> &BoxCgroup {
+        &self.record.cgroup
+    }
+    /// Whether the box's agent is still running.
+    pub fn is_alive(&self) -> bool {
+        self.pidfd.as_ref().is_some_and(|fd| !spawn::has_exited(fd))
+    }
+
+    /// Starts a process in the box (its env is checked against the rules).
+    pub async fn spawn(&self, req: SpawnRequest) -> Result<ProcessStream> {
+        env::validate(&req.env)?;
+        self.check_alive()?;
+        Ok(self.agent.spawn(req).await?)
+    }
+
+    /// Runs a process to completion and collects its output.
+    pub async fn exec(&self, req: SpawnRequest) -> Result<Completed> {
+        env::validate(&req.env)?;
+        self.check_alive()?;
+        Ok(self.agent.exec(req).await?)
+    }
+
+    fn check_alive(&self) -> Result<()> {
+        if self.is_alive() {
+            Ok(())
+        } else {
+            Err(boxd_agent::ClientError::AgentGone.into())
+        }
+    }
+
+    pub fn freeze(&self) -> Result<()> {
+        self.record.cgroup.freeze()
+    }
+    pub fn thaw(&self) -> Result<()> {
+        self.record.cgroup.thaw()
+    }
+}
+
+/// The box runtime.
+pub struct Runtime {
+    cfg: RuntimeConfig,
+    cgroups: CgroupMode,
+    slots: Mutex<idmap::Slots>,
+}
+
+fn check_name(s: &str, extra: &[char]) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || extra.contains(&c))
+}
+
+/// Writes `data` to `path` atomically (temp file + rename).
+fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The 22nd field of `/proc/<pid>/stat`: start time in clock ticks.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+impl Runtime {
+    /// Opens the data directory, detects cgroups and builds the host image.
+    pub fn new(cfg: RuntimeConfig) -> Result<Runtime> {
+        let dd = &cfg.data_dir;
+        if !dd.is_absolute() {
+            return Err(RuntimeError::BadDataDir(dd.clone(), "it must be an absolute path"));
+        }
+        if dd.to_string_lossy().contains([',', ':', '\n']) {
+            return Err(RuntimeError::BadDataDir(
+                dd.clone(),
+                "it must not contain ',' or ':' (overlayfs option separators)",
+            ));
+        }
+        for sub in ["images", "boxes"] {
+            let p = dd.join(sub);
+            std::fs::create_dir_all(&p).map_err(RuntimeError::io(format!("create {}", p.display())))?;
+        }
+        // Box state is reachable only by root on the host.
+        for p in [dd.clone(), dd.join("boxes")] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o711))
+                .map_err(RuntimeError::io(format!("chmod {}", p.display())))?;
+        }
+        if !cfg.agent_path.is_file() {
+            return Err(RuntimeError::Setup(format!(
+                "the agent executable {} does not exist",
+                cfg.agent_path.display()
+            )));
+        }
+        let cgroups = CgroupMode::detect()?;
+        cgroups.prepare_parent(&cfg.cgroup_parent)?;
+        image::ensure_host_image(&dd.join("images"))?;
+        let mut slots = idmap::Slots::default();
+        for rec in Self::records(dd) {
+            slots.mark(rec.slot);
+        }
+        tracing::info!(cgroups = %cgroups, data_dir = %dd.display(), "box runtime ready");
+        Ok(Runtime {
+            cfg,
+            cgroups,
+            slots: Mutex::new(slots),
+        })
+    }
+
+    pub fn cgroup_mode(&self) -> &CgroupMode {
+        &self.cgroups
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.cfg
+    }
+
+    fn boxes_dir(&self) -> PathBuf {
+        self.cfg.data_dir.join("boxes")
+    }
+
+    fn records(data_dir: &Path) -> Vec<BoxRecord> {
+        let Ok(rd) = std::fs::read_dir(data_dir.join("boxes")) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter_map(|e| std::fs::read(e.path().join("box.json")).ok())
+            .filter_map(|b| serde_json::from_slice(&b).ok())
+            .collect()
+    }
+
+    /// Records of every box on disk (running or not).
+    pub fn box_records(&self) -> Vec<BoxRecord> {
+        Self::records(&self.cfg.data_dir)
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, idmap::Slots> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Creates and starts a box; returns once its agent is serving.
+    pub fn create(&self, spec: &BoxSpec) -> Result<BoxHandle> {
+        if !check_name(&spec.id, &['_']) {
+            return Err(RuntimeError::InvalidId(spec.id.clone()));
+        }
+        let hostname = spec.hostname.clone().unwrap_or_else(|| spec.id.replace('_', "-"));
+        if !check_name(&hostname, &[]) {
+            return Err(RuntimeError::InvalidHostname(hostname));
+        }
+        env::validate(&spec.env)?;
+        let images = self.cfg.data_dir.join("images");
+        let image_name = image::resolve_runtime(&spec.runtime, &images)?;
+        let image = image::load(&images, &image_name)?;
+        let dir = self.boxes_dir().join(&spec.id);
+        let socket = dir.join("agent.sock");
+        if socket.as_os_str().len() >= 108 {
+            return Err(RuntimeError::BadDataDir(
+                self.cfg.data_dir.clone(),
+                "it is too long for a unix socket path; use a shorter one",
+            ));
+        }
+        let slot = {
+            let mut slots = self.slots();
+            let n = slots.len();
+            slots.take().ok_or(RuntimeError::NoSlots(n))?
+        };
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) => {
+                self.slots().release(slot);
+                return Err(if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    RuntimeError::Exists(spec.id.clone())
+                } else {
+                    RuntimeError::io(format!("create {}", dir.display()))(e)
+                });
+            }
+        }
+        let cgroup = self.cgroups.box_cgroup(&self.cfg.cgroup_parent, &spec.id);
+        let result = self.start(spec, &image, &dir, slot, hostname, cgroup.clone());
+        if result.is_err() {
+            let _ = cgroup.kill();
+            let _ = cgroup.remove();
+            let _ = std::fs::remove_dir_all(&dir);
+            self.slots().release(slot);
+        }
+        result
+    }
+
+    fn start(
+        &self,
+        spec: &BoxSpec,
+        image: &image::Image,
+        dir: &Path,
+        slot: u32,
+        hostname: String,
+        cgroup: BoxCgroup,
+    ) -> Result<BoxHandle> {
+        let root_id = idmap::host_base(slot);
+        let mk = |p: &Path, owner: Option<u32>| -> Result<()> {
+            std::fs::create_dir_all(p).map_err(RuntimeError::io(format!("create {}", p.display())))?;
+            if let Some(id) = owner {
+                std::os::unix::fs::chown(p, Some(id), Some(id))
+                    .map_err(RuntimeError::io(format!("chown {}", p.display())))?;
+            }
+            Ok(())
+        };
+        let mut overlays = Vec::new();
+        for (i, target) in image.targets().into_iter().enumerate() {
+            let upper = dir.join("upper").join(i.to_string());
+            let work = dir.join("work").join(i.to_string());
+            mk(&upper, Some(root_id))?;
+            mk(&work, None)?;
+            overlays.push(setup::OverlaySpec {
+                lowers: image.lowers(&target),
+                target,
+                upper,
+                work,
+            });
+        }
+        mk(&dir.join("rootfs"), None)?;
+        let setup_cfg = setup::SetupConfig {
+            hostname: hostname.clone(),
+            rootfs: dir.join("rootfs"),
+            stage: dir.join("stage"),
+            overlays,
+            host_root_id: root_id,
+            tmp_bytes: spec.tmp_bytes,
+            agent: AgentConfig { env: spec.env.clone() },
+        };
+        let userns = idmap::create_userns(root_id).map_err(RuntimeError::io("create the user namespace"))?;
+        let socket = dir.join("agent.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket)
+            .map_err(RuntimeError::io(format!("bind {}", socket.display())))?;
+        cgroup.create(&spec.limits)?;
+        let listener_fd = OwnedFd::from(listener);
+        let started = spawn::start_agent(&self.cfg.agent_path, &setup_cfg, &userns, &listener_fd, |pid| {
+            cgroup.join(pid)
+        })?;
+        // Only the agent holds the listener now: if it dies, connects fail
+        // at once instead of queueing forever.
+        drop(listener_fd);
+        drop(userns);
+        let record = BoxRecord {
+            id: spec.id.clone(),
+            slot,
+            pid: started.pid,
+            start_time: start_time(started.pid).unwrap_or(0),
+            image: image.name.clone(),
+            hostname,
+            env: spec.env.clone(),
+            limits: spec.limits,
+            cgroup,
+        };
+        let handle = BoxHandle {
+            record,
+            pidfd: Some(started.pidfd),
+            our_child: true,
+            agent: AgentClient::new(socket),
+        };
+        let json = serde_json::to_vec_pretty(&handle.record).map_err(|e| RuntimeError::Setup(e.to_string()))?;
+        if let Err(e) = write_atomic(&dir.join("box.json"), &json) {
+            self.teardown(&handle);
+            return Err(RuntimeError::io("write box.json")(e));
+        }
+        Ok(handle)
+    }
+
+    /// Re-attaches to a box from its record (after a daemon restart). A box
+    /// whose agent is gone comes back with `is_alive() == false`.
+    pub fn adopt(&self, id: &str) -> Result<BoxHandle> {
+        let path = self.boxes_dir().join(id).join("box.json");
+        let bytes = std::fs::read(&path).map_err(RuntimeError::io(format!("read {}", path.display())))?;
+        let record: BoxRecord = serde_json::from_slice(&bytes).map_err(|e| RuntimeError::Setup(format!("{}: {e}", path.display())))?;
+        let pidfd = spawn::pidfd_open(record.pid)
+            .ok()
+            .filter(|_| start_time(record.pid) == Some(record.start_time));
+        self.slots().mark(record.slot);
+        let socket = self.boxes_dir().join(id).join("agent.sock");
+        Ok(BoxHandle {
+            record,
+            pidfd,
+            our_child: false,
+            agent: AgentClient::new(socket),
+        })
+    }
+
+    /// Destroys a box: every process, mount, cgroup, namespace and file.
+    pub fn destroy(&self, handle: BoxHandle) -> Result<()> {
+        self.teardown(&handle);
+        let cg = handle.record.cgroup.remove();
+        let dir = self.boxes_dir().join(&handle.record.id);
+        let files = match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(RuntimeError::io(format!("remove {}", dir.display()))(e))
+            }
+            _ => Ok(()),
+        };
+        self.slots().release(handle.record.slot);
+        cg.and(files)
+    }
+
+    /// Kills the box's processes and waits for PID 1 to be gone. Killing
+    /// the init of a pid namespace kills everything in it; the cgroup kill
+    /// is the second line.
+    fn teardown(&self, handle: &BoxHandle) {
+        if let Some(fd) = &handle.pidfd {
+            spawn::kill(fd);
+        }
+        let _ = handle.record.cgroup.kill();
+        // v1 freezer: killed tasks of a frozen box die only once thawed.
+        let _ = handle.record.cgroup.thaw();
+        if handle.our_child {
+            // SAFETY: the agent is our child; reap it so no zombie stays.
+            unsafe { libc::waitpid(handle.record.pid, std::ptr::null_mut(), libc::__WALL) };
+        } else if let Some(fd) = &handle.pidfd {
+            spawn::wait_exit(fd, Duration::from_secs(5));
+        }
+        // A thawed, empty group can be removed; processes may take a moment
+        // to leave it after the kill.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while handle.record.cgroup.pids().map(|p| !p.is_empty()).unwrap_or(false)
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }

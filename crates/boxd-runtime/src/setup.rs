@@ -1,0 +1,433 @@
+//! The in-box half of box creation: what the new box's first process does
+//! before it becomes `boxd-agent`.
+//!
+//! The daemon clones this process into new mount, pid, net, uts and ipc
+//! namespaces (owned by the host's user namespace, so nothing inside can
+//! reconfigure them) and execs the agent binary, which calls [`enter_box`].
+//! Still host root, it builds the box root — overlay mounts over id-mapped
+//! image layers, fresh `/proc`, minimal `/dev`, read-only `/sys`, tmpfs
+//! `/tmp`, masked and read-only paths — pivots into it, unshares a cgroup
+//! namespace, joins the box's user namespace as box root, drops capabilities
+//! to the OCI default set, sets `no_new_privs` and installs the seccomp
+//! filter. Nothing here may keep a host path, descriptor or privilege once
+//! it returns.
+
+use crate::error::{Result, RuntimeError};
+use boxd_agent::AgentConfig;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use serde::{Deserialize, Serialize};
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+/// Descriptor numbers the agent is started with.
+pub const CONTROL_FD: i32 = 3;
+pub const USERNS_FD: i32 = 4;
+pub const LISTENER_FD: i32 = 5;
+
+/// One overlay mount of the box root.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OverlaySpec {
+    /// Path inside the box (`/`, `/usr`, …).
+    pub target: String,
+    /// Read-only layers, top-most first (mounted id-mapped).
+    pub lowers: Vec<PathBuf>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+}
+
+/// Everything the box's first process needs to build the box.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetupConfig {
+    pub hostname: String,
+    /// Where the root is assembled (`<box dir>/rootfs`).
+    pub rootfs: PathBuf,
+    /// Where id-mapped layers are staged (`<box dir>/stage`).
+    pub stage: PathBuf,
+    /// Root overlay first, then nested ones.
+    pub overlays: Vec<OverlaySpec>,
+    /// Host id of box root (for tmpfs and device ownership).
+    pub host_root_id: u32,
+    /// Size of `/tmp` and `/dev/shm`, in bytes.
+    pub tmp_bytes: u64,
+    pub agent: AgentConfig,
+}
+
+/// The OCI runtime spec's default masked paths.
+const MASKED: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// The OCI runtime spec's default read-only paths.
+const READ_ONLY: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Reads the config from the control descriptor, sets the box up and
+/// reports the outcome back; returns the agent's listener and config.
+/// On failure the error is reported to the daemon and returned.
+pub fn enter_box() -> Result<(UnixListener, AgentConfig)> {
+    // SAFETY: the daemon started us with these descriptors open and owned by us.
+    let mut control = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
+    let userns = unsafe { OwnedFd::from_raw_fd(USERNS_FD) };
+    let listener = unsafe { UnixListener::from_raw_fd(LISTENER_FD) };
+    let result = read_config(&mut control).and_then(|cfg| {
+        setup(&cfg, &userns)?;
+        Ok(cfg)
+    });
+    drop(userns);
+    match result {
+        Ok(cfg) => {
+            control
+                .write_all(b"ok")
+                .map_err(RuntimeError::io("report to the daemon"))?;
+            Ok((listener, cfg.agent))
+        }
+        Err(e) => {
+            let _ = control.write_all(format!("error: {e}").as_bytes());
+            Err(e)
+        }
+    }
+}
+
+fn read_config(control: &mut UnixStream) -> Result<SetupConfig> {
+    let mut len = [0u8; 4];
+    control
+        .read_exact(&mut len)
+        .map_err(RuntimeError::io("read the box config"))?;
+    let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
+    control
+        .read_exact(&mut buf)
+        .map_err(RuntimeError::io("read the box config"))?;
+    serde_json::from_slice(&buf).map_err(|e| RuntimeError::Setup(format!("bad box config: {e}")))
+}
+
+fn setup_err(what: &str) -> impl FnOnce(nix::Error) -> RuntimeError + '_ {
+    move |e| RuntimeError::Setup(format!("{what}: {e}"))
+}
+
+fn setup(cfg: &SetupConfig, userns: &OwnedFd) -> Result<()> {
+    // No descriptor beyond ours survives from the daemon.
+    // SAFETY: close_range only closes descriptors.
+    unsafe { libc::syscall(libc::SYS_close_range, (LISTENER_FD + 1) as u32, u32::MAX, 0u32) };
+    nix::unistd::sethostname(&cfg.hostname).map_err(setup_err("set hostname"))?;
+    loopback_up()?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(setup_err("make mounts private"))?;
+    build_root(cfg, userns)?;
+    pivot(&cfg.rootfs)?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(setup_err("cgroup namespace"))?;
+    become_box_root(userns)?;
+    harden()
+}
+
+/// Brings up `lo` in the box's fresh network namespace.
+fn loopback_up() -> Result<()> {
+    // SAFETY: a plain socket + ioctl on a zeroed ifreq naming "lo".
+    unsafe {
+        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if s < 0 {
+            return Err(RuntimeError::io("loopback socket")(std::io::Error::last_os_error()));
+        }
+        let s = OwnedFd::from_raw_fd(s);
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            ifr.ifr_name[i] = *b as libc::c_char;
+        }
+        if libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) < 0 {
+            return Err(RuntimeError::io("read lo flags")(std::io::Error::last_os_error()));
+        }
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) < 0 {
+            return Err(RuntimeError::io("bring lo up")(std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+fn cstr(p: &Path) -> Result<CString> {
+    CString::new(p.as_os_str().as_encoded_bytes())
+        .map_err(|_| RuntimeError::Setup(format!("path {} contains NUL", p.display())))
+}
+
+/// Mounts `src` read-only at `dst` with ownership shifted into the box's
+/// user namespace, so host-root files appear root-owned inside.
+fn idmapped_bind(src: &Path, dst: &Path, userns: &OwnedFd) -> Result<()> {
+    let (csrc, cdst) = (cstr(src)?, cstr(dst)?);
+    let empty = c"";
+    let err = |what: &str| {
+        RuntimeError::Setup(format!(
+            "{what} {}: {}",
+            src.display(),
+            std::io::Error::last_os_error()
+        ))
+    };
+    // SAFETY: raw mount-API syscalls on valid C strings and a live descriptor.
+    unsafe {
+        let fd = libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            csrc.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        );
+        if fd < 0 {
+            return Err(err("clone mount of"));
+        }
+        let tree = OwnedFd::from_raw_fd(fd as i32);
+        let attr = MountAttr {
+            attr_set: MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: userns.as_raw_fd() as u64,
+        };
+        if libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        ) < 0
+        {
+            return Err(err("id-map"));
+        }
+        if libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            cdst.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        ) < 0
+        {
+            return Err(err("attach"));
+        }
+    }
+    Ok(())
+}
+
+fn inside(rootfs: &Path, target: &str) -> PathBuf {
+    rootfs.join(target.trim_start_matches('/'))
+}
+
+fn mnt(src: &str, dst: &Path, fstype: &str, flags: MsFlags, data: Option<&str>) -> Result<()> {
+    mount(Some(src), dst, Some(fstype), flags, data)
+        .map_err(|e| RuntimeError::Setup(format!("mount {fstype} at {}: {e}", dst.display())))
+}
+
+fn build_root(cfg: &SetupConfig, userns: &OwnedFd) -> Result<()> {
+    let root = &cfg.rootfs;
+    let id = cfg.host_root_id;
+    for (i, ov) in cfg.overlays.iter().enumerate() {
+        let mut lowers = Vec::new();
+        for (j, lower) in ov.lowers.iter().enumerate() {
+            let stage = cfg.stage.join(format!("{i}-{j}"));
+            std::fs::create_dir_all(&stage).map_err(RuntimeError::io("create stage dir"))?;
+            idmapped_bind(lower, &stage, userns)?;
+            lowers.push(stage.display().to_string());
+        }
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lowers.join(":"),
+            ov.upper.display(),
+            ov.work.display()
+        );
+        mnt("overlay", &inside(root, &ov.target), "overlay", MsFlags::MS_NODEV, Some(&opts))?;
+    }
+    let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mnt("proc", &root.join("proc"), "proc", nosuid_nodev_noexec, None)?;
+    let dev = root.join("dev");
+    mnt(
+        "tmpfs",
+        &dev,
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some(&format!("mode=755,size=65536,uid={id},gid={id}")),
+    )?;
+    make_devices(&dev, id)?;
+    mnt(
+        "devpts",
+        &dev.join("pts"),
+        "devpts",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some(&format!("newinstance,ptmxmode=0666,mode=0620,gid={}", id + 5)),
+    )?;
+    let tmpfs_opts = format!("mode=1777,size={},uid={id},gid={id}", cfg.tmp_bytes);
+    mnt("shm", &dev.join("shm"), "tmpfs", nosuid_nodev_noexec, Some(&tmpfs_opts))?;
+    mnt(
+        "sysfs",
+        &root.join("sys"),
+        "sysfs",
+        nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+        None,
+    )?;
+    mnt(
+        "tmpfs",
+        &root.join("tmp"),
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(&tmpfs_opts),
+    )?;
+    for p in MASKED {
+        let target = inside(root, p);
+        match std::fs::metadata(&target) {
+            Ok(md) if md.is_dir() => mnt("tmpfs", &target, "tmpfs", MsFlags::MS_RDONLY, Some("size=0"))?,
+            Ok(_) => mount(
+                Some(&dev.join("null")),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(setup_err("mask a /proc file"))?,
+            Err(_) => {}
+        }
+    }
+    for p in READ_ONLY {
+        let target = inside(root, p);
+        if !target.exists() {
+            continue;
+        }
+        mount(Some(&target), &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+            .map_err(setup_err("bind a read-only path"))?;
+        mount(
+            None::<&str>,
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid_nodev_noexec,
+            None::<&str>,
+        )
+        .map_err(setup_err("make a path read-only"))?;
+    }
+    Ok(())
+}
+
+/// Creates the minimal device nodes and links in the box's `/dev`.
+fn make_devices(dev: &Path, id: u32) -> Result<()> {
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        let p = dev.join(name);
+        mknod(&p, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(major, minor))
+            .map_err(setup_err("create a device node"))?;
+        // mknod obeys the umask; make the mode exact and root-of-box owned.
+        nix::sys::stat::fchmodat(
+            nix::fcntl::AT_FDCWD,
+            &p,
+            Mode::from_bits_truncate(0o666),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .map_err(setup_err("chmod a device node"))?;
+        std::os::unix::fs::chown(&p, Some(id), Some(id)).map_err(RuntimeError::io("chown a device node"))?;
+    }
+    for d in ["pts", "shm"] {
+        std::fs::create_dir(dev.join(d)).map_err(RuntimeError::io("create /dev dirs"))?;
+    }
+    for (name, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(target, dev.join(name)).map_err(RuntimeError::io("create /dev links"))?;
+    }
+    Ok(())
+}
+
+/// Makes `rootfs` the root and detaches the old one completely.
+fn pivot(rootfs: &Path) -> Result<()> {
+    nix::unistd::chdir(rootfs).map_err(setup_err("enter the box root"))?;
+    nix::unistd::pivot_root(".", ".").map_err(setup_err("pivot_root"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(setup_err("detach the old root"))?;
+    nix::unistd::chdir("/").map_err(setup_err("chdir /"))
+}
+
+/// Joins the box's user namespace and becomes its root (an unprivileged
+/// host id).
+fn become_box_root(userns: &OwnedFd) -> Result<()> {
+    nix::sched::setns(userns, nix::sched::CloneFlags::CLONE_NEWUSER).map_err(setup_err("join the user namespace"))?;
+    nix::unistd::setgroups(&[]).map_err(setup_err("setgroups"))?;
+    let root_gid = nix::unistd::Gid::from_raw(0);
+    let root_uid = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresgid(root_gid, root_gid, root_gid).map_err(setup_err("setresgid"))?;
+    nix::unistd::setresuid(root_uid, root_uid, root_uid).map_err(setup_err("setresuid"))
+}
+
+/// The OCI default capability set, minus NET_RAW (boxes get no raw sockets).
+pub const DEFAULT_CAPS: [caps::Capability; 13] = [
+    caps::Capability::CAP_CHOWN,
+    caps::Capability::CAP_DAC_OVERRIDE,
+    caps::Capability::CAP_FSETID,
+    caps::Capability::CAP_FOWNER,
+    caps::Capability::CAP_MKNOD,
+    caps::Capability::CAP_SETGID,
+    caps::Capability::CAP_SETUID,
+    caps::Capability::CAP_SETFCAP,
+    caps::Capability::CAP_SETPCAP,
+    caps::Capability::CAP_NET_BIND_SERVICE,
+    caps::Capability::CAP_SYS_CHROOT,
+    caps::Capability::CAP_KILL,
+    caps::Capability::CAP_AUDIT_WRITE,
+];
+
+fn harden() -> Result<()> {
+    let caps_err = |e: caps::errors::CapsError| RuntimeError::Setup(format!("capabilities: {e}"));
+    let keep: caps::CapsHashSet = DEFAULT_CAPS.into_iter().collect();
+    for cap in caps::all() {
+        if !keep.contains(&cap) {
+            caps::drop(None, caps::CapSet::Bounding, cap).map_err(caps_err)?;
+        }
+    }
+    caps::clear(None, caps::CapSet::Ambient).map_err(caps_err)?;
+    caps::set(None, caps::CapSet::Effective, &keep).map_err(caps_err)?;
+    caps::set(None, caps::CapSet::Permitted, &keep).map_err(caps_err)?;
+    caps::set(None, caps::CapSet::Inheritable, &keep).map_err(caps_err)?;
+    // SAFETY: prctl with constant arguments.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            return Err(RuntimeError::io("no_new_privs")(std::io::Error::last_os_error()));
+        }
+        // The agent cannot be ptraced or have its memory read by box processes.
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+    crate::seccomp::install().map_err(|e| RuntimeError::Setup(e.to_string()))?;
+    std::env::set_current_dir(boxd_agent::DEFAULT_CWD).map_err(RuntimeError::io("enter /workspace/home"))
+}

@@ -1,0 +1,195 @@
+//! The host half of starting a box: clone the first process into new
+//! namespaces, exec the agent in it, place it in the box's cgroups, hand it
+//! its config and wait for its verdict.
+//!
+//! The clone shares the daemon's memory (`CLONE_VM | CLONE_VFORK`) and runs
+//! on its own small stack, doing nothing but `dup2` and `execve`, so starting
+//! a box never copies the daemon's page tables and never runs allocator code
+//! in a half-forked multi-threaded process. Only the three descriptors the
+//! agent needs cross into it.
+
+use crate::error::{Result, RuntimeError};
+use crate::setup::{SetupConfig, CONTROL_FD, LISTENER_FD, USERNS_FD};
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+/// Namespaces every box gets at clone time (the user namespace is joined
+/// later, from inside, so these stay owned by the host).
+pub const BOX_NAMESPACES: libc::c_int =
+    libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWNET | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+
+/// How long a box may take to set itself up before it is given up on.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The box's first process, as the daemon sees it.
+pub struct Started {
+    pub pid: i32,
+    pub pidfd: OwnedFd,
+}
+
+#[repr(C)]
+struct ChildArgs {
+    fds: [[libc::c_int; 2]; 3],
+    path: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+}
+
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` points at a ChildArgs that the parent keeps alive until
+    // the child has exec'd (CLONE_VFORK); only async-signal-safe calls here.
+    unsafe {
+        let a = &*(arg as *const ChildArgs);
+        let mut tmp = [0; 3];
+        for (i, pair) in a.fds.iter().enumerate() {
+            tmp[i] = libc::fcntl(pair[0], libc::F_DUPFD_CLOEXEC, 16);
+            if tmp[i] < 0 {
+                libc::_exit(126);
+            }
+        }
+        for (i, pair) in a.fds.iter().enumerate() {
+            if libc::dup2(tmp[i], pair[1]) < 0 {
+                libc::_exit(126);
+            }
+        }
+        libc::execve(a.path, a.argv, a.envp);
+        libc::_exit(127)
+    }
+}
+
+/// Clones the agent into fresh namespaces and sets the box up; `join` puts
+/// the new process into the box's cgroups before it does anything.
+pub fn start_agent(
+    agent: &Path,
+    cfg: &SetupConfig,
+    userns: &OwnedFd,
+    listener: &OwnedFd,
+    join: impl FnOnce(i32) -> Result<()>,
+) -> Result<Started> {
+    let path = CString::new(agent.as_os_str().as_encoded_bytes())
+        .map_err(|_| RuntimeError::Setup("agent path contains NUL".into()))?;
+    let arg1 = c"--box-init";
+    let argv = [path.as_ptr(), arg1.as_ptr(), std::ptr::null()];
+    let envp = [std::ptr::null()];
+    let (mut ours, theirs) = UnixStream::pair().map_err(RuntimeError::io("control socket"))?;
+    let args = ChildArgs {
+        fds: [
+            [theirs.as_raw_fd(), CONTROL_FD],
+            [userns.as_raw_fd(), USERNS_FD],
+            [listener.as_raw_fd(), LISTENER_FD],
+        ],
+        path: path.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+    };
+    let mut stack = vec![0u8; 64 * 1024];
+    let mut pidfd: libc::c_int = -1;
+    // SAFETY: the child runs `child_main` on `stack` and execs; CLONE_VFORK
+    // suspends us until then, so `args`, `argv` and `stack` outlive its use.
+    let pid = unsafe {
+        let top = stack.as_mut_ptr().add(stack.len()) as *mut libc::c_void;
+        libc::clone(
+            child_main,
+            top,
+            BOX_NAMESPACES | libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
+            &args as *const ChildArgs as *mut libc::c_void,
+            &mut pidfd as *mut libc::c_int,
+        )
+    };
+    if pid < 0 {
+        return Err(RuntimeError::io("clone the box's first process")(std::io::Error::last_os_error()));
+    }
+    drop(stack);
+    drop(theirs);
+    // SAFETY: CLONE_PIDFD stored a fresh descriptor that only we own.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    let started = Started { pid, pidfd };
+    let result = (|| {
+        join(pid)?;
+        let cfg = serde_json::to_vec(cfg).map_err(|e| RuntimeError::Setup(e.to_string()))?;
+        let mut msg = (cfg.len() as u32).to_be_bytes().to_vec();
+        msg.extend_from_slice(&cfg);
+        ours.write_all(&msg).map_err(RuntimeError::io("send the box config"))?;
+        ours.set_read_timeout(Some(SETUP_TIMEOUT))
+            .map_err(RuntimeError::io("control socket"))?;
+        let mut verdict = Vec::new();
+        ours.read_to_end(&mut verdict)
+            .map_err(RuntimeError::io("wait for the box to start"))?;
+        match verdict.as_slice() {
+            b"ok" => Ok(()),
+            [] => Err(RuntimeError::Setup(format!(
+                "the agent {} exited before reporting (is it executable?)",
+                agent.display()
+            ))),
+            other => Err(RuntimeError::Setup(
+                String::from_utf8_lossy(other).trim_start_matches("error: ").to_string(),
+            )),
+        }
+    })();
+    match result {
+        Ok(()) => Ok(started),
+        Err(e) => {
+            kill_and_reap(&started);
+            Err(e)
+        }
+    }
+}
+
+/// Sends SIGKILL through the pidfd (which cannot hit a recycled pid).
+pub fn kill(pidfd: &OwnedFd) {
+    // SAFETY: pidfd_send_signal on a live descriptor.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        );
+    }
+}
+
+fn kill_and_reap(s: &Started) {
+    kill(&s.pidfd);
+    // SAFETY: the pid is our child.
+    unsafe { libc::waitpid(s.pid, std::ptr::null_mut(), libc::__WALL) };
+}
+
+/// Whether the process behind `pidfd` has exited (its pidfd is readable).
+pub fn has_exited(pidfd: &OwnedFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll on one valid pollfd with a zero timeout.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n > 0
+}
+
+/// Waits up to `timeout` for the process behind `pidfd` to exit.
+pub fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll on one valid pollfd.
+    let n = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis().min(i32::MAX as u128) as i32) };
+    n > 0
+}
+
+/// Opens a pidfd for an existing process (re-adoption after a restart).
+pub fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptor owned by us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
