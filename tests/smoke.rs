@@ -9,3 +9,17 @@ async fn a_box_runs_a_command() {
     println!("{out}");
     assert!(out.contains("hello"));
 }
+
+#[tokio::test]
+async fn timing_probe() {
+    let Some(rt) = runtime() else { return };
+    for i in 0..5 {
+        let t = std::time::Instant::now();
+        let b = rt.create(&boxd_runtime::BoxSpec::new(unique("t"))).unwrap();
+        let t1 = t.elapsed();
+        b.exec(boxd_agent::protocol::SpawnRequest::argv(["/bin/true"])).await.unwrap();
+        let t2 = t.elapsed();
+        rt.destroy(b).unwrap();
+        println!("{i}: create {:?} first-exec {:?} destroy {:?}", t1, t2, t.elapsed());
+    }
+}

@@ -177,6 +177,14 @@ impl Registry {
                 {
                     return Err(std::io::Error::last_os_error());
                 }
+                // The agent is shielded from the box's OOM killer; its
+                // children are not (raising the score needs no privilege).
+                let adj = c"/proc/self/oom_score_adj";
+                let fd = libc::open(adj.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd >= 0 {
+                    libc::write(fd, b"0".as_ptr().cast(), 1);
+                    libc::close(fd);
+                }
                 // Restore the default signal mask and dispositions the agent changed.
                 let mut set: libc::sigset_t = std::mem::zeroed();
                 libc::sigemptyset(&mut set);

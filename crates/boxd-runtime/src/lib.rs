@@ -370,6 +370,8 @@ impl Runtime {
         let started = spawn::start_agent(&self.cfg.agent_path, &setup_cfg, &userns, &listener_fd, |pid| {
             cgroup.join(pid)
         })?;
+        // The box's OOM killer picks a runaway process, never the agent.
+        let _ = std::fs::write(format!("/proc/{}/oom_score_adj", started.pid), "-998");
         // Only the agent holds the listener now: if it dies, connects fail
         // at once instead of queueing forever.
         drop(listener_fd);
