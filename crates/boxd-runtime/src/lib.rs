@@ -174,6 +174,7 @@ pub struct Runtime {
     cfg: RuntimeConfig,
     cgroups: CgroupMode,
     slots: Mutex<idmap::Slots>,
+    seccomp: Vec<seccomp::EncodedProgram>,
 }
 
 fn check_name(s: &str, extra: &[char]) -> bool {
@@ -233,11 +234,13 @@ impl Runtime {
         for rec in Self::records(dd) {
             slots.mark(rec.slot);
         }
+        let seccomp = seccomp::encoded().map_err(|e| RuntimeError::Setup(e.to_string()))?;
         tracing::info!(cgroups = %cgroups, data_dir = %dd.display(), "box runtime ready");
         Ok(Runtime {
             cfg,
             cgroups,
             slots: Mutex::new(slots),
+            seccomp,
         })
     }
 
@@ -359,6 +362,7 @@ impl Runtime {
             overlays,
             host_root_id: root_id,
             tmp_bytes: spec.tmp_bytes,
+            seccomp: self.seccomp.clone(),
             agent: AgentConfig { env: spec.env.clone() },
         };
         let userns = idmap::create_userns(root_id).map_err(RuntimeError::io("create the user namespace"))?;

@@ -139,11 +139,36 @@ pub fn programs() -> Result<Vec<BpfProgram>, SeccompError> {
     Ok(out)
 }
 
-/// Installs the filters on the calling thread (and so its future children).
-/// Requires `no_new_privs` to be set first.
-pub fn install() -> Result<(), SeccompError> {
-    for p in programs()? {
-        seccompiler::apply_filter(&p).map_err(|e| SeccompError::Apply(e.to_string()))?;
+/// A compiled program in a form that crosses the daemon → box boundary:
+/// each BPF instruction packed into one `u64` (code, jt, jf, k).
+pub type EncodedProgram = Vec<u64>;
+
+/// Compiles the filters once (in the daemon), ready to ship to every box.
+pub fn encoded() -> Result<Vec<EncodedProgram>, SeccompError> {
+    Ok(programs()?
+        .into_iter()
+        .map(|p| {
+            p.iter()
+                .map(|i| i.code as u64 | (i.jt as u64) << 16 | (i.jf as u64) << 24 | (i.k as u64) << 32)
+                .collect()
+        })
+        .collect())
+}
+
+/// Installs encoded filters on the calling thread (and so on its future
+/// children). Requires `no_new_privs` to be set first.
+pub fn install(programs: &[EncodedProgram]) -> Result<(), SeccompError> {
+    for p in programs {
+        let prog: BpfProgram = p
+            .iter()
+            .map(|w| seccompiler::sock_filter {
+                code: *w as u16,
+                jt: (*w >> 16) as u8,
+                jf: (*w >> 24) as u8,
+                k: (*w >> 32) as u32,
+            })
+            .collect();
+        seccompiler::apply_filter(&prog).map_err(|e| SeccompError::Apply(e.to_string()))?;
     }
     Ok(())
 }
@@ -151,7 +176,15 @@ pub fn install() -> Result<(), SeccompError> {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn filters_build() {
-        assert_eq!(super::programs().unwrap().len(), 2);
+    fn filters_build_and_survive_encoding() {
+        let progs = super::programs().unwrap();
+        let enc = super::encoded().unwrap();
+        assert_eq!(progs.len(), 2);
+        for (p, e) in progs.iter().zip(&enc) {
+            assert_eq!(p.len(), e.len());
+            for (i, w) in p.iter().zip(e) {
+                assert_eq!((i.code, i.jt, i.jf, i.k), (*w as u16, (*w >> 16) as u8, (*w >> 24) as u8, (*w >> 32) as u32));
+            }
+        }
     }
 }

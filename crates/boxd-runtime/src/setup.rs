@@ -52,6 +52,8 @@ pub struct SetupConfig {
     pub host_root_id: u32,
     /// Size of `/tmp` and `/dev/shm`, in bytes.
     pub tmp_bytes: u64,
+    /// The seccomp filters, compiled once by the daemon.
+    pub seccomp: Vec<crate::seccomp::EncodedProgram>,
     pub agent: AgentConfig,
 }
 
@@ -134,7 +136,7 @@ fn setup(cfg: &SetupConfig, userns: &OwnedFd) -> Result<()> {
     pivot(&cfg.rootfs)?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(setup_err("cgroup namespace"))?;
     become_box_root(userns)?;
-    harden()
+    harden(&cfg.seccomp)
 }
 
 /// Brings up `lo` in the box's fresh network namespace.
@@ -391,43 +393,89 @@ fn become_box_root(userns: &OwnedFd) -> Result<()> {
     nix::unistd::setresuid(root_uid, root_uid, root_uid).map_err(setup_err("setresuid"))
 }
 
-/// The OCI default capability set, minus NET_RAW (boxes get no raw sockets).
-pub const DEFAULT_CAPS: [caps::Capability; 13] = [
-    caps::Capability::CAP_CHOWN,
-    caps::Capability::CAP_DAC_OVERRIDE,
-    caps::Capability::CAP_FSETID,
-    caps::Capability::CAP_FOWNER,
-    caps::Capability::CAP_MKNOD,
-    caps::Capability::CAP_SETGID,
-    caps::Capability::CAP_SETUID,
-    caps::Capability::CAP_SETFCAP,
-    caps::Capability::CAP_SETPCAP,
-    caps::Capability::CAP_NET_BIND_SERVICE,
-    caps::Capability::CAP_SYS_CHROOT,
-    caps::Capability::CAP_KILL,
-    caps::Capability::CAP_AUDIT_WRITE,
+/// The OCI default capability set, minus NET_RAW (boxes get no raw
+/// sockets): (name, capability number).
+pub const DEFAULT_CAPS: [(&str, u32); 13] = [
+    ("CAP_CHOWN", 0),
+    ("CAP_DAC_OVERRIDE", 1),
+    ("CAP_FOWNER", 3),
+    ("CAP_FSETID", 4),
+    ("CAP_KILL", 5),
+    ("CAP_SETGID", 6),
+    ("CAP_SETUID", 7),
+    ("CAP_SETPCAP", 8),
+    ("CAP_NET_BIND_SERVICE", 10),
+    ("CAP_SYS_CHROOT", 18),
+    ("CAP_MKNOD", 27),
+    ("CAP_AUDIT_WRITE", 29),
+    ("CAP_SETFCAP", 31),
 ];
 
-fn harden() -> Result<()> {
-    let caps_err = |e: caps::errors::CapsError| RuntimeError::Setup(format!("capabilities: {e}"));
-    let keep: caps::CapsHashSet = DEFAULT_CAPS.into_iter().collect();
-    for cap in caps::all() {
-        if !keep.contains(&cap) {
-            caps::drop(None, caps::CapSet::Bounding, cap).map_err(caps_err)?;
-        }
-    }
-    caps::clear(None, caps::CapSet::Ambient).map_err(caps_err)?;
-    caps::set(None, caps::CapSet::Effective, &keep).map_err(caps_err)?;
-    caps::set(None, caps::CapSet::Permitted, &keep).map_err(caps_err)?;
-    caps::set(None, caps::CapSet::Inheritable, &keep).map_err(caps_err)?;
-    // SAFETY: prctl with constant arguments.
+/// The default set as a capability bit mask.
+pub fn default_caps_mask() -> u64 {
+    DEFAULT_CAPS.iter().map(|(_, n)| 1u64 << n).sum()
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+fn last_os(what: &'static str) -> RuntimeError {
+    RuntimeError::io(what)(std::io::Error::last_os_error())
+}
+
+/// Reduces capabilities to the default set, sets `no_new_privs`, makes the
+/// agent undumpable and installs the seccomp filters.
+fn harden(seccomp: &[crate::seccomp::EncodedProgram]) -> Result<()> {
+    let keep = default_caps_mask();
+    // SAFETY: prctl/capset with valid arguments on the calling thread.
     unsafe {
+        for cap in 0..64u32 {
+            if keep & (1 << cap) == 0 && libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0 {
+                // EINVAL: past the kernel's last capability.
+                if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+                    break;
+                }
+                return Err(last_os("drop a bounding capability"));
+            }
+        }
+        if libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 {
+            return Err(last_os("clear ambient capabilities"));
+        }
+        let mut header = CapHeader {
+            version: CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let half = |shift: u32| {
+            let v = (keep >> shift) as u32;
+            CapData {
+                effective: v,
+                permitted: v,
+                inheritable: v,
+            }
+        };
+        let data = [half(0), half(32)];
+        if libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) != 0 {
+            return Err(last_os("set capabilities"));
+        }
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-            return Err(RuntimeError::io("no_new_privs")(std::io::Error::last_os_error()));
+            return Err(last_os("no_new_privs"));
         }
         // The agent cannot be ptraced or have its memory read by box processes.
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
-    crate::seccomp::install().map_err(|e| RuntimeError::Setup(e.to_string()))?;
+    crate::seccomp::install(seccomp).map_err(|e| RuntimeError::Setup(e.to_string()))?;
     std::env::set_current_dir(boxd_agent::DEFAULT_CWD).map_err(RuntimeError::io("enter /workspace/home"))
 }

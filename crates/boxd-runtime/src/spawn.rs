@@ -6,7 +6,7 @@
 //! on its own small stack, doing nothing but `dup2` and `execve`, so starting
 //! a box never copies the daemon's page tables and never runs allocator code
 //! in a half-forked multi-threaded process. Only the three descriptors the
-//! agent needs cross into it.
+//! agent needs cross into it; its stdio is /dev/null.
 
 use crate::error::{Result, RuntimeError};
 use crate::setup::{SetupConfig, CONTROL_FD, LISTENER_FD, USERNS_FD};
@@ -33,7 +33,7 @@ pub struct Started {
 
 #[repr(C)]
 struct ChildArgs {
-    fds: [[libc::c_int; 2]; 3],
+    fds: [[libc::c_int; 2]; 6],
     path: *const libc::c_char,
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
@@ -44,7 +44,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // the child has exec'd (CLONE_VFORK); only async-signal-safe calls here.
     unsafe {
         let a = &*(arg as *const ChildArgs);
-        let mut tmp = [0; 3];
+        let mut tmp = [0; 6];
         for (i, pair) in a.fds.iter().enumerate() {
             tmp[i] = libc::fcntl(pair[0], libc::F_DUPFD_CLOEXEC, 16);
             if tmp[i] < 0 {
@@ -76,8 +76,17 @@ pub fn start_agent(
     let argv = [path.as_ptr(), arg1.as_ptr(), std::ptr::null()];
     let envp = [std::ptr::null()];
     let (mut ours, theirs) = UnixStream::pair().map_err(RuntimeError::io("control socket"))?;
+    // The agent's stdio is /dev/null: no daemon terminal or log reaches a box.
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(RuntimeError::io("open /dev/null"))?;
     let args = ChildArgs {
         fds: [
+            [null.as_raw_fd(), 0],
+            [null.as_raw_fd(), 1],
+            [null.as_raw_fd(), 2],
             [theirs.as_raw_fd(), CONTROL_FD],
             [userns.as_raw_fd(), USERNS_FD],
             [listener.as_raw_fd(), LISTENER_FD],
