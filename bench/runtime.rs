@@ -1,1 +1,171 @@
-fn main(){}
+//! Library-level box start benchmark.
+//!
+//! Measures create → first command's exit for `/bin/true` (100 runs after a
+//! warm-up), interleaved with the raw floor measured in the same process:
+//! `clone` with the same namespaces (user, mount, pid, net, uts, ipc,
+//! cgroup) + `exec /bin/true` + wait, with no overlay, cgroups or agent.
+//! Also measures the exec round trip of `/bin/true` on a running box and of
+//! a bare `spawn` of `/bin/true` from this process, for reference.
+//!
+//! Run as root: `cargo bench --bench runtime` (`-- --runs N` to change the
+//! count). Prints medians, p99s and ratios; never asserts a timing.
+
+use boxd_agent::protocol::SpawnRequest;
+use boxd_runtime::{BoxSpec, Runtime, RuntimeConfig};
+use std::time::{Duration, Instant};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_boxd-agent");
+
+fn floor_once() -> Duration {
+    extern "C" fn child(_: *mut libc::c_void) -> libc::c_int {
+        let path = c"/bin/true";
+        let argv = [path.as_ptr(), std::ptr::null()];
+        let envp = [std::ptr::null()];
+        // SAFETY: exec in a vfork'd child with static strings.
+        unsafe {
+            libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            libc::_exit(127)
+        }
+    }
+    let mut stack = vec![0u8; 64 * 1024];
+    let flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWCGROUP
+        | libc::CLONE_VM
+        | libc::CLONE_VFORK
+        | libc::SIGCHLD;
+    let t = Instant::now();
+    // SAFETY: the child only execs; CLONE_VFORK keeps the stack alive.
+    unsafe {
+        let top = stack.as_mut_ptr().add(stack.len()) as *mut libc::c_void;
+        let pid = libc::clone(child, top, flags, std::ptr::null_mut());
+        assert!(pid > 0, "clone: {}", std::io::Error::last_os_error());
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "floor child failed"
+        );
+    }
+    t.elapsed()
+}
+
+fn stats(mut v: Vec<Duration>) -> (Duration, Duration) {
+    v.sort();
+    let p99 = v[((v.len() * 99).div_ceil(100)).saturating_sub(1)];
+    (v[v.len() / 2], p99)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+fn main() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: the runtime benchmark needs root");
+        return;
+    }
+    let args: Vec<String> = std::env::args().collect();
+    let runs: usize = args
+        .iter()
+        .position(|a| a == "--runs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100);
+    let dir = std::env::temp_dir().join(format!("boxd-bench-{}", std::process::id()));
+    let mut cfg = RuntimeConfig::new(&dir, AGENT);
+    cfg.cgroup_parent = format!("boxd-bench-{}", std::process::id());
+    let rt = Runtime::new(cfg).expect("runtime");
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let mut n = 0;
+    let mut box_once = || {
+        n += 1;
+        let t = Instant::now();
+        let b = rt
+            .create(&BoxSpec::new(format!("bench-{n}")))
+            .expect("create");
+        let out = tokio
+            .block_on(b.exec(SpawnRequest::argv(["/bin/true"])))
+            .expect("exec");
+        let d = t.elapsed();
+        assert_eq!(out.status.code, 0);
+        rt.destroy(b).expect("destroy");
+        d
+    };
+    for _ in 0..5 {
+        box_once();
+        floor_once();
+    }
+    let (mut boxes, mut floor) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        boxes.push(box_once());
+        floor.push(floor_once());
+    }
+    let (bm, bp) = stats(boxes);
+    let (fm, fp) = stats(floor);
+    // Exec round trip on a running box vs a bare spawn from the host.
+    let b = rt.create(&BoxSpec::new("bench-exec")).expect("create");
+    let (mut execs, mut spawns) = (Vec::new(), Vec::new());
+    for _ in 0..(runs * 10) {
+        let t = Instant::now();
+        tokio
+            .block_on(b.exec(SpawnRequest::argv(["/bin/true"])))
+            .expect("exec");
+        execs.push(t.elapsed());
+        let t = Instant::now();
+        std::process::Command::new("/bin/true")
+            .output()
+            .expect("spawn");
+        spawns.push(t.elapsed());
+    }
+    rt.destroy(b).expect("destroy");
+    let (em, ep) = stats(execs);
+    let (sm, sp) = stats(spawns);
+    println!("box runtime benchmark ({runs} runs, interleaved)");
+    println!("| measurement | median | p99 |");
+    println!("|---|---|---|");
+    println!(
+        "| create → first exec of `true` exits (boxd library) | {} | {} |",
+        ms(bm),
+        ms(bp)
+    );
+    println!(
+        "| raw floor: clone(7 namespaces) + exec `true` | {} | {} |",
+        ms(fm),
+        ms(fp)
+    );
+    println!(
+        "| exec round trip of `true` in a running box | {} | {} |",
+        ms(em),
+        ms(ep)
+    );
+    println!(
+        "| host spawn of `true` (std::process) | {} | {} |",
+        ms(sm),
+        ms(sp)
+    );
+    println!(
+        "ratio create/floor (median): {:.2}x; exec/host spawn (median): {:.2}x",
+        bm.as_secs_f64() / fm.as_secs_f64(),
+        em.as_secs_f64() / sm.as_secs_f64()
+    );
+    drop(rt);
+    for base in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let _ = std::fs::remove_dir(
+            base.path()
+                .join(format!("boxd-bench-{}", std::process::id())),
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

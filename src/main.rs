@@ -1,1 +1,165 @@
-fn main(){}
+//! `boxd`: the single binary. Today it drives the box runtime directly
+//! (`boxd run`, `boxd info`); the HTTP daemon (`boxd serve`) and the API
+//! client commands come with the daemon issue.
+
+use anyhow::{bail, Context, Result};
+use boxd_agent::protocol::SpawnRequest;
+use boxd_agent::Output;
+use boxd_runtime::{BoxSpec, Limits, Runtime, RuntimeConfig};
+use clap::{Parser, Subcommand};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "boxd",
+    version,
+    about = "Self-hosted sandboxes: isolated Linux boxes"
+)]
+struct Cli {
+    /// Where images, boxes and state live.
+    #[arg(
+        long,
+        env = "BOXD_DATA_DIR",
+        default_value = "/var/lib/boxd",
+        global = true
+    )]
+    data_dir: PathBuf,
+    /// The boxd-agent executable (default: next to this binary).
+    #[arg(long, env = "BOXD_AGENT", global = true)]
+    agent: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one command in a fresh box, stream its output, destroy the box.
+    Run {
+        /// Runtime or image: host, node, python.
+        #[arg(long, default_value = "host")]
+        runtime: String,
+        /// Environment variable for the box (repeatable).
+        #[arg(long = "env", short = 'e', value_name = "K=V")]
+        env: Vec<String>,
+        /// Memory limit in MiB.
+        #[arg(long)]
+        memory_mib: Option<u64>,
+        /// CPU limit in thousandths of a core (1000 = one core).
+        #[arg(long)]
+        cpu_millis: Option<u64>,
+        /// Run as this user inside the box (default root).
+        #[arg(long)]
+        user: Option<String>,
+        /// The command and its arguments.
+        #[arg(required = true, last = true)]
+        command: Vec<String>,
+    },
+    /// Show what this host offers: cgroup mode, images, KVM.
+    Info,
+}
+
+fn parse_env(pairs: &[String]) -> Result<BTreeMap<String, String>> {
+    pairs
+        .iter()
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => Ok((k.to_string(), v.to_string())),
+            None => bail!("--env takes K=V, got {p:?}"),
+        })
+        .collect()
+}
+
+fn runtime(cli: &Cli) -> Result<Runtime> {
+    let agent = match &cli.agent {
+        Some(a) => a.clone(),
+        None => std::env::current_exe()
+            .context("locate the boxd binary")?
+            .with_file_name("boxd-agent"),
+    };
+    Runtime::new(RuntimeConfig::new(&cli.data_dir, agent))
+        .context("start the box runtime (boxd needs root)")
+}
+
+async fn run(rt: &Runtime, spec: BoxSpec, req: SpawnRequest) -> Result<i32> {
+    let b = rt.create(&spec).context("create the box")?;
+    let result = async {
+        let mut p = b.spawn(req).await?;
+        let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+        while let Some(o) = p.next().await? {
+            match o {
+                Output::Stdout(d) => {
+                    out.write_all(&d)?;
+                    out.flush()?;
+                }
+                Output::Stderr(d) => {
+                    err.write_all(&d)?;
+                    err.flush()?;
+                }
+                Output::Exit(s) => return Ok(s.code),
+            }
+        }
+        bail!("the box's agent closed the stream without an exit status")
+    }
+    .await;
+    rt.destroy(b).context("destroy the box")?;
+    result
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BOXD_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = async {
+        match &cli.command {
+            Command::Run {
+                runtime: rt_name,
+                env,
+                memory_mib,
+                cpu_millis,
+                user,
+                command,
+            } => {
+                let rt = runtime(&cli)?;
+                let mut spec = BoxSpec::new(format!("run-{}", std::process::id()));
+                spec.runtime = rt_name.clone();
+                spec.env = parse_env(env)?;
+                spec.limits = Limits {
+                    memory_bytes: memory_mib.map(|m| m << 20),
+                    cpu_millis: *cpu_millis,
+                    ..spec.limits
+                };
+                let mut req = SpawnRequest::argv(command.clone());
+                req.user = user.clone();
+                run(&rt, spec, req).await
+            }
+            Command::Info => {
+                let rt = runtime(&cli)?;
+                println!("data dir: {}", cli.data_dir.display());
+                println!("cgroups:  {}", rt.cgroup_mode());
+                println!("images:   host");
+                let kvm = std::path::Path::new("/dev/kvm").exists();
+                println!(
+                    "kvm:      {}",
+                    if kvm { "/dev/kvm present" } else { "absent" }
+                );
+                Ok(0)
+            }
+        }
+    }
+    .await;
+    match result {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("boxd: {e:#}");
+            ExitCode::from(125)
+        }
+    }
+}

@@ -23,12 +23,17 @@ async fn a_50_mib_binary_file_round_trips() {
     let Some(rt) = runtime() else { return };
     let b = TestBox::default(&rt);
     let data = pseudo_random(50 << 20);
-    b.agent().write_file("/workspace/home/big.bin", &data, None).await.unwrap();
+    b.agent()
+        .write_file("/workspace/home/big.bin", &data, None)
+        .await
+        .unwrap();
     let back = b.agent().read_file("big.bin").await.unwrap();
     assert_eq!(back.len(), data.len());
     assert!(back == data, "content differs");
     // The box sees the same bytes.
-    let sum = b.ok("sha256sum /workspace/home/big.bin | cut -d' ' -f1").await;
+    let sum = b
+        .ok("sha256sum /workspace/home/big.bin | cut -d' ' -f1")
+        .await;
     let expected = {
         let out = std::process::Command::new("sha256sum")
             .stdin(std::process::Stdio::piped())
@@ -40,7 +45,11 @@ async fn a_50_mib_binary_file_round_trips() {
                 c.wait_with_output()
             })
             .unwrap();
-        String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
     };
     assert_eq!(sum.trim(), expected);
 }
@@ -51,14 +60,25 @@ async fn metadata_operations() {
     let b = TestBox::default(&rt);
     let a = b.agent();
     a.mkdir("/workspace/home/d/e/f").await.unwrap();
-    a.write_file("d/e/f/x.txt", b"hello", Some(0o640)).await.unwrap();
+    a.write_file("d/e/f/x.txt", b"hello", Some(0o640))
+        .await
+        .unwrap();
     let st = a.stat("d/e/f/x.txt").await.unwrap();
     assert_eq!((st.kind, st.size, st.mode), (FileKind::File, 5, 0o640));
     assert_eq!(st.uid, 0);
-    let names: Vec<String> = a.list_dir("d/e/f").await.unwrap().into_iter().map(|e| e.name).collect();
+    let names: Vec<String> = a
+        .list_dir("d/e/f")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
     assert_eq!(names, ["x.txt"]);
     a.rename("d/e/f/x.txt", "d/y.txt").await.unwrap();
-    assert_eq!(a.read_file("/workspace/home/d/y.txt").await.unwrap(), b"hello");
+    assert_eq!(
+        a.read_file("/workspace/home/d/y.txt").await.unwrap(),
+        b"hello"
+    );
     a.remove("d").await.unwrap();
     let err = a.stat("d").await.unwrap_err();
     assert_eq!(err.agent_error().unwrap().kind, ErrorKind::NotFound);
@@ -71,7 +91,10 @@ async fn metadata_operations() {
     assert_eq!(err.agent_error().unwrap().kind, ErrorKind::IsADirectory);
     assert!(a.remove("/").await.is_err());
     // Writes into read-only mounts fail cleanly.
-    let err = a.write_file("/proc/sys/kernel/domainname", b"x", None).await.unwrap_err();
+    let err = a
+        .write_file("/proc/sys/kernel/domainname", b"x", None)
+        .await
+        .unwrap_err();
     assert!(err.agent_error().is_some(), "{err}");
 }
 
@@ -92,7 +115,10 @@ async fn folders_travel_as_tar_both_ways() {
         t.append_dir_all(".", &src).unwrap();
         t.finish().unwrap();
     }
-    b.agent().tar_in("/workspace/home/up", &mut &archive[..]).await.unwrap();
+    b.agent()
+        .tar_in("/workspace/home/up", &mut &archive[..])
+        .await
+        .unwrap();
     assert_eq!(b.ok("cat up/a.txt; readlink up/link").await, "alphaa.txt\n");
     assert_eq!(b.ok("wc -c < up/sub/deeper/b.bin").await.trim(), "300000");
     // And back out.
@@ -100,8 +126,14 @@ async fn folders_travel_as_tar_both_ways() {
     b.agent().tar_out("up", &mut out).await.unwrap();
     let dst = std::env::temp_dir().join(unique("tar-dst"));
     tar::Archive::new(&out[..]).unpack(&dst).unwrap();
-    assert_eq!(std::fs::read(dst.join("sub/deeper/b.bin")).unwrap(), pseudo_random(300_000));
-    assert_eq!(std::fs::read_link(dst.join("link")).unwrap().to_str(), Some("a.txt"));
+    assert_eq!(
+        std::fs::read(dst.join("sub/deeper/b.bin")).unwrap(),
+        pseudo_random(300_000)
+    );
+    assert_eq!(
+        std::fs::read_link(dst.join("link")).unwrap().to_str(),
+        Some("a.txt")
+    );
     // A single file comes out as one entry named after it.
     let mut one = Vec::new();
     b.agent().tar_out("up/a.txt", &mut one).await.unwrap();
@@ -133,8 +165,15 @@ async fn a_tar_with_escaping_paths_stays_inside_the_target() {
         t.append(&h, &data[..]).unwrap();
         t.finish().unwrap();
     }
-    let _ = b.agent().tar_in("/workspace/home/t", &mut &archive[..]).await;
-    assert_ne!(b.sh("test -e /etc/evil").await.status.code, 0, "tar entry escaped its folder");
+    let _ = b
+        .agent()
+        .tar_in("/workspace/home/t", &mut &archive[..])
+        .await;
+    assert_ne!(
+        b.sh("test -e /etc/evil").await.status.code,
+        0,
+        "tar entry escaped its folder"
+    );
 }
 
 #[tokio::test]
@@ -143,18 +182,34 @@ async fn symlinks_cannot_reach_the_hosts_files() {
     let b = TestBox::default(&rt);
     b.ok("ln -s /etc/shadow /workspace/home/s1; ln -s ../../../../../../../../etc/shadow /workspace/home/s2; ln -s /proc/1/root/etc/shadow /workspace/home/s3").await;
     let host_shadow = std::fs::read("/etc/shadow").unwrap_or_default();
-    for link in ["s1", "s2", "s3", "/proc/1/root/etc/shadow", "/workspace/home/../../../etc/shadow"] {
+    for link in [
+        "s1",
+        "s2",
+        "s3",
+        "/proc/1/root/etc/shadow",
+        "/workspace/home/../../../etc/shadow",
+    ] {
         match b.agent().read_file(link).await {
             Ok(content) => assert!(
                 host_shadow.is_empty() || content != host_shadow,
                 "{link} read the host's /etc/shadow"
             ),
-            Err(e) => assert_eq!(e.agent_error().map(|b| b.kind), Some(ErrorKind::NotFound), "{link}: {e}"),
+            Err(e) => assert_eq!(
+                e.agent_error().map(|b| b.kind),
+                Some(ErrorKind::NotFound),
+                "{link}: {e}"
+            ),
         }
     }
     // Writing through a symlink lands inside the box, never on the host.
     let marker = format!("/tmp/{}", unique("host-marker"));
     b.ok(&format!("ln -s {marker} /workspace/home/out")).await;
-    b.agent().write_file("/workspace/home/out", b"x", None).await.unwrap();
-    assert!(!std::path::Path::new(&marker).exists(), "write went to the host");
+    b.agent()
+        .write_file("/workspace/home/out", b"x", None)
+        .await
+        .unwrap();
+    assert!(
+        !std::path::Path::new(&marker).exists(),
+        "write went to the host"
+    );
 }

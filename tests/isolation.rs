@@ -30,7 +30,11 @@ async fn box_cannot_see_host_processes() {
     let pids: Vec<i32> = pids.lines().filter_map(|l| l.parse().ok()).collect();
     // Only the agent (1) and the ls/grep/sort pipeline exist in the box.
     assert!(pids.contains(&1));
-    assert!(pids.len() < 10, "box sees {} processes: {pids:?}", pids.len());
+    assert!(
+        pids.len() < 10,
+        "box sees {} processes: {pids:?}",
+        pids.len()
+    );
     let me = std::process::id() as i32;
     let cmdline = b.ok("cat /proc/1/cmdline | tr '\\0' ' '").await;
     assert!(cmdline.contains("boxd-agent"), "PID 1 is {cmdline}");
@@ -46,17 +50,23 @@ async fn box_cannot_see_another_boxs_processes_or_files() {
     let Some(rt) = runtime() else { return };
     let a = TestBox::default(&rt);
     let b = TestBox::default(&rt);
-    a.ok("echo top-secret > /workspace/home/a-only; echo x > /tmp/a-tmp").await;
+    a.ok("echo top-secret > /workspace/home/a-only; echo x > /tmp/a-tmp")
+        .await;
     let sleeper = a
         .spawn(SpawnRequest::argv(["sleep", "98765"]))
         .await
         .expect("spawn sleep");
     let _ = sleeper.pid;
-    let ps = b.ok("cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '").await;
+    let ps = b
+        .ok("cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '")
+        .await;
     assert!(!ps.contains("98765"), "box b sees box a's process: {ps}");
     assert_ne!(b.sh("test -e /workspace/home/a-only").await.status.code, 0);
     assert_ne!(b.sh("test -e /tmp/a-tmp").await.status.code, 0);
-    assert!(a.ok("cat /proc/[0-9]*/cmdline | tr '\\0' ' '").await.contains("98765"));
+    assert!(a
+        .ok("cat /proc/[0-9]*/cmdline | tr '\\0' ' '")
+        .await
+        .contains("98765"));
 }
 
 #[tokio::test]
@@ -64,8 +74,12 @@ async fn writes_to_image_layers_do_not_reach_the_host() {
     let Some(rt) = runtime() else { return };
     let b = TestBox::default(&rt);
     let marker = format!("/usr/bin/boxd-marker-{}", unique("m"));
-    b.ok(&format!("echo written-in-box > {marker} && cat {marker}")).await;
-    assert!(!std::path::Path::new(&marker).exists(), "box wrote into the host's /usr");
+    b.ok(&format!("echo written-in-box > {marker} && cat {marker}"))
+        .await;
+    assert!(
+        !std::path::Path::new(&marker).exists(),
+        "box wrote into the host's /usr"
+    );
     // Deleting a host binary inside the box hides it only there.
     b.ok("rm /usr/bin/env && ! test -e /usr/bin/env").await;
     assert!(std::path::Path::new("/usr/bin/env").exists());
@@ -82,20 +96,39 @@ async fn proc_kcore_is_masked_and_proc_sys_is_read_only() {
     // Every masked file the host kernel has reads as empty in the box
     // (this kernel may lack some, e.g. /proc/kcore without CONFIG_PROC_KCORE).
     let mut checked = 0;
-    for f in ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug", "/proc/latency_stats"] {
+    for f in [
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/timer_list",
+        "/proc/sched_debug",
+        "/proc/latency_stats",
+    ] {
         if std::path::Path::new(f).exists() {
-            assert_eq!(b.ok(&format!("wc -c < {f}")).await.trim(), "0", "{f} is not masked");
+            assert_eq!(
+                b.ok(&format!("wc -c < {f}")).await.trim(),
+                "0",
+                "{f} is not masked"
+            );
             checked += 1;
         }
     }
-    assert!(checked > 0, "no masked /proc file exists on this kernel to check");
+    assert!(
+        checked > 0,
+        "no masked /proc file exists on this kernel to check"
+    );
     assert_eq!(b.ok("ls /sys/firmware | wc -l").await.trim(), "0");
     let mounts = b.ok("grep ' /proc/sys ' /proc/mounts").await;
-    assert!(mounts.contains(" ro,"), "/proc/sys is not mounted read-only: {mounts}");
+    assert!(
+        mounts.contains(" ro,"),
+        "/proc/sys is not mounted read-only: {mounts}"
+    );
     // domainname is per-UTS-namespace: only the read-only mount stops root here.
     let w = b.sh("echo evil > /proc/sys/kernel/domainname").await;
     assert_ne!(w.status.code, 0);
-    assert!(String::from_utf8_lossy(&w.stderr).contains("Read-only"), "{w:?}");
+    assert!(
+        String::from_utf8_lossy(&w.stderr).contains("Read-only"),
+        "{w:?}"
+    );
     assert_ne!(b.sh("echo h > /proc/sysrq-trigger").await.status.code, 0);
     assert_ne!(b.sh("touch /sys/kernel/x").await.status.code, 0);
 }
@@ -142,8 +175,15 @@ async fn privileged_syscalls_are_refused() {
     for (name, res) in out.as_object().expect("object") {
         let (ret, errno) = (res[0].as_i64().unwrap(), res[1].as_i64().unwrap());
         assert_eq!(ret, -1, "{name} succeeded inside the box");
-        let expected = if name == "clone3" { libc::ENOSYS as i64 } else { eperm };
-        assert_eq!(errno, expected, "{name} failed with errno {errno}, not by the filter/caps");
+        let expected = if name == "clone3" {
+            libc::ENOSYS as i64
+        } else {
+            eperm
+        };
+        assert_eq!(
+            errno, expected,
+            "{name} failed with errno {errno}, not by the filter/caps"
+        );
     }
     // And with a real tool: new user namespaces and mounts are refused.
     assert_ne!(b.sh("unshare -U true").await.status.code, 0);
@@ -154,7 +194,9 @@ async fn privileged_syscalls_are_refused() {
 async fn capabilities_are_the_reduced_default_set_and_no_new_privs_is_set() {
     let Some(rt) = runtime() else { return };
     let b = TestBox::default(&rt);
-    let status = b.ok("grep -E '^(CapBnd|CapEff|NoNewPrivs|Seccomp):' /proc/self/status").await;
+    let status = b
+        .ok("grep -E '^(CapBnd|CapEff|NoNewPrivs|Seccomp):' /proc/self/status")
+        .await;
     let field = |k: &str| {
         status
             .lines()
@@ -177,7 +219,11 @@ async fn box_root_is_an_unprivileged_host_uid() {
     let Some(rt) = runtime() else { return };
     let b = TestBox::default(&rt);
     b.ok("echo mine > /workspace/home/owned && id -u").await;
-    let upper = rt.dir.join("boxes").join(b.id()).join("upper/0/workspace/home/owned");
+    let upper = rt
+        .dir
+        .join("boxes")
+        .join(b.id())
+        .join("upper/0/workspace/home/owned");
     let md = std::fs::metadata(&upper).expect("file in the box's upper dir");
     assert_eq!(md.uid(), b.host_root_id());
     assert_eq!(md.gid(), b.host_root_id());
@@ -185,7 +231,13 @@ async fn box_root_is_an_unprivileged_host_uid() {
     // The agent itself runs as that uid on the host.
     let status = std::fs::read_to_string(format!("/proc/{}/status", b.pid())).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
-    assert!(uid_line.split_whitespace().skip(1).all(|u| u == b.host_root_id().to_string()), "{uid_line}");
+    assert!(
+        uid_line
+            .split_whitespace()
+            .skip(1)
+            .all(|u| u == b.host_root_id().to_string()),
+        "{uid_line}"
+    );
     // Image files look root-owned inside (id-mapped layers), not nobody.
     assert_eq!(b.ok("stat -c %u:%g /usr/bin/env").await.trim(), "0:0");
     // The unprivileged box user really is unprivileged inside.
@@ -206,8 +258,15 @@ async fn no_daemon_descriptor_reaches_the_box() {
     // A descriptor the "daemon" holds open while the box starts.
     let marker = std::fs::File::open("/etc/hostname").unwrap();
     let b = TestBox::default(&rt);
-    let fds = py(&b, "import os; print(sorted(int(x) for x in os.listdir('/proc/self/fd')))").await;
-    assert_eq!(fds, "[0, 1, 2, 3]", "unexpected descriptors in a box process");
+    let fds = py(
+        &b,
+        "import os; print(sorted(int(x) for x in os.listdir('/proc/self/fd')))",
+    )
+    .await;
+    assert_eq!(
+        fds, "[0, 1, 2, 3]",
+        "unexpected descriptors in a box process"
+    );
     let links = b.ok("ls -l /proc/self/fd/ 2>&1").await;
     assert!(!links.contains("hostname"), "{links}");
     drop(marker);
@@ -235,13 +294,16 @@ async fn blocked_env_vars_are_refused_with_their_name() {
     for name in boxd_runtime::env::BLOCKED_ENV {
         let mut spec = BoxSpec::new(unique("env"));
         spec.env.insert(name.into(), "/evil".into());
-        let err = rt.create(&spec).err().expect("create with a blocked env var");
+        let err = rt
+            .create(&spec)
+            .err()
+            .expect("create with a blocked env var");
         assert!(err.to_string().contains(name), "{err}");
     }
     let b = TestBox::default(&rt);
     let mut req = SpawnRequest::shell("true");
     req.env.insert("LD_PRELOAD".into(), "/tmp/x.so".into());
-    let err = b.exec(req).await.err().expect("exec with LD_PRELOAD");
+    let err = b.exec(req).await.expect_err("exec with LD_PRELOAD");
     assert!(err.to_string().contains("LD_PRELOAD"));
     // Nothing was left behind by the refused creates.
     assert_eq!(rt.box_records().len(), 1);
@@ -268,7 +330,11 @@ async fn a_fork_bomb_stops_at_pids_max_and_the_next_box_starts() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap();
     assert!(hits > 0, "the bomb never hit pids.max: {events}");
-    let current: u64 = std::fs::read_to_string(dir.join("pids.current")).unwrap().trim().parse().unwrap();
+    let current: u64 = std::fs::read_to_string(dir.join("pids.current"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(current <= 64, "{current} pids in the box");
     b.destroy();
     let next = TestBox::default(&rt);
@@ -285,7 +351,11 @@ async fn a_memory_hog_is_oom_killed_inside_its_box() {
     };
     let b = TestBox::new(&rt, spec);
     let c = b
-        .exec(SpawnRequest::argv(["python3", "-c", "x = b'x' * (1024 << 20); print(len(x))"]))
+        .exec(SpawnRequest::argv([
+            "python3",
+            "-c",
+            "x = b'x' * (1024 << 20); print(len(x))",
+        ]))
         .await
         .unwrap();
     assert_eq!(c.status.signal, Some(9), "hog was not OOM-killed: {c:?}");
@@ -299,7 +369,9 @@ async fn hostname_is_the_box_id_and_the_network_is_loopback_only() {
     let Some(rt) = runtime() else { return };
     let b = TestBox::default(&rt);
     assert_eq!(b.ok("hostname").await.trim(), b.id());
-    let links = b.ok("cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '").await;
+    let links = b
+        .ok("cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '")
+        .await;
     assert_eq!(links.trim(), "lo");
     assert_eq!(
         py(&b, "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(); c=socket.create_connection(s.getsockname()); print('ok')").await,

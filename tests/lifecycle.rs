@@ -14,8 +14,12 @@ use std::time::Duration;
 fn box_processes() -> Vec<i32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(status) = std::fs::read_to_string(e.path().join("status")) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(e.path().join("status")) else {
+            continue;
+        };
         let uid: u32 = status
             .lines()
             .find(|l| l.starts_with("Uid:"))
@@ -40,7 +44,10 @@ fn net_namespaces() -> BTreeSet<String> {
 }
 
 fn host_mount_count() -> usize {
-    std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().count()
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .count()
 }
 
 #[tokio::test]
@@ -54,7 +61,11 @@ async fn two_hundred_create_exec_destroy_cycles_leave_nothing_behind() {
         assert_eq!(c.status.code, 0);
         rt.destroy(b).unwrap();
     }
-    assert_eq!(host_mount_count(), mounts_before, "mounts leaked into the host namespace");
+    assert_eq!(
+        host_mount_count(),
+        mounts_before,
+        "mounts leaked into the host namespace"
+    );
     let boxes: Vec<_> = std::fs::read_dir(rt.dir.join("boxes")).unwrap().collect();
     assert!(boxes.is_empty(), "box directories left: {}", boxes.len());
     for dir in cgroup_parent_dirs(&parent) {
@@ -85,15 +96,33 @@ async fn destroy_removes_processes_namespaces_and_files() {
     let b = TestBox::default(&rt);
     b.ok("sleep 1000 > /dev/null 2>&1 & echo started").await;
     let pid = b.pid();
-    let net = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap().display().to_string();
-    assert!(!nets_before.contains(&net), "the box shares a network namespace");
+    let net = std::fs::read_link(format!("/proc/{pid}/ns/net"))
+        .unwrap()
+        .display()
+        .to_string();
+    assert!(
+        !nets_before.contains(&net),
+        "the box shares a network namespace"
+    );
     let dir = rt.dir.join("boxes").join(b.id());
     let cg = b.cgroup().clone();
     b.destroy();
     assert!(!dir.exists());
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
     assert!(!net_namespaces().contains(&net), "the box's netns survived");
-    for d in cg.v1.iter().flat_map(|v| [v.memory.clone(), v.cpu.clone(), v.pids.clone(), v.freezer.clone()]).chain(cg.v2.clone()) {
+    for d in cg
+        .v1
+        .iter()
+        .flat_map(|v| {
+            [
+                v.memory.clone(),
+                v.cpu.clone(),
+                v.pids.clone(),
+                v.freezer.clone(),
+            ]
+        })
+        .chain(cg.v2.clone())
+    {
         assert!(!d.exists(), "cgroup {} left", d.display());
     }
 }
@@ -103,7 +132,11 @@ async fn a_box_whose_agent_died_is_reported_not_hung_on() {
     let Some(rt) = runtime() else { return };
     let b = TestBox::default(&rt);
     assert!(b.is_alive());
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(b.pid()), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(b.pid()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     for _ in 0..500 {
         if !b.is_alive() {
             break;
@@ -115,7 +148,10 @@ async fn a_box_whose_agent_died_is_reported_not_hung_on() {
         .await
         .expect("exec on a dead box hung")
         .unwrap_err();
-    assert!(matches!(err, RuntimeError::Agent(ClientError::AgentGone)), "{err}");
+    assert!(
+        matches!(err, RuntimeError::Agent(ClientError::AgentGone)),
+        "{err}"
+    );
     // Even the raw client (no liveness pre-check) fails fast.
     let err = tokio::time::timeout(Duration::from_secs(10), b.agent().ping())
         .await
@@ -129,13 +165,20 @@ async fn freeze_stops_the_box_and_thaw_resumes_it() {
     let Some(rt) = runtime() else { return };
     let b = TestBox::default(&rt);
     b.ok("echo before > /workspace/home/state").await;
-    let busy = b.spawn(SpawnRequest::shell("while :; do :; done")).await.unwrap();
+    let busy = b
+        .spawn(SpawnRequest::shell("while :; do :; done"))
+        .await
+        .unwrap();
     b.freeze().unwrap();
     assert!(b.cgroup().is_frozen().unwrap());
     if b.cgroup().v2.is_some() {
         let before = b.cgroup().cpu_usage_usec().unwrap();
         std::thread::sleep(Duration::from_millis(300));
-        assert_eq!(b.cgroup().cpu_usage_usec().unwrap(), before, "a frozen box used CPU");
+        assert_eq!(
+            b.cgroup().cpu_usage_usec().unwrap(),
+            before,
+            "a frozen box used CPU"
+        );
     }
     b.thaw().unwrap();
     assert!(!b.cgroup().is_frozen().unwrap());
@@ -155,7 +198,10 @@ async fn a_new_runtime_re_adopts_running_boxes() {
     let rt2 = Runtime::new(cfg).unwrap();
     let adopted = rt2.adopt(&id).unwrap();
     assert!(adopted.is_alive());
-    let out = adopted.exec(SpawnRequest::shell("cat /workspace/home/kept")).await.unwrap();
+    let out = adopted
+        .exec(SpawnRequest::shell("cat /workspace/home/kept"))
+        .await
+        .unwrap();
     assert_eq!(out.stdout, b"kept\n");
     // The restarted runtime does not hand the adopted box's slot to a new box.
     let other = rt2.create(&BoxSpec::new(unique("other"))).unwrap();
@@ -174,7 +220,10 @@ async fn invalid_specs_are_refused_and_leave_nothing() {
     let mut spec = BoxSpec::new(unique("rt"));
     spec.runtime = "cobol".into();
     let err = rt.create(&spec).err().unwrap();
-    assert!(err.to_string().contains("cobol") && err.to_string().contains("host"), "{err}");
+    assert!(
+        err.to_string().contains("cobol") && err.to_string().contains("host"),
+        "{err}"
+    );
     let b = TestBox::default(&rt);
     let err = rt.create(&BoxSpec::new(b.id())).err().unwrap();
     assert!(matches!(err, RuntimeError::Exists(_)), "{err}");

@@ -19,14 +19,23 @@ async fn output_streams_while_the_process_is_still_running() {
     // The process prints, then blocks until we answer on stdin: if output
     // were buffered until exit, the first line could never arrive.
     let mut p = b
-        .spawn(SpawnRequest::shell("echo first; read answer; echo \"got $answer\"; echo oops >&2; exit 3"))
+        .spawn(SpawnRequest::shell(
+            "echo first; read answer; echo \"got $answer\"; echo oops >&2; exit 3",
+        ))
         .await
         .unwrap();
-    let first = timeout(LIMIT, p.next()).await.expect("first line never arrived").unwrap();
+    let first = timeout(LIMIT, p.next())
+        .await
+        .expect("first line never arrived")
+        .unwrap();
     assert_eq!(first, Some(Output::Stdout(b"first\n".to_vec())));
     p.write_stdin(b"42\n").await.unwrap();
     let (mut out, mut err, mut code) = (Vec::new(), Vec::new(), None);
-    while let Some(o) = timeout(LIMIT, p.next()).await.expect("stream stalled").unwrap() {
+    while let Some(o) = timeout(LIMIT, p.next())
+        .await
+        .expect("stream stalled")
+        .unwrap()
+    {
         match o {
             Output::Stdout(d) => out.extend(d),
             Output::Stderr(d) => err.extend(d),
@@ -43,7 +52,9 @@ async fn a_line_every_100ms_arrives_line_by_line() {
     let Some(rt) = runtime() else { return };
     let b = TestBox::default(&rt);
     let mut p = b
-        .spawn(SpawnRequest::shell("for i in 1 2 3 4 5; do echo line$i; sleep 0.1; done"))
+        .spawn(SpawnRequest::shell(
+            "for i in 1 2 3 4 5; do echo line$i; sleep 0.1; done",
+        ))
         .await
         .unwrap();
     let mut chunks = Vec::new();
@@ -53,7 +64,10 @@ async fn a_line_every_100ms_arrives_line_by_line() {
         }
     }
     // Each line was delivered as it was produced, not batched at exit.
-    assert_eq!(chunks, ["line1\n", "line2\n", "line3\n", "line4\n", "line5\n"]);
+    assert_eq!(
+        chunks,
+        ["line1\n", "line2\n", "line3\n", "line4\n", "line5\n"]
+    );
 }
 
 #[tokio::test]
@@ -61,7 +75,9 @@ async fn signals_kill_and_process_list() {
     let Some(rt) = runtime() else { return };
     let b = TestBox::default(&rt);
     let mut p = b
-        .spawn(SpawnRequest::shell("trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.05; done"))
+        .spawn(SpawnRequest::shell(
+            "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.05; done",
+        ))
         .await
         .unwrap();
     assert_eq!(
@@ -69,8 +85,14 @@ async fn signals_kill_and_process_list() {
         Some(Output::Stdout(b"ready\n".to_vec()))
     );
     let list = b.agent().processes().await.unwrap();
-    assert!(list.iter().any(|x| x.pid == p.pid && x.command.contains("trap")), "{list:?}");
-    assert!(list.iter().any(|x| x.pid == 1 && x.command.contains("boxd-agent")));
+    assert!(
+        list.iter()
+            .any(|x| x.pid == p.pid && x.command.contains("trap")),
+        "{list:?}"
+    );
+    assert!(list
+        .iter()
+        .any(|x| x.pid == 1 && x.command.contains("boxd-agent")));
     b.agent().signal(p.pid, libc::SIGTERM).await.unwrap();
     let done = timeout(LIMIT, p.collect()).await.unwrap().unwrap();
     assert_eq!(String::from_utf8_lossy(&done.stdout), "got-term\n");
@@ -85,7 +107,10 @@ async fn background_process_stdin_through_the_stdin_operation() {
     let Some(rt) = runtime() else { return };
     let b = TestBox::default(&rt);
     let p = b.spawn(SpawnRequest::argv(["cat"])).await.unwrap();
-    b.agent().write_stdin(p.pid, b"via-op\n", true).await.unwrap();
+    b.agent()
+        .write_stdin(p.pid, b"via-op\n", true)
+        .await
+        .unwrap();
     let done = timeout(LIMIT, p.collect()).await.unwrap().unwrap();
     assert_eq!(done.stdout, b"via-op\n");
     assert_eq!(done.status.code, 0);
@@ -108,7 +133,10 @@ async fn timeouts_kill_the_whole_process_group() {
 async fn a_dropped_stream_kills_its_process() {
     let Some(rt) = runtime() else { return };
     let b = TestBox::default(&rt);
-    let p = b.spawn(SpawnRequest::argv(["sleep", "4321"])).await.unwrap();
+    let p = b
+        .spawn(SpawnRequest::argv(["sleep", "4321"]))
+        .await
+        .unwrap();
     drop(p);
     let mut gone = false;
     for _ in 0..200 {
@@ -126,16 +154,25 @@ async fn exit_codes_missing_commands_and_bad_cwd() {
     let Some(rt) = runtime() else { return };
     let b = TestBox::default(&rt);
     assert_eq!(b.sh("exit 42").await.status.code, 42);
-    let nf = b.exec(SpawnRequest::argv(["no-such-binary-xyz"])).await.unwrap();
+    let nf = b
+        .exec(SpawnRequest::argv(["no-such-binary-xyz"]))
+        .await
+        .unwrap();
     assert_eq!(nf.status.code, 127);
     assert!(String::from_utf8_lossy(&nf.stderr).contains("no-such-binary-xyz"));
     let mut req = SpawnRequest::shell("pwd");
     req.cwd = Some("/does/not/exist".into());
-    let err = b.exec(req).await.err().expect("bad cwd");
+    let err = b.exec(req).await.expect_err("bad cwd");
     assert!(err.to_string().contains("/does/not/exist"), "{err}");
     let mut req = SpawnRequest::shell("pwd");
     req.user = Some("ghost".into());
-    assert!(b.exec(req).await.err().unwrap().to_string().contains("ghost"));
+    assert!(b
+        .exec(req)
+        .await
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("ghost"));
 }
 
 #[tokio::test]
@@ -166,7 +203,8 @@ async fn zombies_are_reaped_by_pid_1() {
     let Some(rt) = runtime() else { return };
     let b = TestBox::default(&rt);
     // Orphans (double fork) are reparented to the agent, which reaps them.
-    b.ok("for i in 1 2 3 4 5; do (sh -c 'exit 0' &) ; done; sleep 0.3").await;
+    b.ok("for i in 1 2 3 4 5; do (sh -c 'exit 0' &) ; done; sleep 0.3")
+        .await;
     let mut zombies = String::new();
     for _ in 0..50 {
         zombies = b.ok("ps -eo stat,pid,args | awk '$1 ~ /^Z/'").await;

@@ -59,7 +59,11 @@ static N: AtomicU32 = AtomicU32::new(0);
 
 /// A unique name for this test process.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Returns a fresh runtime, or `None` (after saying why, loudly) when this
@@ -93,7 +97,9 @@ impl std::ops::Deref for TestBox {
 
 impl TestBox {
     pub fn new(rt: &Arc<TestRuntime>, spec: BoxSpec) -> TestBox {
-        let handle = rt.create(&spec).unwrap_or_else(|e| panic!("create {}: {e}", spec.id));
+        let handle = rt
+            .create(&spec)
+            .unwrap_or_else(|e| panic!("create {}: {e}", spec.id));
         TestBox {
             rt: rt.clone(),
             handle: Some(handle),

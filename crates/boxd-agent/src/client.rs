@@ -246,7 +246,12 @@ impl AgentClient {
     }
 
     /// Atomically writes a file.
-    pub async fn write_file(&self, path: &str, data: &[u8], mode: Option<u32>) -> Result<(), ClientError> {
+    pub async fn write_file(
+        &self,
+        path: &str,
+        data: &[u8],
+        mode: Option<u32>,
+    ) -> Result<(), ClientError> {
         self.write_file_from(path, &mut &data[..], mode).await
     }
 
@@ -297,13 +302,21 @@ impl AgentClient {
     }
 
     /// Streams a file or folder out of the box as a tar archive.
-    pub async fn tar_out<W: AsyncWrite + Unpin>(&self, path: &str, out: &mut W) -> Result<u64, ClientError> {
+    pub async fn tar_out<W: AsyncWrite + Unpin>(
+        &self,
+        path: &str,
+        out: &mut W,
+    ) -> Result<u64, ClientError> {
         let (mut rd, _wr) = self.open(&Request::TarOut { path: path.into() }).await?;
         receive_data(&mut rd, out).await
     }
 
     /// Extracts a tar archive into the folder `path` inside the box.
-    pub async fn tar_in<R: AsyncRead + Unpin>(&self, path: &str, input: &mut R) -> Result<(), ClientError> {
+    pub async fn tar_in<R: AsyncRead + Unpin>(
+        &self,
+        path: &str,
+        input: &mut R,
+    ) -> Result<(), ClientError> {
         let (mut rd, mut wr) = self.open(&Request::TarIn { path: path.into() }).await?;
         send_stream(&mut wr, input).await?;
         expect_response(&mut rd).await.map(|_| ())
@@ -335,7 +348,10 @@ async fn send_data(wr: &mut OwnedWriteHalf, data: &[u8]) -> Result<(), ClientErr
     send_stream(wr, &mut &data[..]).await
 }
 
-async fn send_stream<R: AsyncRead + Unpin>(wr: &mut OwnedWriteHalf, input: &mut R) -> Result<(), ClientError> {
+async fn send_stream<R: AsyncRead + Unpin>(
+    wr: &mut OwnedWriteHalf,
+    input: &mut R,
+) -> Result<(), ClientError> {
     let mut buf = vec![0u8; CHUNK];
     loop {
         let n = input.read(&mut buf).await.map_err(ProtocolError::Io)?;
@@ -348,7 +364,10 @@ async fn send_stream<R: AsyncRead + Unpin>(wr: &mut OwnedWriteHalf, input: &mut 
     Ok(())
 }
 
-async fn receive_data<W: AsyncWrite + Unpin>(rd: &mut OwnedReadHalf, out: &mut W) -> Result<u64, ClientError> {
+async fn receive_data<W: AsyncWrite + Unpin>(
+    rd: &mut OwnedReadHalf,
+    out: &mut W,
+) -> Result<u64, ClientError> {
     let mut total = 0u64;
     loop {
         let f = read_frame(rd).await.map_err(gone_if_closed)?;

@@ -138,7 +138,9 @@ pub fn write_atomic(path: &Path, data: &mut dyn Read, mode: Option<u32>) -> Resu
         let perm = match mode {
             Some(m) => m & 0o7777,
             // Keep the mode of the file being replaced.
-            None => fs::metadata(path).map(|m| m.mode() & 0o7777).unwrap_or(0o644),
+            None => fs::metadata(path)
+                .map(|m| m.mode() & 0o7777)
+                .unwrap_or(0o644),
         };
         f.set_permissions(fs::Permissions::from_mode(perm))?;
         f.flush()?;
@@ -238,7 +240,10 @@ mod tests {
         let mut buf = Vec::new();
         tar_out(&dir.join("src"), &mut buf).unwrap();
         tar_in(&dir.join("dst"), &mut &buf[..]).unwrap();
-        assert_eq!(fs::read(dir.join("dst/deep/x.bin")).unwrap(), [0u8, 1, 2, 255]);
+        assert_eq!(
+            fs::read(dir.join("dst/deep/x.bin")).unwrap(),
+            [0u8, 1, 2, 255]
+        );
         assert_eq!(
             fs::read_link(dir.join("dst/link")).unwrap(),
             Path::new("deep/x.bin")
@@ -255,7 +260,8 @@ mod tests {
     }
 
     fn tempfile_dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("boxd-files-{}-{}", std::process::id(), unique()));
+        let d =
+            std::env::temp_dir().join(format!("boxd-files-{}-{}", std::process::id(), unique()));
         fs::create_dir_all(&d).unwrap();
         d
     }

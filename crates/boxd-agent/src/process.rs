@@ -203,7 +203,12 @@ impl Registry {
         })?;
         let pid = child.id() as i32;
         let (tx, rx) = oneshot::channel();
-        let stdin: Stdin = Arc::new(Mutex::new(child.stdin.take().map(|s| File::from(std::os::fd::OwnedFd::from(s)))));
+        let stdin: Stdin = Arc::new(Mutex::new(
+            child
+                .stdin
+                .take()
+                .map(|s| File::from(std::os::fd::OwnedFd::from(s))),
+        ));
         entries.insert(
             pid,
             Entry {
@@ -309,7 +314,11 @@ pub fn list() -> Vec<ProcessInfo> {
         return out;
     };
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         let base = entry.path();
@@ -361,7 +370,8 @@ mod tests {
 
     #[test]
     fn users_resolve_by_name_and_uid() {
-        let passwd = "root:x:0:0:root:/root:/bin/sh\nbox:x:1000:1000:box:/workspace/home:/bin/bash\n";
+        let passwd =
+            "root:x:0:0:root:/root:/bin/sh\nbox:x:1000:1000:box:/workspace/home:/bin/bash\n";
         assert_eq!(BoxUser::lookup(passwd, "box").unwrap().uid, 1000);
         assert_eq!(
             BoxUser::lookup(passwd, "1000").unwrap().home,

@@ -215,30 +215,53 @@ pub enum Request {
     Spawn(SpawnRequest),
     /// Write the following `Data` frames (until `End`) to a running
     /// process's stdin; `close` closes stdin afterwards.
-    Stdin { pid: i32, close: bool },
+    Stdin {
+        pid: i32,
+        close: bool,
+    },
     /// Send a signal (by number) to a spawned process's group.
-    Signal { pid: i32, signal: i32 },
+    Signal {
+        pid: i32,
+        signal: i32,
+    },
     /// List the processes running in the box.
     Processes,
     /// Stream a file's contents as `Data` frames, then `End`.
-    ReadFile { path: String },
+    ReadFile {
+        path: String,
+    },
     /// Atomically replace a file with the `Data` frames that follow.
     WriteFile {
         path: String,
         #[serde(default)]
         mode: Option<u32>,
     },
-    Stat { path: String },
-    ListDir { path: String },
+    Stat {
+        path: String,
+    },
+    ListDir {
+        path: String,
+    },
     /// `mkdir -p`.
-    Mkdir { path: String },
-    Rename { from: String, to: String },
+    Mkdir {
+        path: String,
+    },
+    Rename {
+        from: String,
+        to: String,
+    },
     /// Remove a file, or a folder and everything in it.
-    Remove { path: String },
+    Remove {
+        path: String,
+    },
     /// Stream a file or a folder as a tar archive (`Data` frames, `End`).
-    TarOut { path: String },
+    TarOut {
+        path: String,
+    },
     /// Extract the tar archive in the following `Data` frames into `path`.
-    TarIn { path: String },
+    TarIn {
+        path: String,
+    },
 }
 
 /// Answer to a non-streaming request.
@@ -370,7 +393,10 @@ mod tests {
         assert_eq!(f.parse::<Request>().unwrap(), req);
         let f = read_frame(&mut b).await.unwrap();
         assert_eq!(f, Frame::data(Kind::Data, vec![0, 1, 255]));
-        assert!(matches!(read_frame(&mut b).await, Err(ProtocolError::Closed)));
+        assert!(matches!(
+            read_frame(&mut b).await,
+            Err(ProtocolError::Closed)
+        ));
     }
 
     #[tokio::test]

@@ -8,8 +8,8 @@
 use crate::files;
 use crate::process::{write_stdin, Registry, SpawnError};
 use crate::protocol::{
-    read_frame, write_frame, ErrorBody, ErrorKind, ExitStatus, Frame, Kind, ProtocolError,
-    Request, Response, SpawnRequest, Started, CHUNK,
+    read_frame, write_frame, ErrorBody, ErrorKind, ExitStatus, Frame, Kind, ProtocolError, Request,
+    Response, SpawnRequest, Started, CHUNK,
 };
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -133,10 +133,12 @@ async fn respond(wr: &mut OwnedWriteHalf, r: Response) -> Result<(), ErrorBody> 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ErrorBody> + Send + 'static,
 ) -> Result<T, ErrorBody> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ErrorBody {
-        kind: ErrorKind::Other,
-        message: format!("agent task failed: {e}"),
-    })?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ErrorBody {
+            kind: ErrorKind::Other,
+            message: format!("agent task failed: {e}"),
+        })?
 }
 
 async fn dispatch(
@@ -418,7 +420,9 @@ async fn run_process(
     let (mut out_open, mut err_open, mut client_open) = (true, true, true);
     let mut status: Option<ExitStatus> = None;
     let mut drain_until = Instant::now();
-    let deadline = req.timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
+    let deadline = req
+        .timeout_ms
+        .map(|ms| Instant::now() + Duration::from_millis(ms));
     let mut timed_out = false;
     let mut obuf = vec![0u8; 64 << 10];
     let mut ebuf = vec![0u8; 64 << 10];

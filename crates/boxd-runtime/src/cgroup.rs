@@ -41,7 +41,9 @@ impl std::fmt::Display for CgroupMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CgroupMode::V2 { root } => write!(f, "cgroup v2 at {}", root.display()),
-            CgroupMode::V1 { unified: Some(u), .. } => write!(
+            CgroupMode::V1 {
+                unified: Some(u), ..
+            } => write!(
                 f,
                 "cgroup v1 (hybrid: limits on v1 controllers, freeze/kill on v2 at {})",
                 u.display()
@@ -53,7 +55,7 @@ impl std::fmt::Display for CgroupMode {
 
 fn is_cgroup2(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
-        .map(|s| s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC)
+        .map(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC)
         .unwrap_or(false)
 }
 
@@ -92,7 +94,9 @@ impl CgroupMode {
                 .iter()
                 .find(|(o, _)| o == name)
                 .map(|(_, p)| p.clone())
-                .ok_or_else(|| RuntimeError::NoCgroups(format!("the v1 {name} controller is not mounted")))
+                .ok_or_else(|| {
+                    RuntimeError::NoCgroups(format!("the v1 {name} controller is not mounted"))
+                })
         };
         Ok(CgroupMode::V1 {
             memory: get("memory")?,
@@ -119,7 +123,10 @@ impl CgroupMode {
                 freezer,
                 unified,
             } => {
-                for base in [memory, cpu, pids, freezer].into_iter().chain(unified.as_ref()) {
+                for base in [memory, cpu, pids, freezer]
+                    .into_iter()
+                    .chain(unified.as_ref())
+                {
                     mkdir(&base.join(name))?;
                 }
                 // Hierarchical memory accounting, so the parent's totals are real.
@@ -225,11 +232,17 @@ impl BoxCgroup {
                 if let Some(m) = limits.memory_bytes {
                     write(&v1.memory.join("memory.limit_in_bytes"), &m.to_string())?;
                     // No swap beyond the limit where swap accounting exists.
-                    let _ = write(&v1.memory.join("memory.memsw.limit_in_bytes"), &m.to_string());
+                    let _ = write(
+                        &v1.memory.join("memory.memsw.limit_in_bytes"),
+                        &m.to_string(),
+                    );
                 }
                 if let Some(c) = limits.cpu_millis {
                     write(&v1.cpu.join("cpu.cfs_period_us"), "100000")?;
-                    write(&v1.cpu.join("cpu.cfs_quota_us"), &(c.max(1) * 100).to_string())?;
+                    write(
+                        &v1.cpu.join("cpu.cfs_quota_us"),
+                        &(c.max(1) * 100).to_string(),
+                    )?;
                 }
                 if let Some(p) = limits.pids {
                     write(&v1.pids.join("pids.max"), &p.to_string())?;
@@ -262,7 +275,11 @@ impl BoxCgroup {
 
     /// Pids currently in the box's groups.
     pub fn pids(&self) -> Result<Vec<i32>> {
-        let d = self.dirs().into_iter().next().ok_or_else(|| RuntimeError::NoCgroups("no group".into()))?;
+        let d = self
+            .dirs()
+            .into_iter()
+            .next()
+            .ok_or_else(|| RuntimeError::NoCgroups("no group".into()))?;
         Ok(read(&d.join("cgroup.procs"))?
             .lines()
             .filter_map(|l| l.trim().parse().ok())
@@ -282,9 +299,14 @@ impl BoxCgroup {
     /// Whether the box is frozen.
     pub fn is_frozen(&self) -> Result<bool> {
         if let Some(g) = &self.v2 {
-            return Ok(read(&g.join("cgroup.events"))?.lines().any(|l| l == "frozen 1"));
+            return Ok(read(&g.join("cgroup.events"))?
+                .lines()
+                .any(|l| l == "frozen 1"));
         }
-        let v1 = self.v1.as_ref().ok_or_else(|| RuntimeError::NoCgroups("no freezer".into()))?;
+        let v1 = self
+            .v1
+            .as_ref()
+            .ok_or_else(|| RuntimeError::NoCgroups("no freezer".into()))?;
         Ok(read(&v1.freezer.join("freezer.state"))?.trim() == "FROZEN")
     }
 
@@ -309,7 +331,11 @@ impl BoxCgroup {
                     path: self.dirs()[0].to_path_buf(),
                     source: std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
-                        if frozen { "box did not freeze" } else { "box did not thaw" },
+                        if frozen {
+                            "box did not freeze"
+                        } else {
+                            "box did not thaw"
+                        },
                     ),
                 });
             }
@@ -328,7 +354,10 @@ impl BoxCgroup {
         // v1 without cgroup.kill: freeze so nothing forks away, kill, thaw.
         let _ = self.freeze();
         for pid in self.pids()? {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         self.thaw()
     }
@@ -341,7 +370,9 @@ impl BoxCgroup {
                 match std::fs::remove_dir(d) {
                     Ok(()) => break,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline =>
+                    {
                         std::thread::sleep(Duration::from_millis(2));
                     }
                     Err(source) => {
@@ -359,10 +390,9 @@ impl BoxCgroup {
     /// CPU time used by the box so far, in microseconds (from the v2
     /// group's `cpu.stat`, which hybrid hosts also keep).
     pub fn cpu_usage_usec(&self) -> Result<u64> {
-        let g = self
-            .v2
-            .as_ref()
-            .ok_or_else(|| RuntimeError::NoCgroups("CPU accounting needs a cgroup v2 mount".into()))?;
+        let g = self.v2.as_ref().ok_or_else(|| {
+            RuntimeError::NoCgroups("CPU accounting needs a cgroup v2 mount".into())
+        })?;
         let stat = read(&g.join("cpu.stat"))?;
         Ok(stat
             .lines()

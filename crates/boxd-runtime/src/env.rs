@@ -10,7 +10,13 @@ use crate::error::{Result, RuntimeError};
 use std::collections::BTreeMap;
 
 /// Variables a user can never set, at create or per process.
-pub const BLOCKED_ENV: [&str; 5] = ["PATH", "HOME", "LD_PRELOAD", "LD_LIBRARY_PATH", "NODE_OPTIONS"];
+pub const BLOCKED_ENV: [&str; 5] = [
+    "PATH",
+    "HOME",
+    "LD_PRELOAD",
+    "LD_LIBRARY_PATH",
+    "NODE_OPTIONS",
+];
 
 /// Checks every name and value; the first problem is the error.
 pub fn validate(env: &BTreeMap<String, String>) -> Result<()> {
@@ -20,7 +26,9 @@ pub fn validate(env: &BTreeMap<String, String>) -> Result<()> {
         }
         let valid_name = !name.is_empty()
             && !name.starts_with(|c: char| c.is_ascii_digit())
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-');
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-');
         if !valid_name {
             return Err(RuntimeError::InvalidEnvName(name.clone()));
         }

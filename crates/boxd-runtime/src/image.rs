@@ -89,7 +89,8 @@ pub fn resolve_runtime(name: &str, images_dir: &Path) -> Result<String> {
 /// Loads an image manifest.
 pub fn load(images_dir: &Path, name: &str) -> Result<Image> {
     let path = images_dir.join(name).join("image.json");
-    let text = std::fs::read_to_string(&path).map_err(|_| RuntimeError::UnknownImage(name.to_string()))?;
+    let text =
+        std::fs::read_to_string(&path).map_err(|_| RuntimeError::UnknownImage(name.to_string()))?;
     serde_json::from_str(&text).map_err(|e| RuntimeError::Io {
         context: format!("parse {}", path.display()),
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
@@ -124,7 +125,8 @@ pub fn ensure_host_image(images_dir: &Path) -> Result<Image> {
         context: "serialise image manifest".into(),
         source: std::io::Error::other(e),
     })?;
-    std::fs::write(tmp.join("image.json"), manifest).map_err(RuntimeError::io("write image manifest"))?;
+    std::fs::write(tmp.join("image.json"), manifest)
+        .map_err(RuntimeError::io("write image manifest"))?;
     // Swap the new image in. Boxes already running keep their mounts of the
     // old layer (the directory stays alive until they are gone).
     let old = images_dir.join(format!(".{HOST_IMAGE}.old-{}", std::process::id()));
@@ -168,7 +170,8 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
 }
 
 fn mkdir_mode(path: &Path, mode: u32, owner: Option<u32>) -> Result<()> {
-    std::fs::create_dir_all(path).map_err(RuntimeError::io(format!("create {}", path.display())))?;
+    std::fs::create_dir_all(path)
+        .map_err(RuntimeError::io(format!("create {}", path.display())))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(RuntimeError::io(format!("chmod {}", path.display())))?;
     if let Some(id) = owner {
@@ -213,8 +216,10 @@ fn build_host_base(base: &Path, host_layers: &mut Vec<Layer>) -> Result<()> {
         let host = Path::new("/").join(name);
         match std::fs::symlink_metadata(&host) {
             Ok(md) if md.file_type().is_symlink() => {
-                let target = std::fs::read_link(&host).map_err(RuntimeError::io(format!("readlink {}", host.display())))?;
-                symlink(target, base.join(name)).map_err(RuntimeError::io(format!("symlink {name}")))?;
+                let target = std::fs::read_link(&host)
+                    .map_err(RuntimeError::io(format!("readlink {}", host.display())))?;
+                symlink(target, base.join(name))
+                    .map_err(RuntimeError::io(format!("symlink {name}")))?;
             }
             Ok(md) if md.is_dir() => {
                 mkdir_mode(&base.join(name), 0o755, None)?;
@@ -277,7 +282,9 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
         }
         Ok(())
     } else {
-        std::fs::copy(src, dst).map(|_| ()).map_err(RuntimeError::io(ctx()))
+        std::fs::copy(src, dst)
+            .map(|_| ())
+            .map_err(RuntimeError::io(ctx()))
     }
 }
 
@@ -307,6 +314,9 @@ mod tests {
         let err = resolve_runtime("cobol", Path::new("/nonexistent")).unwrap_err();
         assert!(err.to_string().contains("cobol"));
         assert!(err.to_string().contains("host"));
-        assert_eq!(resolve_runtime("host", Path::new("/nonexistent")).unwrap(), "host");
+        assert_eq!(
+            resolve_runtime("host", Path::new("/nonexistent")).unwrap(),
+            "host"
+        );
     }
 }

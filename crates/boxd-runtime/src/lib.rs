@@ -180,8 +180,7 @@ pub struct Runtime {
 fn check_name(s: &str, extra: &[char]) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || extra.contains(&c))
 }
 
@@ -204,7 +203,10 @@ impl Runtime {
     pub fn new(cfg: RuntimeConfig) -> Result<Runtime> {
         let dd = &cfg.data_dir;
         if !dd.is_absolute() {
-            return Err(RuntimeError::BadDataDir(dd.clone(), "it must be an absolute path"));
+            return Err(RuntimeError::BadDataDir(
+                dd.clone(),
+                "it must be an absolute path",
+            ));
         }
         if dd.to_string_lossy().contains([',', ':', '\n']) {
             return Err(RuntimeError::BadDataDir(
@@ -214,7 +216,8 @@ impl Runtime {
         }
         for sub in ["images", "boxes"] {
             let p = dd.join(sub);
-            std::fs::create_dir_all(&p).map_err(RuntimeError::io(format!("create {}", p.display())))?;
+            std::fs::create_dir_all(&p)
+                .map_err(RuntimeError::io(format!("create {}", p.display())))?;
         }
         // Box state is reachable only by root on the host.
         for p in [dd.clone(), dd.join("boxes")] {
@@ -280,7 +283,10 @@ impl Runtime {
         if !check_name(&spec.id, &['_']) {
             return Err(RuntimeError::InvalidId(spec.id.clone()));
         }
-        let hostname = spec.hostname.clone().unwrap_or_else(|| spec.id.replace('_', "-"));
+        let hostname = spec
+            .hostname
+            .clone()
+            .unwrap_or_else(|| spec.id.replace('_', "-"));
         if !check_name(&hostname, &[]) {
             return Err(RuntimeError::InvalidHostname(hostname));
         }
@@ -334,7 +340,8 @@ impl Runtime {
     ) -> Result<BoxHandle> {
         let root_id = idmap::host_base(slot);
         let mk = |p: &Path, owner: Option<u32>| -> Result<()> {
-            std::fs::create_dir_all(p).map_err(RuntimeError::io(format!("create {}", p.display())))?;
+            std::fs::create_dir_all(p)
+                .map_err(RuntimeError::io(format!("create {}", p.display())))?;
             if let Some(id) = owner {
                 std::os::unix::fs::chown(p, Some(id), Some(id))
                     .map_err(RuntimeError::io(format!("chown {}", p.display())))?;
@@ -363,17 +370,24 @@ impl Runtime {
             host_root_id: root_id,
             tmp_bytes: spec.tmp_bytes,
             seccomp: self.seccomp.clone(),
-            agent: AgentConfig { env: spec.env.clone() },
+            agent: AgentConfig {
+                env: spec.env.clone(),
+            },
         };
-        let userns = idmap::create_userns(root_id).map_err(RuntimeError::io("create the user namespace"))?;
+        let userns =
+            idmap::create_userns(root_id).map_err(RuntimeError::io("create the user namespace"))?;
         let socket = dir.join("agent.sock");
         let listener = std::os::unix::net::UnixListener::bind(&socket)
             .map_err(RuntimeError::io(format!("bind {}", socket.display())))?;
         cgroup.create(&spec.limits)?;
         let listener_fd = OwnedFd::from(listener);
-        let started = spawn::start_agent(&self.cfg.agent_path, &setup_cfg, &userns, &listener_fd, |pid| {
-            cgroup.join(pid)
-        })?;
+        let started = spawn::start_agent(
+            &self.cfg.agent_path,
+            &setup_cfg,
+            &userns,
+            &listener_fd,
+            |pid| cgroup.join(pid),
+        )?;
         // The box's OOM killer picks a runaway process, never the agent.
         let _ = std::fs::write(format!("/proc/{}/oom_score_adj", started.pid), "-998");
         // Only the agent holds the listener now: if it dies, connects fail
@@ -397,7 +411,8 @@ impl Runtime {
             our_child: true,
             agent: AgentClient::new(socket),
         };
-        let json = serde_json::to_vec_pretty(&handle.record).map_err(|e| RuntimeError::Setup(e.to_string()))?;
+        let json = serde_json::to_vec_pretty(&handle.record)
+            .map_err(|e| RuntimeError::Setup(e.to_string()))?;
         if let Err(e) = write_atomic(&dir.join("box.json"), &json) {
             self.teardown(&handle);
             return Err(RuntimeError::io("write box.json")(e));
@@ -409,8 +424,10 @@ impl Runtime {
     /// whose agent is gone comes back with `is_alive() == false`.
     pub fn adopt(&self, id: &str) -> Result<BoxHandle> {
         let path = self.boxes_dir().join(id).join("box.json");
-        let bytes = std::fs::read(&path).map_err(RuntimeError::io(format!("read {}", path.display())))?;
-        let record: BoxRecord = serde_json::from_slice(&bytes).map_err(|e| RuntimeError::Setup(format!("{}: {e}", path.display())))?;
+        let bytes =
+            std::fs::read(&path).map_err(RuntimeError::io(format!("read {}", path.display())))?;
+        let record: BoxRecord = serde_json::from_slice(&bytes)
+            .map_err(|e| RuntimeError::Setup(format!("{}: {e}", path.display())))?;
         let pidfd = spawn::pidfd_open(record.pid)
             .ok()
             .filter(|_| start_time(record.pid) == Some(record.start_time));
@@ -458,7 +475,12 @@ impl Runtime {
         // A thawed, empty group can be removed; processes may take a moment
         // to leave it after the kill.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while handle.record.cgroup.pids().map(|p| !p.is_empty()).unwrap_or(false)
+        while handle
+            .record
+            .cgroup
+            .pids()
+            .map(|p| !p.is_empty())
+            .unwrap_or(false)
             && std::time::Instant::now() < deadline
         {
             std::thread::sleep(Duration::from_millis(1));

@@ -101,23 +101,30 @@ pub enum SeccompError {
 }
 
 fn cond(arg: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition, SeccompError> {
-    SeccompCondition::new(arg, SeccompCmpArgLen::Qword, op, value).map_err(|e| SeccompError::Build(e.to_string()))
+    SeccompCondition::new(arg, SeccompCmpArgLen::Qword, op, value)
+        .map_err(|e| SeccompError::Build(e.to_string()))
 }
 
 /// Builds the two programs: the EPERM deny-list, and clone3 → ENOSYS.
 pub fn programs() -> Result<Vec<BpfProgram>, SeccompError> {
     let build = |e: seccompiler::BackendError| SeccompError::Build(e.to_string());
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = DENIED.iter().map(|nr| (*nr, Vec::new())).collect();
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+        DENIED.iter().map(|nr| (*nr, Vec::new())).collect();
     let mut clone_rules = Vec::new();
     for flag in NS_FLAGS {
-        clone_rules.push(SeccompRule::new(vec![cond(0, SeccompCmpOp::MaskedEq(flag), flag)?]).map_err(build)?);
+        clone_rules.push(
+            SeccompRule::new(vec![cond(0, SeccompCmpOp::MaskedEq(flag), flag)?]).map_err(build)?,
+        );
     }
     rules.insert(libc::SYS_clone, clone_rules);
     let not_allowed: Vec<SeccompCondition> = PERSONALITIES
         .iter()
         .map(|p| cond(0, SeccompCmpOp::Ne, *p))
         .collect::<Result<_, _>>()?;
-    rules.insert(libc::SYS_personality, vec![SeccompRule::new(not_allowed).map_err(build)?]);
+    rules.insert(
+        libc::SYS_personality,
+        vec![SeccompRule::new(not_allowed).map_err(build)?],
+    );
     let deny = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
@@ -149,7 +156,9 @@ pub fn encoded() -> Result<Vec<EncodedProgram>, SeccompError> {
         .into_iter()
         .map(|p| {
             p.iter()
-                .map(|i| i.code as u64 | (i.jt as u64) << 16 | (i.jf as u64) << 24 | (i.k as u64) << 32)
+                .map(|i| {
+                    i.code as u64 | (i.jt as u64) << 16 | (i.jf as u64) << 24 | (i.k as u64) << 32
+                })
                 .collect()
         })
         .collect())
@@ -183,7 +192,15 @@ mod tests {
         for (p, e) in progs.iter().zip(&enc) {
             assert_eq!(p.len(), e.len());
             for (i, w) in p.iter().zip(e) {
-                assert_eq!((i.code, i.jt, i.jf, i.k), (*w as u16, (*w >> 16) as u8, (*w >> 24) as u8, (*w >> 32) as u32));
+                assert_eq!(
+                    (i.code, i.jt, i.jf, i.k),
+                    (
+                        *w as u16,
+                        (*w >> 16) as u8,
+                        (*w >> 24) as u8,
+                        (*w >> 32) as u32
+                    )
+                );
             }
         }
     }

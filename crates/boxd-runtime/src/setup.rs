@@ -127,14 +127,28 @@ fn setup_err(what: &str) -> impl FnOnce(nix::Error) -> RuntimeError + '_ {
 fn setup(cfg: &SetupConfig, userns: &OwnedFd) -> Result<()> {
     // No descriptor beyond ours survives from the daemon.
     // SAFETY: close_range only closes descriptors.
-    unsafe { libc::syscall(libc::SYS_close_range, (LISTENER_FD + 1) as u32, u32::MAX, 0u32) };
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            (LISTENER_FD + 1) as u32,
+            u32::MAX,
+            0u32,
+        )
+    };
     nix::unistd::sethostname(&cfg.hostname).map_err(setup_err("set hostname"))?;
     loopback_up()?;
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(setup_err("make mounts private"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(setup_err("make mounts private"))?;
     build_root(cfg, userns)?;
     pivot(&cfg.rootfs)?;
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(setup_err("cgroup namespace"))?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+        .map_err(setup_err("cgroup namespace"))?;
     become_box_root(userns)?;
     harden(&cfg.seccomp)
 }
@@ -145,7 +159,9 @@ fn loopback_up() -> Result<()> {
     unsafe {
         let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
         if s < 0 {
-            return Err(RuntimeError::io("loopback socket")(std::io::Error::last_os_error()));
+            return Err(RuntimeError::io("loopback socket")(
+                std::io::Error::last_os_error(),
+            ));
         }
         let s = OwnedFd::from_raw_fd(s);
         let mut ifr: libc::ifreq = std::mem::zeroed();
@@ -153,11 +169,15 @@ fn loopback_up() -> Result<()> {
             ifr.ifr_name[i] = *b as libc::c_char;
         }
         if libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) < 0 {
-            return Err(RuntimeError::io("read lo flags")(std::io::Error::last_os_error()));
+            return Err(RuntimeError::io("read lo flags")(
+                std::io::Error::last_os_error(),
+            ));
         }
         ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
         if libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) < 0 {
-            return Err(RuntimeError::io("bring lo up")(std::io::Error::last_os_error()));
+            return Err(RuntimeError::io("bring lo up")(
+                std::io::Error::last_os_error(),
+            ));
         }
     }
     Ok(())
@@ -260,15 +280,27 @@ fn build_root(cfg: &SetupConfig, userns: &OwnedFd) -> Result<()> {
             lowers.push(stage.display().to_string());
         }
         let opts = format!(
-            "lowerdir={},upperdir={},workdir={}",
+            "lowerdir={},upperdir={},workdir={},index=off,xino=off,metacopy=off",
             lowers.join(":"),
             ov.upper.display(),
             ov.work.display()
         );
-        mnt("overlay", &inside(root, &ov.target), "overlay", MsFlags::MS_NODEV, Some(&opts))?;
+        mnt(
+            "overlay",
+            &inside(root, &ov.target),
+            "overlay",
+            MsFlags::MS_NODEV,
+            Some(&opts),
+        )?;
     }
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mnt("proc", &root.join("proc"), "proc", nosuid_nodev_noexec, None)?;
+    mnt(
+        "proc",
+        &root.join("proc"),
+        "proc",
+        nosuid_nodev_noexec,
+        None,
+    )?;
     let dev = root.join("dev");
     mnt(
         "tmpfs",
@@ -283,10 +315,19 @@ fn build_root(cfg: &SetupConfig, userns: &OwnedFd) -> Result<()> {
         &dev.join("pts"),
         "devpts",
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some(&format!("newinstance,ptmxmode=0666,mode=0620,gid={}", id + 5)),
+        Some(&format!(
+            "newinstance,ptmxmode=0666,mode=0620,gid={}",
+            id + 5
+        )),
     )?;
     let tmpfs_opts = format!("mode=1777,size={},uid={id},gid={id}", cfg.tmp_bytes);
-    mnt("shm", &dev.join("shm"), "tmpfs", nosuid_nodev_noexec, Some(&tmpfs_opts))?;
+    mnt(
+        "shm",
+        &dev.join("shm"),
+        "tmpfs",
+        nosuid_nodev_noexec,
+        Some(&tmpfs_opts),
+    )?;
     mnt(
         "sysfs",
         &root.join("sys"),
@@ -304,7 +345,13 @@ fn build_root(cfg: &SetupConfig, userns: &OwnedFd) -> Result<()> {
     for p in MASKED {
         let target = inside(root, p);
         match std::fs::metadata(&target) {
-            Ok(md) if md.is_dir() => mnt("tmpfs", &target, "tmpfs", MsFlags::MS_RDONLY, Some("size=0"))?,
+            Ok(md) if md.is_dir() => mnt(
+                "tmpfs",
+                &target,
+                "tmpfs",
+                MsFlags::MS_RDONLY,
+                Some("size=0"),
+            )?,
             Ok(_) => mount(
                 Some(&dev.join("null")),
                 &target,
@@ -321,8 +368,14 @@ fn build_root(cfg: &SetupConfig, userns: &OwnedFd) -> Result<()> {
         if !target.exists() {
             continue;
         }
-        mount(Some(&target), &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-            .map_err(setup_err("bind a read-only path"))?;
+        mount(
+            Some(&target),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(setup_err("bind a read-only path"))?;
         mount(
             None::<&str>,
             &target,
@@ -347,8 +400,13 @@ fn make_devices(dev: &Path, id: u32) -> Result<()> {
         ("tty", 5, 0),
     ] {
         let p = dev.join(name);
-        mknod(&p, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(major, minor))
-            .map_err(setup_err("create a device node"))?;
+        mknod(
+            &p,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            makedev(major, minor),
+        )
+        .map_err(setup_err("create a device node"))?;
         // mknod obeys the umask; make the mode exact and root-of-box owned.
         nix::sys::stat::fchmodat(
             nix::fcntl::AT_FDCWD,
@@ -357,7 +415,8 @@ fn make_devices(dev: &Path, id: u32) -> Result<()> {
             nix::sys::stat::FchmodatFlags::FollowSymlink,
         )
         .map_err(setup_err("chmod a device node"))?;
-        std::os::unix::fs::chown(&p, Some(id), Some(id)).map_err(RuntimeError::io("chown a device node"))?;
+        std::os::unix::fs::chown(&p, Some(id), Some(id))
+            .map_err(RuntimeError::io("chown a device node"))?;
     }
     for d in ["pts", "shm"] {
         std::fs::create_dir(dev.join(d)).map_err(RuntimeError::io("create /dev dirs"))?;
@@ -369,7 +428,8 @@ fn make_devices(dev: &Path, id: u32) -> Result<()> {
         ("stdout", "/proc/self/fd/1"),
         ("stderr", "/proc/self/fd/2"),
     ] {
-        std::os::unix::fs::symlink(target, dev.join(name)).map_err(RuntimeError::io("create /dev links"))?;
+        std::os::unix::fs::symlink(target, dev.join(name))
+            .map_err(RuntimeError::io("create /dev links"))?;
     }
     Ok(())
 }
@@ -385,7 +445,8 @@ fn pivot(rootfs: &Path) -> Result<()> {
 /// Joins the box's user namespace and becomes its root (an unprivileged
 /// host id).
 fn become_box_root(userns: &OwnedFd) -> Result<()> {
-    nix::sched::setns(userns, nix::sched::CloneFlags::CLONE_NEWUSER).map_err(setup_err("join the user namespace"))?;
+    nix::sched::setns(userns, nix::sched::CloneFlags::CLONE_NEWUSER)
+        .map_err(setup_err("join the user namespace"))?;
     nix::unistd::setgroups(&[]).map_err(setup_err("setgroups"))?;
     let root_gid = nix::unistd::Gid::from_raw(0);
     let root_uid = nix::unistd::Uid::from_raw(0);
@@ -443,7 +504,9 @@ fn harden(seccomp: &[crate::seccomp::EncodedProgram]) -> Result<()> {
     // SAFETY: prctl/capset with valid arguments on the calling thread.
     unsafe {
         for cap in 0..64u32 {
-            if keep & (1 << cap) == 0 && libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0 {
+            if keep & (1 << cap) == 0
+                && libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0
+            {
                 // EINVAL: past the kernel's last capability.
                 if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
                     break;
@@ -451,7 +514,14 @@ fn harden(seccomp: &[crate::seccomp::EncodedProgram]) -> Result<()> {
                 return Err(last_os("drop a bounding capability"));
             }
         }
-        if libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 {
+        if libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        ) != 0
+        {
             return Err(last_os("clear ambient capabilities"));
         }
         let mut header = CapHeader {
@@ -467,7 +537,12 @@ fn harden(seccomp: &[crate::seccomp::EncodedProgram]) -> Result<()> {
             }
         };
         let data = [half(0), half(32)];
-        if libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) != 0 {
+        if libc::syscall(
+            libc::SYS_capset,
+            &mut header as *mut CapHeader,
+            data.as_ptr(),
+        ) != 0
+        {
             return Err(last_os("set capabilities"));
         }
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
@@ -477,5 +552,6 @@ fn harden(seccomp: &[crate::seccomp::EncodedProgram]) -> Result<()> {
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
     crate::seccomp::install(seccomp).map_err(|e| RuntimeError::Setup(e.to_string()))?;
-    std::env::set_current_dir(boxd_agent::DEFAULT_CWD).map_err(RuntimeError::io("enter /workspace/home"))
+    std::env::set_current_dir(boxd_agent::DEFAULT_CWD)
+        .map_err(RuntimeError::io("enter /workspace/home"))
 }

@@ -19,8 +19,11 @@ use std::time::Duration;
 
 /// Namespaces every box gets at clone time (the user namespace is joined
 /// later, from inside, so these stay owned by the host).
-pub const BOX_NAMESPACES: libc::c_int =
-    libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWNET | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+pub const BOX_NAMESPACES: libc::c_int = libc::CLONE_NEWNS
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNET
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWIPC;
 
 /// How long a box may take to set itself up before it is given up on.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -110,7 +113,9 @@ pub fn start_agent(
         )
     };
     if pid < 0 {
-        return Err(RuntimeError::io("clone the box's first process")(std::io::Error::last_os_error()));
+        return Err(RuntimeError::io("clone the box's first process")(
+            std::io::Error::last_os_error(),
+        ));
     }
     drop(stack);
     drop(theirs);
@@ -122,7 +127,8 @@ pub fn start_agent(
         let cfg = serde_json::to_vec(cfg).map_err(|e| RuntimeError::Setup(e.to_string()))?;
         let mut msg = (cfg.len() as u32).to_be_bytes().to_vec();
         msg.extend_from_slice(&cfg);
-        ours.write_all(&msg).map_err(RuntimeError::io("send the box config"))?;
+        ours.write_all(&msg)
+            .map_err(RuntimeError::io("send the box config"))?;
         ours.set_read_timeout(Some(SETUP_TIMEOUT))
             .map_err(RuntimeError::io("control socket"))?;
         let mut verdict = Vec::new();
@@ -135,7 +141,9 @@ pub fn start_agent(
                 agent.display()
             ))),
             other => Err(RuntimeError::Setup(
-                String::from_utf8_lossy(other).trim_start_matches("error: ").to_string(),
+                String::from_utf8_lossy(other)
+                    .trim_start_matches("error: ")
+                    .to_string(),
             )),
         }
     })();
@@ -188,7 +196,13 @@ pub fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> bool {
         revents: 0,
     };
     // SAFETY: poll on one valid pollfd.
-    let n = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis().min(i32::MAX as u128) as i32) };
+    let n = unsafe {
+        libc::poll(
+            &mut pfd,
+            1,
+            timeout.as_millis().min(i32::MAX as u128) as i32,
+        )
+    };
     n > 0
 }
 
