@@ -233,6 +233,7 @@ impl Runtime {
         let cgroups = CgroupMode::detect()?;
         cgroups.prepare_parent(&cfg.cgroup_parent)?;
         image::ensure_host_image(&dd.join("images"))?;
+        Self::remove_half_created(dd, &cgroups, &cfg.cgroup_parent);
         let mut slots = idmap::Slots::default();
         for rec in Self::records(dd) {
             slots.mark(rec.slot);
@@ -267,6 +268,37 @@ impl Runtime {
             .filter_map(|e| std::fs::read(e.path().join("box.json")).ok())
             .filter_map(|b| serde_json::from_slice(&b).ok())
             .collect()
+    }
+
+    /// Removes boxes whose creation never finished (the process making them
+    /// died before `box.json` was written): their processes, cgroups and
+    /// files. A box is only ever listed once its record exists.
+    fn remove_half_created(data_dir: &Path, cgroups: &CgroupMode, parent: &str) {
+        let Ok(rd) = std::fs::read_dir(data_dir.join("boxes")) else {
+            return;
+        };
+        for entry in rd.flatten() {
+            let dir = entry.path();
+            let complete = std::fs::read(dir.join("box.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<BoxRecord>(&b).ok())
+                .is_some();
+            if complete {
+                continue;
+            }
+            let id = entry.file_name().to_string_lossy().into_owned();
+            tracing::warn!(box_id = %id, "removing a box whose creation did not finish");
+            let cg = cgroups.box_cgroup(parent, &id);
+            // Killing every process in its groups ends its pid namespace too.
+            let _ = cg.kill();
+            let _ = cg.thaw();
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while cg.pids().map(|p| !p.is_empty()).unwrap_or(false) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let _ = cg.remove();
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 
     /// Records of every box on disk (running or not).
