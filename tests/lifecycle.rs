@@ -222,16 +222,25 @@ async fn a_half_created_box_is_removed_when_the_runtime_starts() {
     let mut cfg = RuntimeConfig::new(&rt.dir, AGENT);
     cfg.cgroup_parent = rt.config().cgroup_parent.clone();
     let _rt2 = Runtime::new(cfg).unwrap();
-    assert!(!rt.dir.join("boxes").join(&id).exists(), "half box still on disk");
+    assert!(
+        !rt.dir.join("boxes").join(&id).exists(),
+        "half box still on disk"
+    );
     for _ in 0..500 {
         // The agent was our child: reap it so its pid disappears.
-        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        let _ = nix::sys::wait::waitpid(
+            nix::unistd::Pid::from_raw(pid),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        );
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             break;
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "half box still running");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "half box still running"
+    );
     assert!(cg.v2.iter().all(|d| !d.exists()), "cgroup left");
     // Complete boxes are untouched.
     assert_eq!(kept.ok("echo kept").await, "kept\n");

@@ -293,7 +293,9 @@ impl Runtime {
             let _ = cg.kill();
             let _ = cg.thaw();
             let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            while cg.pids().map(|p| !p.is_empty()).unwrap_or(false) && std::time::Instant::now() < deadline {
+            while cg.pids().map(|p| !p.is_empty()).unwrap_or(false)
+                && std::time::Instant::now() < deadline
+            {
                 std::thread::sleep(Duration::from_millis(1));
             }
             let _ = cg.remove();
@@ -371,61 +373,60 @@ impl Runtime {
         cgroup: BoxCgroup,
     ) -> Result<BoxHandle> {
         let root_id = idmap::host_base(slot);
-        let mk = |p: &Path, owner: Option<u32>| -> Result<()> {
-            std::fs::create_dir_all(p)
-                .map_err(RuntimeError::io(format!("create {}", p.display())))?;
-            if let Some(id) = owner {
-                std::os::unix::fs::chown(p, Some(id), Some(id))
-                    .map_err(RuntimeError::io(format!("chown {}", p.display())))?;
-            }
-            Ok(())
-        };
-        let mut overlays = Vec::new();
-        for (i, target) in image.targets().into_iter().enumerate() {
-            let upper = dir.join("upper").join(i.to_string());
-            let work = dir.join("work").join(i.to_string());
-            mk(&upper, Some(root_id))?;
-            mk(&work, None)?;
-            overlays.push(setup::OverlaySpec {
-                lowers: image.lowers(&target),
-                target,
-                upper,
-                work,
-            });
-        }
-        mk(&dir.join("rootfs"), None)?;
-        let setup_cfg = setup::SetupConfig {
-            hostname: hostname.clone(),
-            rootfs: dir.join("rootfs"),
-            stage: dir.join("stage"),
-            overlays,
-            host_root_id: root_id,
-            tmp_bytes: spec.tmp_bytes,
-            seccomp: self.seccomp.clone(),
-            agent: AgentConfig {
-                env: spec.env.clone(),
-            },
-        };
-        let userns =
-            idmap::create_userns(root_id).map_err(RuntimeError::io("create the user namespace"))?;
         let socket = dir.join("agent.sock");
         let listener = std::os::unix::net::UnixListener::bind(&socket)
             .map_err(RuntimeError::io(format!("bind {}", socket.display())))?;
-        cgroup.create(&spec.limits)?;
         let listener_fd = OwnedFd::from(listener);
-        let started = spawn::start_agent(
-            &self.cfg.agent_path,
-            &setup_cfg,
-            &userns,
-            &listener_fd,
-            |pid| cgroup.join(pid),
-        )?;
+        // The agent binary is exec'd first; the host-side preparation runs
+        // while it loads (on another core) and is handed over when ready.
+        let prepare = |pid: i32| -> Result<(setup::SetupConfig, OwnedFd)> {
+            let mk = |p: &Path, owner: Option<u32>| -> Result<()> {
+                std::fs::create_dir_all(p)
+                    .map_err(RuntimeError::io(format!("create {}", p.display())))?;
+                if let Some(id) = owner {
+                    std::os::unix::fs::chown(p, Some(id), Some(id))
+                        .map_err(RuntimeError::io(format!("chown {}", p.display())))?;
+                }
+                Ok(())
+            };
+            let mut overlays = Vec::new();
+            for (i, target) in image.targets().into_iter().enumerate() {
+                let upper = dir.join("upper").join(i.to_string());
+                let work = dir.join("work").join(i.to_string());
+                mk(&upper, Some(root_id))?;
+                mk(&work, None)?;
+                overlays.push(setup::OverlaySpec {
+                    lowers: image.lowers(&target),
+                    target,
+                    upper,
+                    work,
+                });
+            }
+            mk(&dir.join("rootfs"), None)?;
+            let userns = idmap::create_userns(root_id)
+                .map_err(RuntimeError::io("create the user namespace"))?;
+            cgroup.create(&spec.limits)?;
+            cgroup.join(pid)?;
+            let cfg = setup::SetupConfig {
+                hostname: hostname.clone(),
+                rootfs: dir.join("rootfs"),
+                stage: dir.join("stage"),
+                overlays,
+                host_root_id: root_id,
+                tmp_bytes: spec.tmp_bytes,
+                seccomp: self.seccomp.clone(),
+                agent: AgentConfig {
+                    env: spec.env.clone(),
+                },
+            };
+            Ok((cfg, userns))
+        };
+        let started = spawn::start_agent(&self.cfg.agent_path, &listener_fd, prepare)?;
         // The box's OOM killer picks a runaway process, never the agent.
         let _ = std::fs::write(format!("/proc/{}/oom_score_adj", started.pid), "-998");
         // Only the agent holds the listener now: if it dies, connects fail
         // at once instead of queueing forever.
         drop(listener_fd);
-        drop(userns);
         let record = BoxRecord {
             id: spec.id.clone(),
             slot,

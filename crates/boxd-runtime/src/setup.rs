@@ -22,10 +22,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
-/// Descriptor numbers the agent is started with.
+/// Descriptor numbers the agent is started with (the box's user namespace
+/// arrives later over the control socket).
 pub const CONTROL_FD: i32 = 3;
-pub const USERNS_FD: i32 = 4;
-pub const LISTENER_FD: i32 = 5;
+pub const LISTENER_FD: i32 = 4;
 
 /// One overlay mount of the box root.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,15 +85,24 @@ const READ_ONLY: &[&str] = &[
 /// reports the outcome back; returns the agent's listener and config.
 /// On failure the error is reported to the daemon and returned.
 pub fn enter_box() -> Result<(UnixListener, AgentConfig)> {
+    // No descriptor beyond ours survives from the daemon (this runs before
+    // the user namespace descriptor is received).
+    // SAFETY: close_range only closes descriptors.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            (LISTENER_FD + 1) as u32,
+            u32::MAX,
+            0u32,
+        )
+    };
     // SAFETY: the daemon started us with these descriptors open and owned by us.
     let mut control = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
-    let userns = unsafe { OwnedFd::from_raw_fd(USERNS_FD) };
     let listener = unsafe { UnixListener::from_raw_fd(LISTENER_FD) };
-    let result = read_config(&mut control).and_then(|cfg| {
+    let result = read_config(&mut control).and_then(|(cfg, userns)| {
         setup(&cfg, &userns)?;
         Ok(cfg)
     });
-    drop(userns);
     match result {
         Ok(cfg) => {
             control
@@ -108,16 +117,43 @@ pub fn enter_box() -> Result<(UnixListener, AgentConfig)> {
     }
 }
 
-fn read_config(control: &mut UnixStream) -> Result<SetupConfig> {
+/// Receives the config length with the user namespace descriptor attached,
+/// then the config itself.
+fn read_config(control: &mut UnixStream) -> Result<(SetupConfig, OwnedFd)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let mut len = [0u8; 4];
-    control
-        .read_exact(&mut len)
-        .map_err(RuntimeError::io("read the box config"))?;
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut iov = [std::io::IoSliceMut::new(&mut len)];
+    let msg = recvmsg::<()>(
+        control.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(setup_err("receive the user namespace"))?;
+    let mut userns = None;
+    for c in msg.cmsgs().map_err(setup_err("read control message"))? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for fd in fds {
+                // SAFETY: the kernel just installed this descriptor for us.
+                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                userns.get_or_insert(owned);
+            }
+        }
+    }
+    let got = msg.bytes;
+    drop(iov);
+    if got != 4 {
+        return Err(RuntimeError::Setup("short config header".into()));
+    }
+    let userns = userns.ok_or_else(|| RuntimeError::Setup("no user namespace received".into()))?;
     let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
     control
         .read_exact(&mut buf)
         .map_err(RuntimeError::io("read the box config"))?;
-    serde_json::from_slice(&buf).map_err(|e| RuntimeError::Setup(format!("bad box config: {e}")))
+    let cfg = serde_json::from_slice(&buf)
+        .map_err(|e| RuntimeError::Setup(format!("bad box config: {e}")))?;
+    Ok((cfg, userns))
 }
 
 fn setup_err(what: &str) -> impl FnOnce(nix::Error) -> RuntimeError + '_ {
@@ -125,16 +161,6 @@ fn setup_err(what: &str) -> impl FnOnce(nix::Error) -> RuntimeError + '_ {
 }
 
 fn setup(cfg: &SetupConfig, userns: &OwnedFd) -> Result<()> {
-    // No descriptor beyond ours survives from the daemon.
-    // SAFETY: close_range only closes descriptors.
-    unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            (LISTENER_FD + 1) as u32,
-            u32::MAX,
-            0u32,
-        )
-    };
     nix::unistd::sethostname(&cfg.hostname).map_err(setup_err("set hostname"))?;
     loopback_up()?;
     mount(

@@ -9,7 +9,7 @@
 //! agent needs cross into it; its stdio is /dev/null.
 
 use crate::error::{Result, RuntimeError};
-use crate::setup::{SetupConfig, CONTROL_FD, LISTENER_FD, USERNS_FD};
+use crate::setup::{SetupConfig, CONTROL_FD, LISTENER_FD};
 use std::ffi::CString;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -36,7 +36,7 @@ pub struct Started {
 
 #[repr(C)]
 struct ChildArgs {
-    fds: [[libc::c_int; 2]; 6],
+    fds: [[libc::c_int; 2]; 5],
     path: *const libc::c_char,
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
@@ -47,7 +47,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // the child has exec'd (CLONE_VFORK); only async-signal-safe calls here.
     unsafe {
         let a = &*(arg as *const ChildArgs);
-        let mut tmp = [0; 6];
+        let mut tmp = [0; 5];
         for (i, pair) in a.fds.iter().enumerate() {
             tmp[i] = libc::fcntl(pair[0], libc::F_DUPFD_CLOEXEC, 16);
             if tmp[i] < 0 {
@@ -64,14 +64,15 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     }
 }
 
-/// Clones the agent into fresh namespaces and sets the box up; `join` puts
-/// the new process into the box's cgroups before it does anything.
+/// Clones the agent into fresh namespaces, then calls `prepare` with its
+/// pid while the agent binary loads: `prepare` builds the box's directories
+/// and cgroups (placing the pid in them, before the agent can fork) and
+/// returns the config and the user namespace, which are handed to the agent
+/// (the namespace descriptor by `SCM_RIGHTS`). Returns once the box is up.
 pub fn start_agent(
     agent: &Path,
-    cfg: &SetupConfig,
-    userns: &OwnedFd,
     listener: &OwnedFd,
-    join: impl FnOnce(i32) -> Result<()>,
+    prepare: impl FnOnce(i32) -> Result<(SetupConfig, OwnedFd)>,
 ) -> Result<Started> {
     let path = CString::new(agent.as_os_str().as_encoded_bytes())
         .map_err(|_| RuntimeError::Setup("agent path contains NUL".into()))?;
@@ -91,7 +92,6 @@ pub fn start_agent(
             [null.as_raw_fd(), 1],
             [null.as_raw_fd(), 2],
             [theirs.as_raw_fd(), CONTROL_FD],
-            [userns.as_raw_fd(), USERNS_FD],
             [listener.as_raw_fd(), LISTENER_FD],
         ],
         path: path.as_ptr(),
@@ -123,11 +123,19 @@ pub fn start_agent(
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     let started = Started { pid, pidfd };
     let result = (|| {
-        join(pid)?;
-        let cfg = serde_json::to_vec(cfg).map_err(|e| RuntimeError::Setup(e.to_string()))?;
-        let mut msg = (cfg.len() as u32).to_be_bytes().to_vec();
-        msg.extend_from_slice(&cfg);
-        ours.write_all(&msg)
+        let (cfg, userns) = prepare(pid)?;
+        let cfg = serde_json::to_vec(&cfg).map_err(|e| RuntimeError::Setup(e.to_string()))?;
+        let fds = [userns.as_raw_fd()];
+        let header = (cfg.len() as u32).to_be_bytes();
+        nix::sys::socket::sendmsg::<()>(
+            ours.as_raw_fd(),
+            &[std::io::IoSlice::new(&header)],
+            &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+            nix::sys::socket::MsgFlags::empty(),
+            None,
+        )
+        .map_err(|e| RuntimeError::io("send the user namespace")(e.into()))?;
+        ours.write_all(&cfg)
             .map_err(RuntimeError::io("send the box config"))?;
         ours.set_read_timeout(Some(SETUP_TIMEOUT))
             .map_err(RuntimeError::io("control socket"))?;
