@@ -123,26 +123,27 @@ fn read_config(control: &mut UnixStream) -> Result<(SetupConfig, OwnedFd)> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let mut len = [0u8; 4];
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let mut iov = [std::io::IoSliceMut::new(&mut len)];
-    let msg = recvmsg::<()>(
-        control.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(setup_err("receive the user namespace"))?;
     let mut userns = None;
-    for c in msg.cmsgs().map_err(setup_err("read control message"))? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            for fd in fds {
-                // SAFETY: the kernel just installed this descriptor for us.
-                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-                userns.get_or_insert(owned);
+    let got = {
+        let mut iov = [std::io::IoSliceMut::new(&mut len)];
+        let msg = recvmsg::<()>(
+            control.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(setup_err("receive the user namespace"))?;
+        for c in msg.cmsgs().map_err(setup_err("read control message"))? {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for fd in fds {
+                    // SAFETY: the kernel just installed this descriptor for us.
+                    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                    userns.get_or_insert(owned);
+                }
             }
         }
-    }
-    let got = msg.bytes;
-    drop(iov);
+        msg.bytes
+    };
     if got != 4 {
         return Err(RuntimeError::Setup("short config header".into()));
     }
