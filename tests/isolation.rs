@@ -223,7 +223,7 @@ async fn box_root_is_an_unprivileged_host_uid() {
         .dir
         .join("boxes")
         .join(b.id())
-        .join("upper/0/workspace/home/owned");
+        .join("upper-0/workspace/home/owned");
     let md = std::fs::metadata(&upper).expect("file in the box's upper dir");
     assert_eq!(md.uid(), b.host_root_id());
     assert_eq!(md.gid(), b.host_root_id());

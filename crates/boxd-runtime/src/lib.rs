@@ -8,8 +8,9 @@
 //! HTTP, teams or policy.
 //!
 //! On disk, under the data directory:
-//! `images/<name>/` (manifest + layers) and `boxes/<id>/` (`box.json`, the
-//! upper and work dirs of each overlay, the agent socket).
+//! `images/<name>/` (manifest + layers), `boxes/<id>/` (`box.json`, the
+//! `upper-N` and `work-N` dirs of each overlay, the agent socket) and `mnt/`
+//! (an empty mountpoint each box covers with a private tmpfs).
 
 pub mod cgroup;
 pub mod env;
@@ -214,7 +215,7 @@ impl Runtime {
                 "it must not contain ',' or ':' (overlayfs option separators)",
             ));
         }
-        for sub in ["images", "boxes"] {
+        for sub in ["images", "boxes", "mnt"] {
             let p = dd.join(sub);
             std::fs::create_dir_all(&p)
                 .map_err(RuntimeError::io(format!("create {}", p.display())))?;
@@ -391,8 +392,8 @@ impl Runtime {
             };
             let mut overlays = Vec::new();
             for (i, target) in image.targets().into_iter().enumerate() {
-                let upper = dir.join("upper").join(i.to_string());
-                let work = dir.join("work").join(i.to_string());
+                let upper = dir.join(format!("upper-{i}"));
+                let work = dir.join(format!("work-{i}"));
                 mk(&upper, Some(root_id))?;
                 mk(&work, None)?;
                 overlays.push(setup::OverlaySpec {
@@ -402,15 +403,13 @@ impl Runtime {
                     work,
                 });
             }
-            mk(&dir.join("rootfs"), None)?;
             let userns = idmap::create_userns(root_id)
                 .map_err(RuntimeError::io("create the user namespace"))?;
             cgroup.create(&spec.limits)?;
             cgroup.join(pid)?;
             let cfg = setup::SetupConfig {
                 hostname: hostname.clone(),
-                rootfs: dir.join("rootfs"),
-                stage: dir.join("stage"),
+                scratch: self.cfg.data_dir.join("mnt"),
                 overlays,
                 host_root_id: root_id,
                 tmp_bytes: spec.tmp_bytes,

@@ -42,10 +42,10 @@ pub struct OverlaySpec {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SetupConfig {
     pub hostname: String,
-    /// Where the root is assembled (`<box dir>/rootfs`).
-    pub rootfs: PathBuf,
-    /// Where id-mapped layers are staged (`<box dir>/stage`).
-    pub stage: PathBuf,
+    /// An empty directory (shared by all boxes): each box mounts a private
+    /// tmpfs on it in its own mount namespace and assembles its root and
+    /// id-mapped layer stages there, so those mountpoints cost no disk I/O.
+    pub scratch: PathBuf,
     /// Root overlay first, then nested ones.
     pub overlays: Vec<OverlaySpec>,
     /// Host id of box root (for tmpfs and device ownership).
@@ -173,7 +173,7 @@ fn setup(cfg: &SetupConfig, userns: &OwnedFd) -> Result<()> {
     )
     .map_err(setup_err("make mounts private"))?;
     build_root(cfg, userns)?;
-    pivot(&cfg.rootfs)?;
+    pivot(&cfg.scratch.join("root"))?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
         .map_err(setup_err("cgroup namespace"))?;
     become_box_root(userns)?;
@@ -296,13 +296,21 @@ fn mnt(src: &str, dst: &Path, fstype: &str, flags: MsFlags, data: Option<&str>) 
 }
 
 fn build_root(cfg: &SetupConfig, userns: &OwnedFd) -> Result<()> {
-    let root = &cfg.rootfs;
+    mnt(
+        "tmpfs",
+        &cfg.scratch,
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=700,size=65536"),
+    )?;
+    let root = &cfg.scratch.join("root");
+    std::fs::create_dir(root).map_err(RuntimeError::io("create the root mountpoint"))?;
     let id = cfg.host_root_id;
     for (i, ov) in cfg.overlays.iter().enumerate() {
         let mut lowers = Vec::new();
         for (j, lower) in ov.lowers.iter().enumerate() {
-            let stage = cfg.stage.join(format!("{i}-{j}"));
-            std::fs::create_dir_all(&stage).map_err(RuntimeError::io("create stage dir"))?;
+            let stage = cfg.scratch.join(format!("layer-{i}-{j}"));
+            std::fs::create_dir(&stage).map_err(RuntimeError::io("create stage dir"))?;
             idmapped_bind(lower, &stage, userns)?;
             lowers.push(stage.display().to_string());
         }
