@@ -200,11 +200,7 @@ impl AgentClient {
                 Ok(Completed {
                     stdout: Vec::new(),
                     stderr: format!("{}\n", body.message).into_bytes(),
-                    status: ExitStatus {
-                        code: 127,
-                        signal: None,
-                        timed_out: false,
-                    },
+                    status: ExitStatus::exited(127),
                 })
             }
             Err(e) => Err(e),

@@ -239,14 +239,7 @@ impl Registry {
                 Ok(s) => s,
             };
             let (pid, exit) = match status {
-                WaitStatus::Exited(pid, code) => (
-                    pid,
-                    ExitStatus {
-                        code,
-                        signal: None,
-                        timed_out: false,
-                    },
-                ),
+                WaitStatus::Exited(pid, code) => (pid, ExitStatus::exited(code)),
                 WaitStatus::Signaled(pid, sig, _) => (
                     pid,
                     ExitStatus {

@@ -294,6 +294,17 @@ pub struct ExitStatus {
     pub timed_out: bool,
 }
 
+impl ExitStatus {
+    /// A normal exit with `code`.
+    pub fn exited(code: i32) -> ExitStatus {
+        ExitStatus {
+            code,
+            signal: None,
+            timed_out: false,
+        }
+    }
+}
+
 /// Error reported by the agent.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ErrorBody {

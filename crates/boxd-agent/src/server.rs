@@ -129,16 +129,18 @@ async fn respond(wr: &mut OwnedWriteHalf, r: Response) -> Result<(), ErrorBody> 
     write_frame(wr, &frame).await.map_err(proto_err)
 }
 
+fn task_failed(e: tokio::task::JoinError) -> ErrorBody {
+    ErrorBody {
+        kind: ErrorKind::Other,
+        message: format!("agent task failed: {e}"),
+    }
+}
+
 /// Runs a blocking function off the async thread.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ErrorBody> + Send + 'static,
 ) -> Result<T, ErrorBody> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ErrorBody {
-            kind: ErrorKind::Other,
-            message: format!("agent task failed: {e}"),
-        })?
+    tokio::task::spawn_blocking(f).await.map_err(task_failed)?
 }
 
 async fn dispatch(
@@ -276,10 +278,7 @@ async fn send_blocking(
             .await
             .map_err(proto_err)?;
     }
-    task.await.map_err(|e| ErrorBody {
-        kind: ErrorKind::Other,
-        message: format!("agent task failed: {e}"),
-    })??;
+    task.await.map_err(task_failed)??;
     write_frame(wr, &Frame::data(Kind::End, Vec::new()))
         .await
         .map_err(proto_err)
@@ -363,10 +362,7 @@ async fn receive_blocking<T: Send + 'static>(
         }
     }
     drop(tx);
-    task.await.map_err(|e| ErrorBody {
-        kind: ErrorKind::Other,
-        message: format!("agent task failed: {e}"),
-    })?
+    task.await.map_err(task_failed)?
 }
 
 fn pipe_reader(fd: impl Into<OwnedFd>) -> Result<tokio::net::unix::pipe::Receiver, ErrorBody> {
@@ -389,11 +385,7 @@ async fn run_process(
             write_frame(wr, &Frame::data(Kind::Stderr, msg.into_bytes()))
                 .await
                 .map_err(proto_err)?;
-            let exit = ExitStatus {
-                code: 127,
-                signal: None,
-                timed_out: false,
-            };
+            let exit = ExitStatus::exited(127);
             let frame = Frame::json(Kind::Exit, &exit).map_err(proto_err)?;
             return write_frame(wr, &frame).await.map_err(proto_err);
         }
@@ -440,7 +432,7 @@ async fn run_process(
                 _ => { err_open = false; None }
             },
             s = &mut exit_rx, if status.is_none() => {
-                status = Some(s.unwrap_or(ExitStatus { code: -1, signal: None, timed_out: false }));
+                status = Some(s.unwrap_or(ExitStatus::exited(-1)));
                 drain_until = Instant::now() + DRAIN_AFTER_EXIT;
                 None
             },
@@ -479,11 +471,7 @@ async fn run_process(
             }
         }
     }
-    let mut exit = status.unwrap_or(ExitStatus {
-        code: -1,
-        signal: None,
-        timed_out: false,
-    });
+    let mut exit = status.unwrap_or(ExitStatus::exited(-1));
     exit.timed_out = timed_out;
     let frame = Frame::json(Kind::Exit, &exit).map_err(proto_err)?;
     write_frame(wr, &frame).await.map_err(proto_err)
