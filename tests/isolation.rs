@@ -277,6 +277,13 @@ async fn the_agent_control_socket_is_unreachable_from_the_box() {
     let Some(rt) = runtime() else { return };
     let b = TestBox::default(&rt);
     let host_path = b.agent().socket().display().to_string();
+    // On the host, only root may enter the box's directory (and its socket).
+    let box_dir = b.agent().socket().parent().unwrap();
+    assert_eq!(
+        std::fs::metadata(box_dir).unwrap().mode() & 0o077,
+        0,
+        "box dir open to other host users"
+    );
     assert_ne!(b.sh(&format!("test -e {host_path}")).await.status.code, 0);
     // PID 1 is not dumpable: its descriptors and memory are closed to box root.
     let c = b.sh("ls /proc/1/fd").await;

@@ -29,7 +29,7 @@ use boxd_agent::{AgentClient, AgentConfig, Completed, ProcessStream};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -342,7 +342,8 @@ impl Runtime {
             let n = slots.len();
             slots.take().ok_or(RuntimeError::NoSlots(n))?
         };
-        match std::fs::create_dir(&dir) {
+        // Only host root may enter a box's directory (its files, its agent socket).
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => {}
             Err(e) => {
                 self.slots().release(slot);
