@@ -99,6 +99,9 @@ pub fn enter_box() -> Result<(UnixListener, AgentConfig)> {
     // SAFETY: the daemon started us with these descriptors open and owned by us.
     let mut control = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
     let listener = unsafe { UnixListener::from_raw_fd(LISTENER_FD) };
+    // dup2 cleared close-on-exec; no process the agent spawns may inherit it.
+    // SAFETY: fcntl on our own descriptor.
+    unsafe { libc::fcntl(LISTENER_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
     let result = read_config(&mut control).and_then(|(cfg, userns)| {
         setup(&cfg, &userns)?;
         Ok(cfg)
