@@ -14,10 +14,12 @@
 //! All times are unix milliseconds.
 
 pub mod error;
+mod keys;
 mod schema;
 mod teams;
 
 pub use error::{Result, StoreError};
+pub use keys::{ApiKeyInfo, KEY_PREFIX, MIN_SUPPLIED_KEY_LEN};
 pub use schema::SCHEMA_VERSION;
 pub use teams::{Team, DEFAULT_TEAM};
 
