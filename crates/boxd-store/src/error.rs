@@ -46,5 +46,6 @@ pub(crate) fn sqlite_code(err: &rusqlite::Error) -> Option<i32> {
 }
 
 pub(crate) use rusqlite::ffi::{
-    SQLITE_CONSTRAINT_FOREIGNKEY as FOREIGN_KEY, SQLITE_CONSTRAINT_UNIQUE as UNIQUE,
+    SQLITE_CONSTRAINT_FOREIGNKEY as FOREIGN_KEY, SQLITE_CONSTRAINT_PRIMARYKEY as PRIMARY_KEY,
+    SQLITE_CONSTRAINT_UNIQUE as UNIQUE,
 };

@@ -13,11 +13,13 @@
 //!
 //! All times are unix milliseconds.
 
+mod boxes;
 pub mod error;
 mod keys;
 mod schema;
 mod teams;
 
+pub use boxes::{BoxRow, BoxState, NewBox};
 pub use error::{Result, StoreError};
 pub use keys::{ApiKeyInfo, KEY_PREFIX, MIN_SUPPLIED_KEY_LEN};
 pub use schema::SCHEMA_VERSION;
