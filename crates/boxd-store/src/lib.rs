@@ -13,12 +13,15 @@
 //!
 //! All times are unix milliseconds.
 
+mod audit;
 mod boxes;
 pub mod error;
 mod keys;
 mod schema;
+mod settings;
 mod teams;
 
+pub use audit::{AuditEvent, AuditFilter, NewAuditEvent};
 pub use boxes::{BoxRow, BoxState, NewBox};
 pub use error::{Result, StoreError};
 pub use keys::{ApiKeyInfo, KEY_PREFIX, MIN_SUPPLIED_KEY_LEN};
