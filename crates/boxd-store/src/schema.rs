@@ -1,0 +1,180 @@
+//! The database schema and its migrations.
+//!
+//! Owns the ordered list of migrations and the rule for applying them: the
+//! schema version is SQLite's `PRAGMA user_version`; migration `i` (0-based)
+//! takes the database from version `i` to `i + 1` in one transaction, so a
+//! crash leaves either the old or the new schema, never half of one.
+//!
+//! Never edit or reorder a migration that has been released: append a new
+//! one. Never let a migration weaken the audit log's append-only triggers.
+//!
+//! All times are unix milliseconds (`INTEGER`). Ids are text chosen by the
+//! store (teams, keys) or by the caller (boxes).
+
+use crate::error::{Result, StoreError};
+use rusqlite::{Connection, TransactionBehavior};
+
+/// Migrations, oldest first. `MIGRATIONS[i]` upgrades version `i` to `i + 1`.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: teams, API keys, boxes, the audit log, team env settings.
+    r#"
+CREATE TABLE teams (
+    id          TEXT PRIMARY KEY NOT NULL,
+    name        TEXT NOT NULL UNIQUE,
+    created_at  INTEGER NOT NULL
+) STRICT;
+
+-- Keys are kept only as a SHA-256 hash plus a short display prefix.
+CREATE TABLE api_keys (
+    id          TEXT PRIMARY KEY NOT NULL,
+    team_id     TEXT NOT NULL REFERENCES teams(id),
+    name        TEXT NOT NULL,
+    prefix      TEXT NOT NULL,
+    hash        BLOB NOT NULL UNIQUE CHECK (length(hash) = 32),
+    created_at  INTEGER NOT NULL,
+    revoked_at  INTEGER
+) STRICT;
+CREATE INDEX api_keys_by_team ON api_keys(team_id);
+
+CREATE TABLE boxes (
+    id          TEXT PRIMARY KEY NOT NULL,
+    team_id     TEXT NOT NULL REFERENCES teams(id),
+    name        TEXT,
+    state       TEXT NOT NULL
+                CHECK (state IN ('creating', 'running', 'paused', 'deleted', 'failed')),
+    runtime     TEXT NOT NULL,
+    spec_json   TEXT NOT NULL,
+    labels_json TEXT NOT NULL DEFAULT '{}',
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    UNIQUE (team_id, name)
+) STRICT;
+
+-- box_id and key_id are deliberately not foreign keys: events outlive the
+-- boxes and keys they mention, and no event may ever change.
+CREATE TABLE audit_events (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts          INTEGER NOT NULL,
+    team_id     TEXT NOT NULL REFERENCES teams(id),
+    box_id      TEXT,
+    kind        TEXT NOT NULL,
+    key_id      TEXT,
+    data_json   TEXT NOT NULL
+) STRICT;
+CREATE INDEX audit_events_by_team ON audit_events(team_id, seq);
+CREATE INDEX audit_events_by_box ON audit_events(box_id, seq);
+
+CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events
+BEGIN
+    SELECT RAISE(ABORT, 'audit events are append-only: UPDATE is not allowed');
+END;
+CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events
+BEGIN
+    SELECT RAISE(ABORT, 'audit events are append-only: DELETE is not allowed');
+END;
+-- INSERT OR REPLACE deletes the old row without firing DELETE triggers
+-- (unless recursive_triggers is on), so an insert may never reuse a seq.
+CREATE TRIGGER audit_events_no_replace BEFORE INSERT ON audit_events
+WHEN EXISTS (SELECT 1 FROM audit_events WHERE seq = NEW.seq)
+BEGIN
+    SELECT RAISE(ABORT, 'audit events are append-only: an event cannot be replaced');
+END;
+
+-- The team-wide environment every box of the team gets (settings/env).
+CREATE TABLE team_env (
+    team_id     TEXT NOT NULL REFERENCES teams(id),
+    name        TEXT NOT NULL,
+    value       TEXT NOT NULL,
+    PRIMARY KEY (team_id, name)
+) STRICT, WITHOUT ROWID;
+"#,
+];
+
+/// The schema version this build of the store writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// The database's current schema version.
+pub(crate) fn version(conn: &Connection) -> Result<u32> {
+    Ok(conn.pragma_query_value(None, "user_version", |row| row.get(0))?)
+}
+
+/// Brings the database up to [`SCHEMA_VERSION`], one transaction per
+/// migration. Safe to call on an up-to-date database (it does nothing) and
+/// against another process migrating the same file (the version is re-read
+/// under the write lock).
+pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
+    loop {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current = version(&tx)?;
+        if current > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                found: current,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        let Some(sql) = MIGRATIONS.get(current as usize) else {
+            return Ok(());
+        };
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", current + 1)?;
+        tx.commit()?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tables(conn: &Connection) -> Vec<String> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger') ORDER BY name",
+            )
+            .unwrap();
+        let names = stmt.query_map([], |r| r.get(0)).unwrap();
+        names.collect::<rusqlite::Result<_>>().unwrap()
+    }
+
+    #[test]
+    fn migrations_apply_in_order_and_only_once() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        assert_eq!(version(&conn).unwrap(), 0);
+        migrate(&mut conn).unwrap();
+        assert_eq!(version(&conn).unwrap(), SCHEMA_VERSION);
+        let after_first = tables(&conn);
+        for expected in [
+            "api_keys",
+            "audit_events",
+            "audit_events_no_delete",
+            "audit_events_no_replace",
+            "audit_events_no_update",
+            "boxes",
+            "team_env",
+            "teams",
+        ] {
+            assert!(after_first.iter().any(|t| t == expected), "{expected}");
+        }
+        // A second run finds nothing to do (re-running a CREATE TABLE would
+        // fail), and leaves the schema as it was.
+        migrate(&mut conn).unwrap();
+        assert_eq!(version(&conn).unwrap(), SCHEMA_VERSION);
+        assert_eq!(tables(&conn), after_first);
+    }
+
+    #[test]
+    fn a_failed_migration_leaves_the_previous_version() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        conn.execute_batch("CREATE TABLE marker (x INTEGER)")
+            .unwrap();
+        // Pretend the database is at version 0 without its `teams` table:
+        // migration 1 then creates `teams`, fails on the next table (it
+        // exists) and must roll back whole, `teams` and version included.
+        conn.pragma_update(None, "user_version", 0).unwrap();
+        conn.execute_batch("DROP TABLE teams").unwrap();
+        assert!(migrate(&mut conn).is_err());
+        assert_eq!(version(&conn).unwrap(), 0);
+        assert!(!tables(&conn).iter().any(|t| t == "teams"));
+        assert!(tables(&conn).iter().any(|t| t == "marker"));
+    }
+}
