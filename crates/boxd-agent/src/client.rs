@@ -209,8 +209,7 @@ impl AgentClient {
 
     pub async fn write_stdin(&self, pid: i32, data: &[u8], close: bool) -> Result<(), ClientError> {
         let (mut rd, mut wr) = self.open(&Request::Stdin { pid, close }).await?;
-        send_data(&mut wr, data).await?;
-        expect_response(&mut rd).await.map(|_| ())
+        upload(&mut rd, &mut wr, &mut &data[..]).await
     }
 
     pub async fn signal(&self, pid: i32, signal: i32) -> Result<(), ClientError> {
@@ -263,8 +262,7 @@ impl AgentClient {
             mode,
         };
         let (mut rd, mut wr) = self.open(&req).await?;
-        send_stream(&mut wr, input).await?;
-        expect_response(&mut rd).await.map(|_| ())
+        upload(&mut rd, &mut wr, input).await
     }
 
     pub async fn stat(&self, path: &str) -> Result<FileStat, ClientError> {
@@ -314,8 +312,7 @@ impl AgentClient {
         input: &mut R,
     ) -> Result<(), ClientError> {
         let (mut rd, mut wr) = self.open(&Request::TarIn { path: path.into() }).await?;
-        send_stream(&mut wr, input).await?;
-        expect_response(&mut rd).await.map(|_| ())
+        upload(&mut rd, &mut wr, input).await
     }
 }
 
@@ -340,8 +337,20 @@ async fn expect_response(rd: &mut OwnedReadHalf) -> Result<Response, ClientError
     }
 }
 
-async fn send_data(wr: &mut OwnedWriteHalf, data: &[u8]) -> Result<(), ClientError> {
-    send_stream(wr, &mut &data[..]).await
+/// Sends a data stream and reads the answer. If the agent refused the
+/// operation while data was still flowing, its reason is the error, not the
+/// broken pipe the refusal caused.
+async fn upload<R: AsyncRead + Unpin>(
+    rd: &mut OwnedReadHalf,
+    wr: &mut OwnedWriteHalf,
+    input: &mut R,
+) -> Result<(), ClientError> {
+    let sent = send_stream(wr, input).await;
+    match (sent, expect_response(rd).await) {
+        (_, Err(e @ ClientError::Agent(_))) => Err(e),
+        (Err(e), _) => Err(e),
+        (Ok(()), answer) => answer.map(|_| ()),
+    }
 }
 
 async fn send_stream<R: AsyncRead + Unpin>(

@@ -348,9 +348,11 @@ async fn receive_blocking<T: Send + 'static>(
     loop {
         match read_frame(rd).await {
             Ok(f) if f.kind == Kind::Data => {
-                if tx.send(Chunk::Data(f.payload)).await.is_err() {
-                    break; // the consumer stopped early; its result says why
-                }
+                // A consumer that stopped early (its result says why) gets
+                // nothing more, but the client's data is still read to its
+                // end: closing with unread data would reset the connection
+                // and lose the error answer on the client's side.
+                let _ = tx.send(Chunk::Data(f.payload)).await;
             }
             Ok(f) if f.kind == Kind::End => {
                 let _ = tx.send(Chunk::End).await;
