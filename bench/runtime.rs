@@ -79,6 +79,22 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("boxd-bench-{}", std::process::id()));
     let mut cfg = RuntimeConfig::new(&dir, AGENT);
     cfg.cgroup_parent = format!("boxd-bench-{}", std::process::id());
+    let parent = cfg.cgroup_parent.clone();
+    // Removes the bench's data dir and cgroup parents even if a step panics.
+    struct Cleanup(std::path::PathBuf, String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for base in std::fs::read_dir("/sys/fs/cgroup")
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let _ = std::fs::remove_dir(base.path().join(&self.1));
+            }
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir.clone(), parent);
     let rt = Runtime::new(cfg).expect("runtime");
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -156,16 +172,6 @@ fn main() {
         bm.as_secs_f64() / fm.as_secs_f64(),
         em.as_secs_f64() / sm.as_secs_f64()
     );
+    // Boxes are gone; the runtime goes before the cleanup guard.
     drop(rt);
-    for base in std::fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let _ = std::fs::remove_dir(
-            base.path()
-                .join(format!("boxd-bench-{}", std::process::id())),
-        );
-    }
-    let _ = std::fs::remove_dir_all(&dir);
 }
