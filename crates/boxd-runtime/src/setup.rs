@@ -102,10 +102,12 @@ pub fn enter_box() -> Result<(UnixListener, AgentConfig)> {
     // dup2 cleared close-on-exec; no process the agent spawns may inherit it.
     // SAFETY: fcntl on our own descriptor.
     unsafe { libc::fcntl(LISTENER_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
-    let result = read_config(&mut control).and_then(|(cfg, userns)| {
-        setup(&cfg, &userns)?;
-        Ok(cfg)
-    });
+    let result = prepare_namespaces()
+        .and_then(|()| read_config(&mut control))
+        .and_then(|(cfg, userns)| {
+            setup(&cfg, &userns)?;
+            Ok(cfg)
+        });
     match result {
         Ok(cfg) => {
             control
@@ -164,8 +166,8 @@ fn setup_err(what: &str) -> impl FnOnce(nix::Error) -> RuntimeError + '_ {
     move |e| RuntimeError::Setup(format!("{what}: {e}"))
 }
 
-fn setup(cfg: &SetupConfig, userns: &OwnedFd) -> Result<()> {
-    nix::unistd::sethostname(&cfg.hostname).map_err(setup_err("set hostname"))?;
+/// What needs no config: done while the daemon is still preparing the box.
+fn prepare_namespaces() -> Result<()> {
     loopback_up()?;
     mount(
         None::<&str>,
@@ -174,7 +176,11 @@ fn setup(cfg: &SetupConfig, userns: &OwnedFd) -> Result<()> {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .map_err(setup_err("make mounts private"))?;
+    .map_err(setup_err("make mounts private"))
+}
+
+fn setup(cfg: &SetupConfig, userns: &OwnedFd) -> Result<()> {
+    nix::unistd::sethostname(&cfg.hostname).map_err(setup_err("set hostname"))?;
     build_root(cfg, userns)?;
     pivot(&cfg.scratch.join("root"))?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
