@@ -344,7 +344,8 @@ impl BoxCgroup {
         }
     }
 
-    /// Kills every process of the box.
+    /// Kills every process of the box (frozen ones included: the v1 path
+    /// thaws after killing).
     pub fn kill(&self) -> Result<()> {
         if let Some(g) = &self.v2 {
             if g.join("cgroup.kill").exists() {
@@ -360,6 +361,14 @@ impl BoxCgroup {
             );
         }
         self.thaw()
+    }
+
+    /// Waits (at most `timeout`) until no process is left in the groups.
+    pub fn wait_empty(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.pids().map(|p| !p.is_empty()).unwrap_or(false) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Removes the groups, waiting briefly for exiting processes to leave.

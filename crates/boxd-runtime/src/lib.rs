@@ -192,6 +192,15 @@ fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Reads `box.json` from a box directory.
+fn read_record(box_dir: &Path) -> Result<BoxRecord> {
+    let path = box_dir.join("box.json");
+    let bytes =
+        std::fs::read(&path).map_err(RuntimeError::io(format!("read {}", path.display())))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| RuntimeError::Setup(format!("{}: {e}", path.display())))
+}
+
 /// The 22nd field of `/proc/<pid>/stat`: start time in clock ticks.
 fn start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -266,8 +275,7 @@ impl Runtime {
             return Vec::new();
         };
         rd.flatten()
-            .filter_map(|e| std::fs::read(e.path().join("box.json")).ok())
-            .filter_map(|b| serde_json::from_slice(&b).ok())
+            .filter_map(|e| read_record(&e.path()).ok())
             .collect()
     }
 
@@ -280,11 +288,7 @@ impl Runtime {
         };
         for entry in rd.flatten() {
             let dir = entry.path();
-            let complete = std::fs::read(dir.join("box.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<BoxRecord>(&b).ok())
-                .is_some();
-            if complete {
+            if read_record(&dir).is_ok() {
                 continue;
             }
             let id = entry.file_name().to_string_lossy().into_owned();
@@ -292,13 +296,7 @@ impl Runtime {
             let cg = cgroups.box_cgroup(parent, &id);
             // Killing every process in its groups ends its pid namespace too.
             let _ = cg.kill();
-            let _ = cg.thaw();
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            while cg.pids().map(|p| !p.is_empty()).unwrap_or(false)
-                && std::time::Instant::now() < deadline
-            {
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            cg.wait_empty(Duration::from_secs(5));
             let _ = cg.remove();
             let _ = std::fs::remove_dir_all(&dir);
         }
@@ -456,11 +454,7 @@ impl Runtime {
     /// Re-attaches to a box from its record (after a daemon restart). A box
     /// whose agent is gone comes back with `is_alive() == false`.
     pub fn adopt(&self, id: &str) -> Result<BoxHandle> {
-        let path = self.boxes_dir().join(id).join("box.json");
-        let bytes =
-            std::fs::read(&path).map_err(RuntimeError::io(format!("read {}", path.display())))?;
-        let record: BoxRecord = serde_json::from_slice(&bytes)
-            .map_err(|e| RuntimeError::Setup(format!("{}: {e}", path.display())))?;
+        let record = read_record(&self.boxes_dir().join(id))?;
         let pidfd = spawn::pidfd_open(record.pid)
             .ok()
             .filter(|_| start_time(record.pid) == Some(record.start_time));
@@ -497,26 +491,13 @@ impl Runtime {
             spawn::kill(fd);
         }
         let _ = handle.record.cgroup.kill();
-        // v1 freezer: killed tasks of a frozen box die only once thawed.
-        let _ = handle.record.cgroup.thaw();
         if handle.our_child {
             // SAFETY: the agent is our child; reap it so no zombie stays.
             unsafe { libc::waitpid(handle.record.pid, std::ptr::null_mut(), libc::__WALL) };
         } else if let Some(fd) = &handle.pidfd {
             spawn::wait_exit(fd, Duration::from_secs(5));
         }
-        // A thawed, empty group can be removed; processes may take a moment
-        // to leave it after the kill.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while handle
-            .record
-            .cgroup
-            .pids()
-            .map(|p| !p.is_empty())
-            .unwrap_or(false)
-            && std::time::Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        // Processes may take a moment to leave the groups after the kill.
+        handle.record.cgroup.wait_empty(Duration::from_secs(5));
     }
 }

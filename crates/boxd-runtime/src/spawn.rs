@@ -186,14 +186,7 @@ fn kill_and_reap(s: &Started) {
 
 /// Whether the process behind `pidfd` has exited (its pidfd is readable).
 pub fn has_exited(pidfd: &OwnedFd) -> bool {
-    let mut pfd = libc::pollfd {
-        fd: pidfd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: poll on one valid pollfd with a zero timeout.
-    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-    n > 0
+    wait_exit(pidfd, Duration::ZERO)
 }
 
 /// Waits up to `timeout` for the process behind `pidfd` to exit.
