@@ -1,6 +1,9 @@
-//! `boxd`: the single binary. Today it drives the box runtime directly
-//! (`boxd run`, `boxd info`); the HTTP daemon (`boxd serve`) and the API
-//! client commands come with the daemon issue.
+//! `boxd`: the single binary. `boxd serve` runs the daemon; the client
+//! commands (`create`, `ls`, `exec`, `cp`, …) talk to it over HTTP;
+//! `boxd keys` manages API keys in the data directory; `boxd run` and
+//! `boxd info` drive the box runtime directly, without a daemon.
+
+mod cli;
 
 use anyhow::{bail, Context, Result};
 use boxd_agent::protocol::SpawnRequest;
@@ -30,6 +33,8 @@ struct Cli {
     /// The boxd-agent executable (default: next to this binary).
     #[arg(long, env = "BOXD_AGENT", global = true)]
     agent: Option<PathBuf>,
+    #[command(flatten)]
+    conn: cli::Connection,
     #[command(subcommand)]
     command: Command,
 }
@@ -59,6 +64,15 @@ enum Command {
     },
     /// Show what this host offers: cgroup mode, images, KVM.
     Info,
+    /// Run the daemon: the HTTP API on --listen.
+    Serve(boxd_server::ServeArgs),
+    /// Manage API keys (operator tool: opens the data directory directly).
+    Keys {
+        #[command(subcommand)]
+        command: cli::KeysCommand,
+    },
+    #[command(flatten)]
+    Client(cli::ClientCommand),
 }
 
 fn parse_env(pairs: &[String]) -> Result<BTreeMap<String, String>> {
@@ -71,14 +85,17 @@ fn parse_env(pairs: &[String]) -> Result<BTreeMap<String, String>> {
         .collect()
 }
 
-fn runtime(cli: &Cli) -> Result<Runtime> {
-    let agent = match &cli.agent {
+fn agent_path(cli: &Cli) -> Result<PathBuf> {
+    Ok(match &cli.agent {
         Some(a) => a.clone(),
         None => std::env::current_exe()
             .context("locate the boxd binary")?
             .with_file_name("boxd-agent"),
-    };
-    Runtime::new(RuntimeConfig::new(&cli.data_dir, agent))
+    })
+}
+
+fn runtime(cli: &Cli) -> Result<Runtime> {
+    Runtime::new(RuntimeConfig::new(&cli.data_dir, agent_path(cli)?))
         .context("start the box runtime (boxd needs root)")
 }
 
@@ -107,8 +124,20 @@ async fn run(rt: &Runtime, spec: BoxSpec, req: SpawnRequest) -> Result<i32> {
     result
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Serve(args) = &cli.command {
+        let result = agent_path(&cli).and_then(|agent| {
+            boxd_server::serve(args.clone(), cli.data_dir.clone(), agent)
+        });
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("boxd serve: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BOXD_LOG")
@@ -116,9 +145,25 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("boxd: start the async runtime: {e}");
+            return ExitCode::from(125);
+        }
+    };
+    rt.block_on(client_main(cli))
+}
+
+async fn client_main(cli: Cli) -> ExitCode {
     let result = async {
         match &cli.command {
+            Command::Serve(_) => unreachable!("handled in main"),
+            Command::Keys { command } => cli::run_keys(&cli.data_dir, cli.conn.json, command),
+            Command::Client(cmd) => cli::run_client(&cli.conn, &cli.data_dir, cmd).await,
             Command::Run {
                 runtime: rt_name,
                 env,

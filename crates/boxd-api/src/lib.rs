@@ -1,0 +1,458 @@
+//! Wire types of boxd's HTTP API: the Upstash Box v2 shapes the official
+//! SDKs send and read (`docs/UPSTASH_API.md` is the contract), plus boxd's
+//! extensions in the same style, and the one error format.
+//!
+//! Shared by the server and the CLI so both speak one vocabulary. This
+//! crate only describes data: it never does I/O and holds no policy beyond
+//! what a value must look like on the wire. Every optional request field
+//! accepts `null` (the Python SDK sends `null` where TypeScript omits).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+/// The default working directory of a box, and the base of relative paths.
+pub const WORKSPACE: &str = "/workspace/home";
+
+/// Header that carries the API key (the only one the SDKs send).
+pub const API_KEY_HEADER: &str = "x-box-api-key";
+
+/// Every non-2xx response body: `{"error": "<what went wrong and what to do>"}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// Box status strings as the SDKs know them. Only `creating` (keep
+/// polling) and `error` (creation failed) are special to them.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BoxStatus {
+    Creating,
+    Idle,
+    Running,
+    Paused,
+    Error,
+    Deleted,
+}
+
+impl BoxStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BoxStatus::Creating => "creating",
+            BoxStatus::Idle => "idle",
+            BoxStatus::Running => "running",
+            BoxStatus::Paused => "paused",
+            BoxStatus::Error => "error",
+            BoxStatus::Deleted => "deleted",
+        }
+    }
+}
+
+/// Resource class of a box: fixed CPU and memory limits.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BoxSize {
+    #[default]
+    Small,
+    Medium,
+    Large,
+}
+
+impl BoxSize {
+    /// CPU limit in thousandths of a core.
+    pub fn cpu_millis(self) -> u32 {
+        match self {
+            BoxSize::Small => 1000,
+            BoxSize::Medium => 2000,
+            BoxSize::Large => 4000,
+        }
+    }
+    /// Memory limit in bytes.
+    pub fn memory_bytes(self) -> u64 {
+        match self {
+            BoxSize::Small => 1 << 30,
+            BoxSize::Medium => 4 << 30,
+            BoxSize::Large => 8 << 30,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BoxSize::Small => "small",
+            BoxSize::Medium => "medium",
+            BoxSize::Large => "large",
+        }
+    }
+}
+
+/// `POST /v2/box`. Fields owned by features not built yet (agents, git,
+/// network policy, attach headers, skills, MCP, browser, snapshots) are
+/// accepted on the wire so the server can answer 501 naming the feature.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct CreateBoxRequest {
+    /// Unique within the team; `GET /v2/box/{name}` finds the box by it.
+    pub name: Option<String>,
+    /// Up to 5 labels of `[A-Za-z0-9._:-]`, each at most 20 characters.
+    pub labels: Option<Vec<String>>,
+    /// `node`, `python`, `host`, … (default: `host`).
+    pub runtime: Option<String>,
+    pub size: Option<BoxSize>,
+    /// Environment of every process in the box.
+    pub env_vars: Option<BTreeMap<String, String>>,
+    pub keep_alive: Option<bool>,
+    pub init_command: Option<String>,
+    /// Lifetime in seconds (ephemeral boxes).
+    pub ttl: Option<u64>,
+    pub ephemeral: Option<bool>,
+    /// Lifetime in milliseconds.
+    pub timeout: Option<u64>,
+    /// boxd extension: string metadata returned with the box.
+    pub metadata: Option<BTreeMap<String, String>>,
+    #[schema(value_type = Object)]
+    pub attach_headers: Option<serde_json::Value>,
+    #[schema(value_type = Object)]
+    pub network_policy: Option<serde_json::Value>,
+    pub agent: Option<String>,
+    pub model: Option<String>,
+    pub agent_api_key: Option<String>,
+    #[schema(value_type = Object)]
+    pub custom_runner: Option<serde_json::Value>,
+    pub github_token: Option<String>,
+    pub git_user_name: Option<String>,
+    pub git_user_email: Option<String>,
+    pub skills: Option<Vec<String>>,
+    #[schema(value_type = Vec<Object>)]
+    pub mcp_servers: Option<Vec<serde_json::Value>>,
+    pub browser: Option<bool>,
+    /// boxd extension (Deno): placeholder secrets.
+    #[schema(value_type = Object)]
+    pub secrets: Option<serde_json::Value>,
+    /// boxd extension (Deno): egress allow-list.
+    pub allow_net: Option<Vec<String>>,
+    /// boxd extension (Deno): volume mounts.
+    #[schema(value_type = Vec<Object>)]
+    pub volumes: Option<Vec<serde_json::Value>>,
+}
+
+/// A box as returned by create, get and list ("BoxData").
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct BoxData {
+    pub id: String,
+    pub status: BoxStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub labels: Vec<String>,
+    pub runtime: String,
+    pub size: BoxSize,
+    #[serde(default)]
+    pub keep_alive: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    #[schema(value_type = Object)]
+    pub network_policy: serde_json::Value,
+    /// Why the box is in `error`, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `GET /v2/box/{id}/status`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StatusResponse {
+    pub status: BoxStatus,
+}
+
+/// `DELETE /v2/box` (bulk).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct BulkDeleteRequest {
+    pub ids: Vec<String>,
+}
+
+/// `POST /v2/box/{id}/exec` and `exec-stream`: `command` is an argv
+/// (run directly, no shell is added).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct ExecRequest {
+    pub command: Vec<String>,
+    /// Working directory: relative to `/workspace/home` or absolute.
+    pub folder: Option<String>,
+    /// boxd extension: extra environment for this command.
+    pub env: Option<BTreeMap<String, String>>,
+    /// boxd extension: kill the command after this many milliseconds.
+    pub timeout: Option<u64>,
+}
+
+/// Result of a synchronous exec or code run.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ExecResponse {
+    pub exit_code: i32,
+    /// Standard output.
+    pub output: String,
+    /// Standard error.
+    pub error: String,
+    /// boxd extension: wall time of the command.
+    #[serde(default)]
+    pub duration_ms: u64,
+}
+
+/// The trailer of an exec/code stream: `event: exit\ndata: {..}\n\n`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ExitEvent {
+    pub exit_code: i32,
+    pub cpu_ns: u64,
+}
+
+/// Languages `code` and `code-stream` run.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CodeLanguage {
+    Python,
+    Js,
+    Ts,
+    Bash,
+}
+
+/// `POST /v2/box/{id}/code` and `code-stream`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CodeRequest {
+    pub code: String,
+    pub language: CodeLanguage,
+    /// Milliseconds.
+    #[serde(default)]
+    pub timeout: Option<u64>,
+    #[serde(default)]
+    pub folder: Option<String>,
+}
+
+/// `POST /v2/box/{id}/files/write`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WriteFileRequest {
+    pub path: String,
+    pub content: String,
+    /// `base64` when `content` is base64 of the bytes.
+    #[serde(default)]
+    pub encoding: Option<String>,
+}
+
+/// `GET /v2/box/{id}/files/read`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReadFileResponse {
+    pub content: String,
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct FileEntry {
+    pub name: String,
+    pub path: String,
+    pub size: u64,
+    pub is_dir: bool,
+    /// RFC 3339.
+    pub mod_time: String,
+}
+
+/// `GET /v2/box/{id}/files/list`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ListFilesResponse {
+    pub files: Vec<FileEntry>,
+}
+
+/// `GET /v2/box/{id}/files/stat`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct FileStat {
+    /// `file`, `directory`, `symlink` or `other`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub size: u64,
+    /// RFC 3339.
+    pub mod_time: String,
+    pub inode: u64,
+    /// Opaque token that changes when the file changes.
+    pub version: String,
+}
+
+/// `POST /v2/box/{id}/files/mkdir`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MkdirRequest {
+    pub path: String,
+    #[serde(default)]
+    pub parents: Option<bool>,
+}
+
+/// `POST /v2/box/{id}/files/rename`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RenameRequest {
+    pub from: String,
+    pub to: String,
+}
+
+/// `POST /v2/box/{id}/files/remove`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RemoveRequest {
+    pub path: String,
+    #[serde(default)]
+    pub recursive: Option<bool>,
+}
+
+/// Answer of the file operations that return nothing else.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PathResponse {
+    pub path: String,
+}
+
+/// `POST /v2/box/{id}/config/labels`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LabelRequest {
+    pub label: String,
+}
+
+/// The box's labels after a change.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LabelsResponse {
+    pub labels: Vec<String>,
+}
+
+/// One line of `GET /v2/box/{id}/logs`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct LogEntry {
+    /// Unix seconds.
+    pub timestamp: i64,
+    /// `info`, `warn` or `error`.
+    pub level: String,
+    /// `system`, `agent` or `user`.
+    pub source: String,
+    pub message: String,
+}
+
+/// `GET /v2/box/{id}/logs`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LogsResponse {
+    pub logs: Vec<LogEntry>,
+}
+
+/// `PUT /v2/box/settings/env/{key}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EnvValue {
+    pub value: String,
+}
+
+/// `GET`/`PUT /v2/box/settings/env` (values are masked in answers).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct EnvVars {
+    pub env_vars: BTreeMap<String, String>,
+}
+
+/// One event of the audit trail (`GET /v2/audit`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct AuditEventData {
+    /// Position in the trail; strictly increasing.
+    pub seq: i64,
+    /// Unix milliseconds.
+    pub ts: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub box_id: Option<String>,
+    /// e.g. `box.create`, `box.delete`, `exec`, `file.write`, `file.upload`.
+    pub kind: String,
+    /// Id of the API key that caused the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+/// `GET /v2/audit`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditResponse {
+    pub events: Vec<AuditEventData>,
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+}
+
+/// Checks a label: 1–20 characters of `[A-Za-z0-9._:-]`.
+pub fn check_label(label: &str) -> Result<(), String> {
+    if label.is_empty() || label.len() > 20 {
+        return Err(format!(
+            "label {label:?} must be 1 to 20 characters long"
+        ));
+    }
+    if let Some(c) = label
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || ".-_:".contains(*c)))
+    {
+        return Err(format!(
+            "label {label:?} contains {c:?}; labels use letters, digits and . _ : -"
+        ));
+    }
+    Ok(())
+}
+
+/// The most labels a box can carry.
+pub const MAX_LABELS: usize = 5;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_request_accepts_nulls_from_the_python_sdk() {
+        let req: CreateBoxRequest = serde_json::from_str(
+            r#"{"name":"a","labels":null,"size":null,"env_vars":null,"network_policy":null}"#,
+        )
+        .unwrap();
+        assert_eq!(req.name.as_deref(), Some("a"));
+        assert!(req.labels.is_none() && req.size.is_none());
+    }
+
+    #[test]
+    fn box_data_has_integer_timestamps_and_lowercase_status() {
+        let data = BoxData {
+            id: "b1".into(),
+            status: BoxStatus::Running,
+            name: None,
+            labels: vec![],
+            runtime: "host".into(),
+            size: BoxSize::Small,
+            keep_alive: false,
+            created_at: 1,
+            updated_at: 2,
+            metadata: BTreeMap::new(),
+            network_policy: serde_json::json!({"mode": "allow-all"}),
+            error: None,
+        };
+        let v = serde_json::to_value(&data).unwrap();
+        assert_eq!(v["status"], "running");
+        assert_eq!(v["created_at"], 1);
+        assert!(v.get("name").is_none());
+    }
+
+    #[test]
+    fn labels_are_checked() {
+        assert!(check_label("env:prod").is_ok());
+        assert!(check_label("").is_err());
+        assert!(check_label("has space").is_err());
+        assert!(check_label(&"x".repeat(21)).is_err());
+    }
+
+    #[test]
+    fn file_stat_uses_the_type_key() {
+        let s = FileStat {
+            kind: "file".into(),
+            size: 3,
+            mod_time: "2026-01-01T00:00:00Z".into(),
+            inode: 7,
+            version: "7-3-1".into(),
+        };
+        assert_eq!(serde_json::to_value(&s).unwrap()["type"], "file");
+    }
+}
