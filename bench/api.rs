@@ -207,7 +207,7 @@ fn main() {
         d
     };
     let mut http = Http::connect(&addr, &key);
-    let mut http_once = |http: &mut Http| {
+    let http_once = |http: &mut Http| {
         let t = Instant::now();
         let id = http.create();
         http.exec_true(&id);

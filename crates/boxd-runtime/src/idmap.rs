@@ -57,13 +57,26 @@ impl Slots {
 /// namespace is opened, and it is killed. The namespace lives on through the
 /// returned descriptor.
 pub fn create_userns(base: u32) -> std::io::Result<OwnedFd> {
-    extern "C" fn idle(_: *mut libc::c_void) -> libc::c_int {
+    extern "C" fn idle(parent: *mut libc::c_void) -> libc::c_int {
+        // The helper has a copy of every descriptor of the daemon (the data
+        // dir lock, the database, half-made boxes' control sockets): it must
+        // not outlive a daemon that dies before killing it.
+        // SAFETY: prctl and getppid are plain syscalls; `parent` points to
+        // the caller's pid, alive until the caller kills this helper.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::getppid() != *(parent as *const libc::pid_t) {
+                libc::_exit(0);
+            }
+        }
         loop {
             // SAFETY: pause has no preconditions.
             unsafe { libc::pause() };
         }
     }
     let mut stack = vec![0u8; 16 * 1024];
+    // SAFETY: getpid has no preconditions.
+    let mut me: libc::pid_t = unsafe { libc::getpid() };
     // SAFETY: the child runs `idle` on its own stack and makes no allocation;
     // the stack outlives it (we wait for the child before returning).
     let pid = unsafe {
@@ -72,7 +85,7 @@ pub fn create_userns(base: u32) -> std::io::Result<OwnedFd> {
             idle,
             top,
             libc::CLONE_NEWUSER | libc::CLONE_VM | libc::SIGCHLD,
-            std::ptr::null_mut(),
+            (&raw mut me).cast(),
         )
     };
     if pid < 0 {
