@@ -305,9 +305,6 @@ pub fn status_lines(b: &BoxData, now: i64) -> String {
     for (k, v) in &b.metadata {
         lines.push(("metadata", format!("{k}={v}")));
     }
-    if let Some(e) = &b.error {
-        lines.push(("error", e.clone()));
-    }
     let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     lines
         .iter()
@@ -345,7 +342,6 @@ mod tests {
             updated_at: 1_000_000,
             metadata: BTreeMap::new(),
             network_policy: serde_json::json!({"mode": "allow-all"}),
-            error: None,
         }
     }
 
