@@ -11,7 +11,7 @@
 use super::client::Client;
 use super::table;
 use super::trailer::{Trailer, TrailerParser};
-use super::ClientCommand;
+use super::{out, ClientCommand};
 use anyhow::{anyhow, bail, Context, Result};
 use boxd_api::{
     check_label, BoxData, BoxSize, CreateBoxRequest, ExecRequest, ExecResponse, MAX_LABELS,
@@ -96,8 +96,7 @@ fn check_labels(labels: &[String]) -> Result<Vec<String>> {
 }
 
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
+    out(format!("{}\n", serde_json::to_string_pretty(v)?))
 }
 
 async fn create(client: &Client, json: bool, req: &CreateBoxRequest) -> Result<i32> {
@@ -111,7 +110,7 @@ async fn create(client: &Client, json: bool, req: &CreateBoxRequest) -> Result<i
         let id = b["id"]
             .as_str()
             .ok_or_else(|| anyhow!("boxd answered the create without a box id: {b}"))?;
-        println!("{id}");
+        out(format!("{id}\n"))?;
     }
     Ok(0)
 }
@@ -151,22 +150,9 @@ async fn ls(client: &Client, json: bool, label: Option<&str>) -> Result<i32> {
     } else {
         let boxes: Vec<BoxData> =
             serde_json::from_value(v).context("boxd's box list has an unexpected shape")?;
-        print!("{}", ls_table(&boxes, table::now_secs()));
+        out(ls_table(&boxes, table::now_secs()))?;
     }
     Ok(0)
-}
-
-/// Writes to stdout; `false` when the reader went away (broken pipe).
-fn write_out(bytes: &[u8]) -> Result<bool> {
-    if bytes.is_empty() {
-        return Ok(true);
-    }
-    let mut out = std::io::stdout();
-    match out.write_all(bytes).and_then(|_| out.flush()) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
-        Err(e) => Err(e).context("write to stdout"),
-    }
 }
 
 /// The exit code a shell would see for `code`.
@@ -178,9 +164,6 @@ fn exit_code(code: i32) -> i32 {
     }
 }
 
-/// Exit code after stdout's reader went away, like a shell's SIGPIPE.
-const BROKEN_PIPE: i32 = 141;
-
 async fn exec_stream(client: &Client, target: &str, req: &ExecRequest) -> Result<i32> {
     let url = client.url(&["v2", "box", target, "exec-stream"]);
     let mut resp = client
@@ -189,24 +172,18 @@ async fn exec_stream(client: &Client, target: &str, req: &ExecRequest) -> Result
     let mut parser = TrailerParser::new();
     loop {
         match resp.chunk().await {
-            Ok(Some(c)) => {
-                if !write_out(&parser.feed(&c))? {
-                    return Ok(BROKEN_PIPE);
-                }
-            }
+            Ok(Some(c)) => out(parser.feed(&c))?,
             Ok(None) => break,
             Err(e) => {
                 let (rest, _) = parser.finish();
-                write_out(&rest)?;
+                out(rest)?;
                 return Err(client.transport_error(e))
                     .context("the command's output stream broke off");
             }
         }
     }
     let (rest, trailer) = parser.finish();
-    if !write_out(&rest)? {
-        return Ok(BROKEN_PIPE);
-    }
+    out(rest)?;
     match trailer {
         Some(Trailer::Exit(e)) => Ok(exit_code(e.exit_code)),
         Some(Trailer::Error(msg)) => bail!("{msg}"),
@@ -224,7 +201,7 @@ async fn exec_sync(client: &Client, json: bool, target: &str, req: &ExecRequest)
     if json {
         print_json(&v)?;
     } else {
-        write_out(r.output.as_bytes())?;
+        out(r.output.as_bytes())?;
         let mut err = std::io::stderr();
         let _ = err.write_all(r.error.as_bytes()).and_then(|_| err.flush());
     }
@@ -260,7 +237,7 @@ async fn rm(client: &Client, json: bool, targets: &[String]) -> Result<i32> {
         match client.send(client.request(Method::DELETE, url)).await {
             Ok(_) => {
                 if !json {
-                    println!("deleted {t}");
+                    out(format!("deleted {t}\n"))?;
                 }
                 results.push(serde_json::json!({"box": t, "deleted": true}));
             }
@@ -319,7 +296,7 @@ async fn status(client: &Client, json: bool, target: &str) -> Result<i32> {
         print_json(&v)?;
     } else {
         let b: BoxData = serde_json::from_value(v).context("boxd's box has an unexpected shape")?;
-        print!("{}", status_lines(&b, table::now_secs()));
+        out(status_lines(&b, table::now_secs()))?;
     }
     Ok(0)
 }

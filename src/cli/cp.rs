@@ -249,14 +249,14 @@ pub async fn run(client: &Client, src: &str, dest: &str, json: bool) -> Result<i
         let v = serde_json::json!({
             "from": from, "to": to, "files": copied.files, "bytes": copied.bytes,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        super::out(format!("{}\n", serde_json::to_string_pretty(&v)?))?;
     } else {
         let noun = if copied.files == 1 { "file" } else { "files" };
-        println!(
-            "copied {} {noun} ({}) from {from} to {to}",
+        super::out(format!(
+            "copied {} {noun} ({}) from {from} to {to}\n",
             copied.files,
             table::bytes(copied.bytes)
-        );
+        ))?;
     }
     Ok(0)
 }

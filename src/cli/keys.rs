@@ -8,7 +8,7 @@
 //! says to start the daemon once. It never prints a stored key's value
 //! (the store does not have it) or its hash.
 
-use super::table;
+use super::{out, table};
 use anyhow::{bail, Context, Result};
 use boxd_store::{ApiKeyInfo, Store, Team, DEFAULT_TEAM};
 use std::path::{Path, PathBuf};
@@ -80,9 +80,9 @@ pub fn run(data_dir: &Path, json: bool, cmd: &super::KeysCommand) -> Result<i32>
                     "id": info.id, "name": info.name, "team": t.name, "prefix": info.prefix,
                     "created_at": info.created_at, "key": key,
                 });
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                out(format!("{}\n", serde_json::to_string_pretty(&v)?))?;
             } else {
-                println!("{key}");
+                out(format!("{key}\n"))?;
             }
             eprintln!(
                 "boxd: created key {} ({:?}, team {}). This is the only time its value is shown: \
@@ -95,9 +95,9 @@ pub fn run(data_dir: &Path, json: bool, cmd: &super::KeysCommand) -> Result<i32>
             let t = find_team(&store, team)?;
             let keys = store.list_keys(&t.id).context("list the keys")?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&keys)?);
+                out(format!("{}\n", serde_json::to_string_pretty(&keys)?))?;
             } else {
-                print!("{}", list_table(&keys, table::now_secs()));
+                out(list_table(&keys, table::now_secs()))?;
             }
             Ok(0)
         }
@@ -115,11 +115,11 @@ pub fn run(data_dir: &Path, json: bool, cmd: &super::KeysCommand) -> Result<i32>
                 let v = serde_json::json!({
                     "id": id, "found": found, "revoked": revoked || already,
                 });
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                out(format!("{}\n", serde_json::to_string_pretty(&v)?))?;
             } else if revoked {
-                println!("revoked {id}");
+                out(format!("revoked {id}\n"))?;
             } else if already {
-                println!("{id} was already revoked");
+                out(format!("{id} was already revoked\n"))?;
             }
             if !found {
                 if !json {

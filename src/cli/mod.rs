@@ -148,14 +148,43 @@ pub fn run_keys(data_dir: &std::path::Path, json: bool, cmd: &KeysCommand) -> Re
     Ok(report(keys::run(data_dir, json, cmd)))
 }
 
+/// Exit code after stdout's reader went away, like a shell's SIGPIPE.
+const STDOUT_CLOSED_EXIT: i32 = 141;
+
 /// The exit code of a command's result, printing a failure on stderr.
 fn report(result: Result<i32>) -> i32 {
     match result {
         Ok(code) => code,
+        Err(e) if e.downcast_ref::<StdoutClosed>().is_some() => STDOUT_CLOSED_EXIT,
         Err(e) => {
             eprintln!("boxd: {e:#}");
             1
         }
+    }
+}
+
+/// stdout's reader went away (`boxd ls | head -1`): the command stops
+/// quietly instead of failing loudly.
+#[derive(Debug)]
+struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stdout was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// Writes to stdout and flushes (output must not wait in a buffer while a
+/// command streams). A closed pipe is [`StdoutClosed`], not a panic.
+fn out(bytes: impl AsRef<[u8]>) -> Result<()> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    match o.write_all(bytes.as_ref()).and_then(|()| o.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        Err(e) => Err(anyhow::Error::new(e).context("write to stdout")),
     }
 }
 
