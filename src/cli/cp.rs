@@ -614,6 +614,18 @@ mod tests {
             let err = unpack(&data[..], &dst).unwrap_err().to_string();
             assert!(err.contains("refused"), "{name}: {err}");
         }
+        // A hard link to a file outside is refused too.
+        let mut h = tar::Header::new_gnu();
+        h.set_path("innocent").unwrap();
+        h.set_entry_type(tar::EntryType::Link);
+        h.set_size(0);
+        h.as_gnu_mut().unwrap().linkname[..11].copy_from_slice(b"/etc/passwd");
+        h.set_cksum();
+        let mut data = h.as_bytes().to_vec();
+        data.extend_from_slice(&[0u8; 1024]);
+        let err = unpack(&data[..], &dst).unwrap_err().to_string();
+        assert!(err.contains("refused"), "{err}");
+        assert!(!dst.join("innocent").exists());
         assert!(!dst.parent().unwrap().join("evil.txt").exists());
         std::fs::remove_dir_all(dst).unwrap();
     }
