@@ -1,14 +1,149 @@
-//! The `boxd` client commands and `boxd keys` against a real daemon
-//! (`tests/daemon/mod.rs` starts one per test), plus the errors a user sees
+//! The `boxd` client commands and `boxd keys` against a real daemon (one
+//! `common::daemon::TestDaemon` per test), plus the errors a user sees
 //! without one.
 
 mod common;
-mod daemon;
 
-use daemon::{run_bounded, Daemon, TempDir, BOXD};
+use common::daemon::{TestDaemon, BOXD};
+use common::unique;
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long one CLI invocation may take.
+const CLI_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs `c` with its output captured, killing it after [`CLI_TIMEOUT`].
+fn run_bounded(mut c: Command) -> Output {
+    let mut child = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start boxd");
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let out_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stdout.read_to_end(&mut v);
+        v
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stderr.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + CLI_TIMEOUT;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for boxd") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{c:?} did not finish within {CLI_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: out_reader.join().expect("stdout reader"),
+        stderr: err_reader.join().expect("stderr reader"),
+    }
+}
+
+/// A scratch folder under /tmp, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = PathBuf::from("/tmp").join(unique(tag));
+        std::fs::create_dir_all(&p).expect("create a temp dir");
+        TempDir(p)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A daemon plus a scratch folder the CLI runs in. On drop (also on
+/// panic) the boxes are deleted through the API, the daemon gets SIGTERM
+/// (when the test did not panic: `stop` checks that it exits within a
+/// bounded time), and `TestDaemon`'s own drop kills whatever is left and
+/// removes its boxes, cgroups and data dir.
+struct Cli {
+    d: TestDaemon,
+    work: TempDir,
+}
+
+impl Cli {
+    fn start() -> Option<Cli> {
+        Some(Cli {
+            d: TestDaemon::start()?,
+            work: TempDir::new("boxd-cli-work"),
+        })
+    }
+
+    /// A `boxd` command aimed at the daemon: URL, key and data dir through
+    /// the environment, nothing inherited from the test's.
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(BOXD);
+        c.env("BOXD_URL", &self.d.url)
+            .env("BOXD_API_KEY", &self.d.key)
+            .env("BOXD_DATA_DIR", &self.d.dir)
+            .env_remove("BOXD_LOG")
+            .current_dir(self.work.path());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let mut c = self.cmd();
+        c.args(args);
+        run_bounded(c)
+    }
+
+    /// Runs `boxd ARGS`; it must exit 0. Returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "boxd {args:?} failed with {}:\nstdout: {}\nstderr: {}\ndaemon log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.d.log()
+        );
+        String::from_utf8(out.stdout).expect("stdout is UTF-8")
+    }
+}
+
+impl Drop for Cli {
+    fn drop(&mut self) {
+        if let Ok(r) = self.d.req(reqwest::Method::GET, "/v2/box").send() {
+            if let Ok(serde_json::Value::Array(boxes)) = r.json::<serde_json::Value>() {
+                for b in boxes {
+                    if let Some(id) = b["id"].as_str() {
+                        let _ = self
+                            .d
+                            .req(reqwest::Method::DELETE, &format!("/v2/box/{id}"))
+                            .send();
+                    }
+                }
+            }
+        }
+        if !std::thread::panicking() {
+            self.d.stop();
+        }
+    }
+}
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -49,7 +184,7 @@ fn tree(root: &Path) -> BTreeMap<String, Option<Vec<u8>>> {
 
 #[test]
 fn client_commands_against_a_real_daemon() {
-    let Some(d) = Daemon::start() else { return };
+    let Some(d) = Cli::start() else { return };
 
     // create: prints the id; labels and env reach the box.
     let id = d
@@ -156,6 +291,9 @@ fn client_commands_against_a_real_daemon() {
     assert_eq!(out.status.code(), Some(4));
     assert_eq!(stdout(&out), "out\n");
     assert_eq!(stderr(&out), "err\n");
+    // A missing program is exit 127, as in a shell.
+    let out = d.run(&["exec", &id, "--", "no-such-program"]);
+    assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
     // An unknown box is the server's error with its status, exit 1.
     let out = d.run(&["exec", "no-such-box", "--", "true"]);
     assert_eq!(out.status.code(), Some(1));
@@ -166,7 +304,7 @@ fn client_commands_against_a_real_daemon() {
     );
 
     // cp: a folder in and back out, a single file both ways.
-    let src = d.work.join("src");
+    let src = d.work.path().join("src");
     std::fs::create_dir_all(src.join("sub/deeper")).unwrap();
     std::fs::create_dir_all(src.join("empty")).unwrap();
     std::fs::write(src.join("a.txt"), "alpha\n").unwrap();
@@ -202,14 +340,17 @@ fn client_commands_against_a_real_daemon() {
     for (k, v) in tree(&src) {
         want.insert(format!("src/{k}"), v);
     }
-    assert_eq!(tree(&d.work.join("back")), want);
+    assert_eq!(tree(&d.work.path().join("back")), want);
     // Into an existing local folder: lands inside it.
-    std::fs::create_dir_all(d.work.join("into")).unwrap();
+    std::fs::create_dir_all(d.work.path().join("into")).unwrap();
     d.ok(&["cp", &format!("{id}:/workspace/home/src/sub"), "into"]);
-    assert_eq!(std::fs::read(d.work.join("into/sub/b.bin")).unwrap(), blob);
+    assert_eq!(
+        std::fs::read(d.work.path().join("into/sub/b.bin")).unwrap(),
+        blob
+    );
     // Single files.
     d.ok(&["cp", "cli-a:src/sub/b.bin", "one.bin"]);
-    assert_eq!(std::fs::read(d.work.join("one.bin")).unwrap(), blob);
+    assert_eq!(std::fs::read(d.work.path().join("one.bin")).unwrap(), blob);
     d.ok(&["cp", "one.bin", &format!("{id}:copies/renamed.bin")]);
     assert_eq!(
         d.ok(&[
@@ -264,7 +405,7 @@ fn client_commands_against_a_real_daemon() {
 
 #[test]
 fn keys_are_created_used_and_revoked() {
-    let Some(d) = Daemon::start() else { return };
+    let Some(d) = Cli::start() else { return };
     let key = d
         .ok(&["keys", "create", "--name", "cli-test"])
         .trim()
