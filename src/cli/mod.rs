@@ -5,8 +5,22 @@
 //! `--key`/`BOXD_API_KEY`); they never touch the runtime or the store.
 //! `boxd keys` is the exception: it is the operator's tool and opens the
 //! data directory's database directly.
+//!
+//! This module owns the command line's shape (clap definitions) and the
+//! error reporting of these commands: every failure is printed as
+//! `boxd: <why>` on stderr and exits 1 (`exec` exits with the command's
+//! code once it ran). The work is in the submodules: `client` (HTTP, key,
+//! errors), `commands`, `cp`, `keys`, `trailer` (exec-stream parsing) and
+//! `table` (human output).
 
-use anyhow::{bail, Result};
+mod client;
+mod commands;
+mod cp;
+mod keys;
+mod table;
+mod trailer;
+
+use anyhow::Result;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -62,6 +76,11 @@ pub enum ClientCommand {
         /// Working directory (relative to /workspace/home or absolute).
         #[arg(long, short = 'w')]
         workdir: Option<String>,
+        /// Wait for the command to end, then print its stdout and stderr
+        /// separately (the stream interleaves them). Implied by --json,
+        /// which prints the result object.
+        #[arg(long)]
+        no_stream: bool,
         /// The command and its arguments.
         #[arg(required = true, last = true)]
         command: Vec<String>,
@@ -111,16 +130,62 @@ pub enum KeysCommand {
 
 /// Runs a client command; returns the process exit code.
 pub async fn run_client(
-    _conn: &Connection,
-    _data_dir: &std::path::Path,
-    _cmd: &ClientCommand,
+    conn: &Connection,
+    data_dir: &std::path::Path,
+    cmd: &ClientCommand,
 ) -> Result<i32> {
-    bail!("client commands are not built yet")
+    let result = async {
+        let key = client::resolve_key(conn.key.as_deref(), data_dir)?;
+        let client = client::Client::new(&conn.url, key)?;
+        commands::run(&client, conn.json, cmd).await
+    }
+    .await;
+    Ok(report(result))
 }
 
 /// Runs `boxd keys …` against `<data_dir>/boxd.db`.
-pub fn run_keys(_data_dir: &std::path::Path, _json: bool, _cmd: &KeysCommand) -> Result<i32> {
-    bail!("key commands are not built yet")
+pub fn run_keys(data_dir: &std::path::Path, json: bool, cmd: &KeysCommand) -> Result<i32> {
+    Ok(report(keys::run(data_dir, json, cmd)))
+}
+
+/// Exit code after stdout's reader went away, like a shell's SIGPIPE.
+const STDOUT_CLOSED_EXIT: i32 = 141;
+
+/// The exit code of a command's result, printing a failure on stderr.
+fn report(result: Result<i32>) -> i32 {
+    match result {
+        Ok(code) => code,
+        Err(e) if e.downcast_ref::<StdoutClosed>().is_some() => STDOUT_CLOSED_EXIT,
+        Err(e) => {
+            eprintln!("boxd: {e:#}");
+            1
+        }
+    }
+}
+
+/// stdout's reader went away (`boxd ls | head -1`): the command stops
+/// quietly instead of failing loudly.
+#[derive(Debug)]
+struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stdout was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// Writes to stdout and flushes (output must not wait in a buffer while a
+/// command streams). A closed pipe is [`StdoutClosed`], not a panic.
+fn out(bytes: impl AsRef<[u8]>) -> Result<()> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    match o.write_all(bytes.as_ref()).and_then(|()| o.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        Err(e) => Err(anyhow::Error::new(e).context("write to stdout")),
+    }
 }
 
 /// Where the daemon saves the admin key on first start.
