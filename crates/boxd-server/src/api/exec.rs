@@ -49,7 +49,11 @@ impl Accounting {
         command: Vec<String>,
         kind: &'static str,
     ) -> Accounting {
-        let cpu_before = live.handle.cgroup().cpu_usage_usec().ok();
+        // Only streams report CPU time (in their exit trailer).
+        let cpu_before = kind
+            .ends_with("stream")
+            .then(|| live.handle.cgroup().cpu_usage_usec().ok())
+            .flatten();
         Accounting {
             st: st.clone(),
             caller: caller.clone(),
