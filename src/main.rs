@@ -127,9 +127,8 @@ async fn run(rt: &Runtime, spec: BoxSpec, req: SpawnRequest) -> Result<i32> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Serve(args) = &cli.command {
-        let result = agent_path(&cli).and_then(|agent| {
-            boxd_server::serve(args.clone(), cli.data_dir.clone(), agent)
-        });
+        let result = agent_path(&cli)
+            .and_then(|agent| boxd_server::serve(args.clone(), cli.data_dir.clone(), agent));
         return match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

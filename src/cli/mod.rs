@@ -14,7 +14,12 @@ use std::path::PathBuf;
 #[derive(Args, Clone, Debug)]
 pub struct Connection {
     /// The daemon's address.
-    #[arg(long, env = "BOXD_URL", default_value = "http://127.0.0.1:7070", global = true)]
+    #[arg(
+        long,
+        env = "BOXD_URL",
+        default_value = "http://127.0.0.1:7070",
+        global = true
+    )]
     pub url: String,
     /// API key (default: `<data-dir>/admin.key` when readable).
     #[arg(long, env = "BOXD_API_KEY", global = true, hide_env_values = true)]

@@ -67,6 +67,8 @@ fn to_stat(path: &Path, md: &fs::Metadata, name: String) -> FileStat {
         uid: md.uid(),
         gid: md.gid(),
         modified: md.mtime(),
+        modified_nsec: md.mtime_nsec(),
+        inode: md.ino(),
         link_target: if ft.is_symlink() {
             fs::read_link(path).ok().map(|t| t.display().to_string())
         } else {

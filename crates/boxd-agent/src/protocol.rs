@@ -370,6 +370,12 @@ pub struct FileStat {
     pub gid: u32,
     /// Modification time, seconds since the epoch.
     pub modified: i64,
+    /// Nanoseconds part of the modification time.
+    #[serde(default)]
+    pub modified_nsec: i64,
+    /// Inode number (with size and mtime, a file's version token).
+    #[serde(default)]
+    pub inode: u64,
     /// Target of a symlink.
     #[serde(default)]
     pub link_target: Option<String>,

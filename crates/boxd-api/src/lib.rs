@@ -156,9 +156,6 @@ pub struct BoxData {
     pub metadata: BTreeMap<String, String>,
     #[schema(value_type = Object)]
     pub network_policy: serde_json::Value,
-    /// Why the box is in `error`, when it is.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
 }
 
 /// `GET /v2/box/{id}/status`.
@@ -382,9 +379,7 @@ pub struct Health {
 /// Checks a label: 1–20 characters of `[A-Za-z0-9._:-]`.
 pub fn check_label(label: &str) -> Result<(), String> {
     if label.is_empty() || label.len() > 20 {
-        return Err(format!(
-            "label {label:?} must be 1 to 20 characters long"
-        ));
+        return Err(format!("label {label:?} must be 1 to 20 characters long"));
     }
     if let Some(c) = label
         .chars()
@@ -428,7 +423,6 @@ mod tests {
             updated_at: 2,
             metadata: BTreeMap::new(),
             network_policy: serde_json::json!({"mode": "allow-all"}),
-            error: None,
         };
         let v = serde_json::to_value(&data).unwrap();
         assert_eq!(v["status"], "running");

@@ -469,8 +469,11 @@ impl Runtime {
     }
 
     /// Destroys a box: every process, mount, cgroup, namespace and file.
-    pub fn destroy(&self, handle: BoxHandle) -> Result<()> {
-        self.teardown(&handle);
+    /// Takes the handle by value or by reference (a server may still have
+    /// calls in flight on a shared handle; they fail once the agent is gone).
+    pub fn destroy(&self, handle: impl std::borrow::Borrow<BoxHandle>) -> Result<()> {
+        let handle = handle.borrow();
+        self.teardown(handle);
         let cg = handle.record.cgroup.remove();
         let dir = self.boxes_dir().join(&handle.record.id);
         let files = match std::fs::remove_dir_all(&dir) {

@@ -1,16 +1,194 @@
-//! The boxd daemon: the HTTP API (axum), auth, the box state machine,
-//! streaming, audit and metrics.
+//! The boxd daemon (`boxd serve`): the HTTP API (axum) over the box
+//! runtime and the store, with auth, the box state machine, streaming,
+//! audit and metrics.
+//!
+//! Owns start-up (data dir lock, database, admin key, re-adoption of the
+//! boxes that were running) and clean shutdown (boxes keep running and are
+//! adopted by the next start). Never touches a box's namespaces directly.
 
-use std::path::PathBuf;
+mod api;
+mod config;
+mod error;
+mod metrics;
+mod paths;
+mod state;
 
-/// `boxd serve` options.
-#[derive(clap::Args, Clone, Debug)]
-pub struct ServeArgs {
-    /// Address the HTTP API listens on.
-    #[arg(long, env = "BOXD_LISTEN", default_value = "127.0.0.1:7070")]
-    pub listen: String,
+pub use api::router;
+pub use config::{Config, LogFormat, ServeArgs};
+pub use state::AppState;
+
+use anyhow::{bail, Context, Result};
+use boxd_runtime::{Runtime, RuntimeConfig};
+use boxd_store::{Store, StoreError};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The database inside the data directory.
+pub const DATABASE_FILE: &str = "boxd.db";
+/// Where the first start saves the generated admin key (mode 0600).
+pub const ADMIN_KEY_FILE: &str = "admin.key";
+
+/// How long open requests may finish after SIGTERM.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn serve(args: ServeArgs, data_dir: PathBuf, agent: PathBuf) -> Result<()> {
+    let config = Config::load(&args, data_dir, agent)?;
+    init_logs(config.log_format);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("boxd")
+        .build()
+        .context("start the async runtime")?;
+    rt.block_on(run(config))
 }
 
-pub fn serve(_args: ServeArgs, _data_dir: PathBuf, _agent: PathBuf) -> anyhow::Result<()> {
-    anyhow::bail!("not built yet")
+fn init_logs(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("BOXD_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Holds the data directory's lock for the daemon's life: two daemons on
+/// one data directory would fight over its boxes.
+fn lock_data_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(dir)
+        .with_context(|| format!("create the data directory {}", dir.display()))?;
+    let path = dir.join("boxd.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
+        anyhow::anyhow!(
+            "another boxd is already using the data directory {}",
+            dir.display()
+        )
+    })
+}
+
+/// Makes sure the default team has an admin key: `BOXD_API_KEY` if set,
+/// else a generated one printed once and saved to `admin.key`.
+fn ensure_admin_key(store: &Store, data_dir: &Path) -> Result<()> {
+    let team = store.ensure_default_team()?;
+    if let Ok(key) = std::env::var("BOXD_API_KEY") {
+        if store.authenticate(&key)?.is_some() {
+            tracing::info!("admin key from BOXD_API_KEY is valid");
+            return Ok(());
+        }
+        return match store.insert_key_with_value(&team.id, "admin", &key) {
+            Ok(_) => {
+                tracing::info!("admin key from BOXD_API_KEY registered for the default team");
+                Ok(())
+            }
+            Err(StoreError::Conflict(_)) => {
+                bail!("BOXD_API_KEY is a key that was revoked; set a new one")
+            }
+            Err(e) => Err(e).context("register BOXD_API_KEY"),
+        };
+    }
+    let path = data_dir.join(ADMIN_KEY_FILE);
+    if path.exists() || !store.list_keys(&team.id)?.is_empty() {
+        tracing::info!(path = %path.display(), "admin key already set up");
+        return Ok(());
+    }
+    let (_, key) = store.create_key(&team.id, "admin")?;
+    let mut f = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("create {}", path.display()))?;
+    f.write_all(format!("{key}\n").as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("write {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    println!(
+        "boxd: created the admin API key for the default team (shown once, saved to {}):\n{key}",
+        path.display()
+    );
+    Ok(())
+}
+
+async fn run(config: Config) -> Result<()> {
+    let _lock = lock_data_dir(&config.data_dir)?;
+    let store = Store::open(config.data_dir.join(DATABASE_FILE))
+        .with_context(|| format!("open the database in {}", config.data_dir.display()))?;
+    ensure_admin_key(&store, &config.data_dir)?;
+
+    let mut rcfg = RuntimeConfig::new(&config.data_dir, &config.agent);
+    rcfg.cgroup_parent = config.cgroup_parent.clone();
+    let runtime = tokio::task::spawn_blocking(move || Runtime::new(rcfg))
+        .await
+        .context("start the box runtime")?
+        .context("start the box runtime (boxd serve needs root)")?;
+    let kvm = Path::new("/dev/kvm").exists();
+    tracing::info!(
+        cgroups = %runtime.cgroup_mode(),
+        images = "host",
+        kvm,
+        data_dir = %config.data_dir.display(),
+        "host checked"
+    );
+    let state = Arc::new(AppState::new(config.clone(), store, Arc::new(runtime)));
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || st.recover())
+        .await
+        .context("re-adopt boxes")??;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listen on {}", config.listen))?;
+    tracing::info!(listen = %config.listen, "boxd is serving the API");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown({
+        let mut rx = stop_rx;
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    });
+    tokio::select! {
+        served = server => served.context("serve the API")?,
+        () = async {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+            // Requests in flight get a grace period; long streams (audit
+            // follow, exec streams) are cut after it.
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => tracing::warn!("closing the connections still open after the grace period"),
+    }
+    tracing::info!(
+        boxes = state.live_count(),
+        "boxd stopped; boxes keep running and are adopted by the next start"
+    );
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot watch for SIGTERM/SIGINT; stop boxd with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
 }

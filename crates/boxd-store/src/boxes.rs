@@ -244,6 +244,15 @@ impl Store {
             .collect())
     }
 
+    /// How many boxes (of every team) are in each state; states with no
+    /// box are left out.
+    pub fn count_boxes_by_state(&self) -> Result<Vec<(BoxState, i64)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT state, COUNT(*) FROM boxes GROUP BY state")?;
+        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Every box of every team, oldest first: what a starting daemon
     /// re-adopts or marks dead.
     pub fn all_boxes(&self) -> Result<Vec<BoxRow>> {

@@ -1,0 +1,509 @@
+//! Box lifecycle endpoints: create, get (by id or name), list, delete,
+//! status, labels and the box's log.
+//!
+//! Owns the validation of create requests and the order of a create or a
+//! delete (store first, then runtime, then store again), so a crash at any
+//! point is repaired by `AppState::recover`. A request that fails leaves
+//! nothing behind. Features later issues own are refused with 501.
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::{box_data, status_of, AppState, BoxMeta, Caller};
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use boxd_api::{
+    check_label, BoxData, BulkDeleteRequest, CreateBoxRequest, ErrorBody, LabelRequest,
+    LabelsResponse, LogEntry, LogsResponse, StatusResponse, MAX_LABELS,
+};
+use boxd_runtime::{BoxSpec, Limits};
+use boxd_store::{AuditFilter, BoxRow, BoxState, NewBox};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Names that are route literals under `/v2/box/`.
+const RESERVED_NAMES: [&str; 3] = ["snapshots", "settings", "from-snapshot"];
+
+const MAX_METADATA_KEYS: usize = 32;
+
+fn check_name(name: &str) -> ApiResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !ok {
+        return Err(ApiError::bad_request(format!(
+            "box name {name:?} must be 1 to 63 characters of letters, digits, '-', '_' and '.'"
+        )));
+    }
+    if RESERVED_NAMES.contains(&name) {
+        return Err(ApiError::bad_request(format!(
+            "box name {name:?} is reserved (it is an API path)"
+        )));
+    }
+    Ok(())
+}
+
+fn check_labels(labels: &[String]) -> ApiResult<BTreeMap<String, String>> {
+    let mut set = BTreeMap::new();
+    for label in labels {
+        check_label(label).map_err(ApiError::bad_request)?;
+        set.insert(label.clone(), String::new());
+    }
+    if set.len() > MAX_LABELS {
+        return Err(ApiError::bad_request(format!(
+            "a box carries at most {MAX_LABELS} labels, got {}",
+            set.len()
+        )));
+    }
+    Ok(set)
+}
+
+fn check_metadata(meta: &BTreeMap<String, String>) -> ApiResult<()> {
+    if meta.len() > MAX_METADATA_KEYS {
+        return Err(ApiError::bad_request(format!(
+            "metadata has {} keys; at most {MAX_METADATA_KEYS} are allowed",
+            meta.len()
+        )));
+    }
+    for (k, v) in meta {
+        if k.is_empty() || k.len() > 64 || v.len() > 512 {
+            return Err(ApiError::bad_request(format!(
+                "metadata key {k:?}: keys are 1-64 bytes and values at most 512 bytes"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The features a create request asks for that this boxd does not have.
+fn refuse_later_features(req: &CreateBoxRequest) -> ApiResult<()> {
+    fn set(v: &Option<Value>) -> bool {
+        v.as_ref().is_some_and(|v| match v {
+            Value::Null => false,
+            Value::Object(m) => !m.is_empty(),
+            Value::Array(a) => !a.is_empty(),
+            _ => true,
+        })
+    }
+    let policy_is_default = req
+        .network_policy
+        .as_ref()
+        .and_then(|p| p.get("mode"))
+        .and_then(Value::as_str)
+        .is_none_or(|m| m == "allow-all");
+    let checks: [(bool, &str); 13] = [
+        (set(&req.attach_headers), "attach headers"),
+        (!policy_is_default, "network policy"),
+        (
+            req.agent.is_some() || req.model.is_some() || req.agent_api_key.is_some(),
+            "coding agents (agent, model)",
+        ),
+        (set(&req.custom_runner), "custom agent harnesses"),
+        (
+            req.github_token.is_some()
+                || req.git_user_name.is_some()
+                || req.git_user_email.is_some(),
+            "git integration",
+        ),
+        (req.skills.as_ref().is_some_and(|s| !s.is_empty()), "skills"),
+        (
+            req.mcp_servers.as_ref().is_some_and(|s| !s.is_empty()),
+            "MCP servers",
+        ),
+        (req.browser == Some(true), "browser boxes"),
+        (set(&req.secrets), "placeholder secrets"),
+        (req.allow_net.is_some(), "allow_net egress rules"),
+        (
+            req.volumes.as_ref().is_some_and(|v| !v.is_empty()),
+            "volumes",
+        ),
+        (req.init_command.is_some(), "init commands"),
+        (
+            req.ttl.is_some() || req.timeout.is_some() || req.ephemeral == Some(true),
+            "box lifetimes (ttl, timeout, ephemeral boxes)",
+        ),
+    ];
+    match checks.iter().find(|(asked, _)| *asked) {
+        Some((_, feature)) => Err(ApiError::not_implemented(feature)),
+        None => Ok(()),
+    }
+}
+
+fn new_box_id() -> ApiResult<String> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| ApiError::internal(format!("the random number generator failed: {e}")))?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("box-{hex}"))
+}
+
+#[utoipa::path(post, path = "/v2/box", tag = "boxes", request_body = CreateBoxRequest,
+    responses((status = 200, body = BoxData), (status = 400, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 501, body = ErrorBody)))]
+pub async fn create(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Json(req): Json<CreateBoxRequest>,
+) -> ApiResult<Json<BoxData>> {
+    let started = Instant::now();
+    refuse_later_features(&req)?;
+    if let Some(name) = &req.name {
+        check_name(name)?;
+    }
+    let labels = check_labels(req.labels.as_deref().unwrap_or_default())?;
+    let metadata = req.metadata.clone().unwrap_or_default();
+    check_metadata(&metadata)?;
+    let size = req.size.unwrap_or_default();
+    let runtime = req.runtime.clone().unwrap_or_else(|| "host".into());
+    // The team's global env first; the box's own values win.
+    let mut env = st.store.team_env(&caller.team_id)?;
+    env.extend(req.env_vars.clone().unwrap_or_default());
+    boxd_runtime::env::validate(&env)?;
+
+    let id = new_box_id()?;
+    let meta = BoxMeta {
+        size,
+        keep_alive: req.keep_alive.unwrap_or(false),
+        metadata,
+    };
+    let spec_json = serde_json::to_value(&meta)
+        .map_err(|e| ApiError::internal(format!("encode the box spec: {e}")))?;
+    let mut row = st.store.insert_box(&NewBox {
+        id: id.clone(),
+        team_id: caller.team_id.clone(),
+        name: req.name.clone(),
+        state: BoxState::Creating,
+        runtime: runtime.clone(),
+        spec: spec_json,
+        labels,
+    })?;
+
+    let mut spec = BoxSpec::new(&id);
+    spec.runtime = runtime;
+    spec.env = env;
+    spec.limits = Limits {
+        memory_bytes: Some(size.memory_bytes()),
+        cpu_millis: Some(u64::from(size.cpu_millis())),
+        ..spec.limits
+    };
+    let rt = st.runtime.clone();
+    let created = tokio::task::spawn_blocking(move || rt.create(&spec))
+        .await
+        .map_err(|e| ApiError::internal(format!("the create task failed: {e}")))?;
+    let handle = match created {
+        Ok(handle) => handle,
+        Err(e) => {
+            // Nothing of a failed create stays.
+            if let Err(del) = st.store.delete_box(&caller.team_id, &id) {
+                tracing::error!(box_id = %id, error = %del, "cannot remove a failed box's record");
+            }
+            st.metrics.create_done(false, started.elapsed());
+            return Err(e.into());
+        }
+    };
+    st.insert_live(handle);
+    st.store.set_box_state(&id, BoxState::Running)?;
+    row.state = BoxState::Running;
+    let took = started.elapsed();
+    st.metrics.create_done(true, took);
+    st.audit(
+        &caller.team_id,
+        Some(&caller),
+        Some(&row),
+        "box.create",
+        json!({
+            "name": row.name,
+            "runtime": row.runtime,
+            "size": size.as_str(),
+            "duration_ms": took.as_millis() as u64,
+        }),
+    );
+    tracing::info!(box_id = %id, took_ms = took.as_millis() as u64, "box created");
+    Ok(Json(box_data(&row)))
+}
+
+#[utoipa::path(get, path = "/v2/box/{id}", tag = "boxes",
+    params(("id" = String, Path, description = "box id or name")),
+    responses((status = 200, body = BoxData), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<BoxData>> {
+    Ok(Json(box_data(&st.find(&caller, &id)?)))
+}
+
+#[utoipa::path(get, path = "/v2/box/{id}/status", tag = "boxes",
+    params(("id" = String, Path, description = "box id or name")),
+    responses((status = 200, body = StatusResponse), (status = 404, body = ErrorBody)))]
+pub async fn status(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<StatusResponse>> {
+    let row = st.find(&caller, &id)?;
+    Ok(Json(StatusResponse {
+        status: status_of(row.state),
+    }))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct ListQuery {
+    /// Only boxes carrying this label.
+    label: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v2/box", tag = "boxes", params(ListQuery),
+    responses((status = 200, body = [BoxData])))]
+pub async fn list(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Vec<BoxData>>> {
+    let filter: Vec<(String, String)> = q.label.into_iter().map(|l| (l, String::new())).collect();
+    let rows = st.store.list_boxes(&caller.team_id, &filter)?;
+    Ok(Json(
+        rows.iter()
+            .filter(|r| r.state != BoxState::Deleted)
+            .map(box_data)
+            .collect(),
+    ))
+}
+
+/// Destroys the box and removes its record; the audit trail keeps its events.
+async fn delete_row(st: &Arc<AppState>, caller: &Caller, row: &BoxRow) -> ApiResult<()> {
+    let handle = match st.remove_live(&row.id) {
+        Some(live) => Some(live),
+        // Not live here (e.g. its record is all that is left): adopt what
+        // the runtime still has so it is cleaned up too.
+        None => st
+            .runtime
+            .adopt(&row.id)
+            .ok()
+            .map(|h| Arc::new(crate::state::LiveBox { handle: h })),
+    };
+    if let Some(live) = handle {
+        let rt = st.runtime.clone();
+        let live2 = live.clone();
+        let destroyed = tokio::task::spawn_blocking(move || rt.destroy(&live2.handle))
+            .await
+            .map_err(|e| ApiError::internal(format!("the delete task failed: {e}")))?;
+        if let Err(e) = destroyed {
+            st.insert_live_arc(live);
+            return Err(ApiError::internal(format!(
+                "could not remove box {}: {e}; retry the delete",
+                row.id
+            )));
+        }
+    }
+    st.store.delete_box(&caller.team_id, &row.id)?;
+    st.audit(
+        &caller.team_id,
+        Some(caller),
+        Some(row),
+        "box.delete",
+        json!({}),
+    );
+    tracing::info!(box_id = %row.id, "box deleted");
+    Ok(())
+}
+
+#[utoipa::path(delete, path = "/v2/box/{id}", tag = "boxes",
+    params(("id" = String, Path, description = "box id or name")),
+    responses((status = 200, description = "deleted"), (status = 404, body = ErrorBody)))]
+pub async fn delete(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let row = st.find(&caller, &id)?;
+    delete_row(&st, &caller, &row).await?;
+    Ok(Json(json!({"id": row.id, "deleted": true})))
+}
+
+#[utoipa::path(delete, path = "/v2/box", tag = "boxes", request_body = BulkDeleteRequest,
+    responses((status = 200, description = "all deleted"), (status = 404, body = ErrorBody)))]
+pub async fn delete_many(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Json(req): Json<BulkDeleteRequest>,
+) -> ApiResult<Json<Value>> {
+    if req.ids.is_empty() {
+        return Err(ApiError::bad_request("ids must list at least one box"));
+    }
+    // All or nothing: every box must exist before any is deleted.
+    let rows = req
+        .ids
+        .iter()
+        .map(|id| st.find(&caller, id))
+        .collect::<ApiResult<Vec<_>>>()?;
+    for row in &rows {
+        delete_row(&st, &caller, row).await?;
+    }
+    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    Ok(Json(json!({ "deleted": ids })))
+}
+
+fn labels_of(row: &BoxRow) -> LabelsResponse {
+    LabelsResponse {
+        labels: row.labels.keys().cloned().collect(),
+    }
+}
+
+#[utoipa::path(post, path = "/v2/box/{id}/config/labels", tag = "boxes",
+    params(("id" = String, Path, description = "box id or name")), request_body = LabelRequest,
+    responses((status = 200, body = LabelsResponse), (status = 409, body = ErrorBody)))]
+pub async fn add_label(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(req): Json<LabelRequest>,
+) -> ApiResult<Json<LabelsResponse>> {
+    check_label(&req.label).map_err(ApiError::bad_request)?;
+    let mut row = st.find(&caller, &id)?;
+    if row.labels.contains_key(&req.label) {
+        return Err(ApiError::conflict("Label already added"));
+    }
+    if row.labels.len() >= MAX_LABELS {
+        return Err(ApiError::bad_request(format!(
+            "a box carries at most {MAX_LABELS} labels; remove one first"
+        )));
+    }
+    row.labels.insert(req.label.clone(), String::new());
+    st.store.update_box_labels(&row.id, &row.labels)?;
+    st.audit(
+        &caller.team_id,
+        Some(&caller),
+        Some(&row),
+        "box.label_add",
+        json!({"label": req.label}),
+    );
+    Ok(Json(labels_of(&row)))
+}
+
+#[utoipa::path(delete, path = "/v2/box/{id}/config/labels/{label}", tag = "boxes",
+    params(("id" = String, Path, description = "box id or name"), ("label" = String, Path)),
+    responses((status = 200, body = LabelsResponse), (status = 404, body = ErrorBody)))]
+pub async fn remove_label(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Path((id, label)): Path<(String, String)>,
+) -> ApiResult<Json<LabelsResponse>> {
+    let mut row = st.find(&caller, &id)?;
+    if row.labels.remove(&label).is_none() {
+        return Err(ApiError::not_found(format!(
+            "box {} has no label {label:?}",
+            row.id
+        )));
+    }
+    st.store.update_box_labels(&row.id, &row.labels)?;
+    st.audit(
+        &caller.team_id,
+        Some(&caller),
+        Some(&row),
+        "box.label_remove",
+        json!({"label": label}),
+    );
+    Ok(Json(labels_of(&row)))
+}
+
+#[utoipa::path(get, path = "/v2/box/{id}/config/labels", tag = "boxes",
+    params(("id" = String, Path, description = "box id or name")),
+    responses((status = 200, body = LabelsResponse)))]
+pub async fn list_labels(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<LabelsResponse>> {
+    Ok(Json(labels_of(&st.find(&caller, &id)?)))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct LogsQuery {
+    /// Entries to skip (oldest first).
+    offset: Option<u32>,
+    /// At most this many entries (default 100, at most 1000).
+    limit: Option<u32>,
+}
+
+/// One human line for an audit event.
+fn log_line(kind: &str, data: &Value) -> (String, String) {
+    let s = |k: &str| data.get(k).and_then(Value::as_str).unwrap_or("");
+    let n = |k: &str| data.get(k).and_then(Value::as_i64).unwrap_or(0);
+    match kind {
+        "exec" => {
+            let code = n("exit_code");
+            let cmd = data
+                .get("command")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            let level = if code == 0 { "info" } else { "warn" };
+            (
+                level.into(),
+                format!("exec `{cmd}` exited {code} in {} ms", n("duration_ms")),
+            )
+        }
+        "file.write" => (
+            "info".into(),
+            format!("wrote {} ({} bytes)", s("path"), n("bytes")),
+        ),
+        "file.upload" => (
+            "info".into(),
+            format!("uploaded {} files ({} bytes)", n("files"), n("bytes")),
+        ),
+        "box.create" => (
+            "info".into(),
+            format!("box created ({}, {})", s("runtime"), s("size")),
+        ),
+        "box.failed" => ("error".into(), format!("box failed: {}", s("reason"))),
+        other => ("info".into(), format!("{other} {data}")),
+    }
+}
+
+#[utoipa::path(get, path = "/v2/box/{id}/logs", tag = "boxes",
+    params(("id" = String, Path, description = "box id or name"), LogsQuery),
+    responses((status = 200, body = LogsResponse)))]
+pub async fn logs(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> ApiResult<Json<LogsResponse>> {
+    let row = st.find(&caller, &id)?;
+    let offset = q.offset.unwrap_or(0).min(100_000);
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let events = st.store.list_audit(&AuditFilter {
+        team_id: caller.team_id.clone(),
+        box_id: Some(row.id.clone()),
+        limit: offset + limit,
+        ..Default::default()
+    })?;
+    let logs = events
+        .iter()
+        .skip(offset as usize)
+        .map(|e| {
+            let (level, message) = log_line(&e.kind, &e.data);
+            let source = if e.kind.starts_with("box.") {
+                "system"
+            } else {
+                "user"
+            };
+            LogEntry {
+                timestamp: e.ts / 1000,
+                level,
+                source: source.into(),
+                message,
+            }
+        })
+        .collect();
+    Ok(Json(LogsResponse { logs }))
+}

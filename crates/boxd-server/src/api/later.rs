@@ -1,0 +1,48 @@
+//! Endpoints of the Upstash Box API that later parts of boxd own (pause and
+//! resume, snapshots, network policy, git, coding agents, schedules,
+//! previews, exec sessions, …). Each answers 501 with a JSON error naming
+//! the feature: never a fake success.
+
+use crate::error::ApiError;
+use axum::routing::{any, MethodRouter};
+use std::sync::Arc;
+
+use crate::state::AppState;
+
+/// (path, feature) for every route that is not built yet.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("/v2/box/{id}/pause", "pausing boxes"),
+    ("/v2/box/{id}/resume", "resuming boxes"),
+    ("/v2/box/{id}/snapshots", "snapshots"),
+    ("/v2/box/{id}/snapshots/{*rest}", "snapshots"),
+    ("/v2/box/snapshots", "snapshots"),
+    ("/v2/box/snapshots/{*rest}", "snapshots"),
+    ("/v2/box/from-snapshot", "snapshots"),
+    ("/v2/box/{id}/startup", "init commands"),
+    ("/v2/box/{id}/config/network-policy", "network policy"),
+    ("/v2/box/{id}/config/model", "coding agents"),
+    ("/v2/box/{id}/config/custom-runner", "coding agents"),
+    ("/v2/box/{id}/config/skills", "skills"),
+    ("/v2/box/{id}/config/skills/{*rest}", "skills"),
+    ("/v2/box/{id}/config/mcp", "MCP servers"),
+    ("/v2/box/{id}/config/git", "git integration"),
+    ("/v2/box/{id}/git-config", "git integration"),
+    ("/v2/box/{id}/git/{*rest}", "git integration"),
+    ("/v2/box/{id}/run", "coding agent runs"),
+    ("/v2/box/{id}/run/{*rest}", "coding agent runs"),
+    ("/v2/box/{id}/runs", "coding agent runs"),
+    ("/v2/box/{id}/runs/{*rest}", "coding agent runs"),
+    ("/v2/box/{id}/schedules", "schedules"),
+    ("/v2/box/{id}/schedules/{*rest}", "schedules"),
+    ("/v2/box/{id}/previews", "preview URLs"),
+    ("/v2/box/{id}/previews/{*rest}", "preview URLs"),
+    ("/v2/box/{id}/exec-session", "interactive exec sessions"),
+    ("/v2/box/{id}/browser/{*rest}", "browser boxes"),
+    ("/v2/box/{id}/attach-headers", "attach headers"),
+    ("/v2/box/settings/attach-headers", "attach headers"),
+];
+
+/// A handler for any method that answers 501 naming `feature`.
+pub fn not_built(feature: &'static str) -> MethodRouter<Arc<AppState>> {
+    any(move || async move { ApiError::not_implemented(feature) })
+}

@@ -1,0 +1,131 @@
+//! `boxd serve` settings: command-line flags over an optional TOML file
+//! over the embedded defaults.
+//!
+//! Owns parsing and validating the settings; never starts anything.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// `boxd serve` flags. Each one overrides the config file's value.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ServeArgs {
+    /// Address of the HTTP API [default: 127.0.0.1:7070].
+    #[arg(long, env = "BOXD_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// TOML config file (keys: listen, log_format, cgroup_parent,
+    /// max_json_body_bytes, max_upload_bytes).
+    #[arg(long, env = "BOXD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format: text or json [default: text].
+    #[arg(long)]
+    pub log_format: Option<LogFormat>,
+    /// Parent cgroup of all boxes [default: boxd].
+    #[arg(long)]
+    pub cgroup_parent: Option<String>,
+}
+
+#[derive(clap::ValueEnum, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The config file. Unknown keys are an error (a typo must not be ignored).
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    log_format: Option<LogFormat>,
+    cgroup_parent: Option<String>,
+    max_json_body_bytes: Option<usize>,
+    max_upload_bytes: Option<usize>,
+}
+
+/// The settings in effect.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub agent: PathBuf,
+    pub listen: SocketAddr,
+    pub log_format: LogFormat,
+    pub cgroup_parent: String,
+    /// Largest JSON request body (413 above it).
+    pub max_json_body_bytes: usize,
+    /// Largest multipart upload.
+    pub max_upload_bytes: usize,
+}
+
+impl Config {
+    pub fn load(args: &ServeArgs, data_dir: PathBuf, agent: PathBuf) -> Result<Config> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let cgroup_parent = args
+            .cgroup_parent
+            .clone()
+            .or(file.cgroup_parent)
+            .unwrap_or_else(|| "boxd".into());
+        if cgroup_parent.is_empty()
+            || !cgroup_parent
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            bail!("cgroup_parent {cgroup_parent:?} must be one path segment of [A-Za-z0-9._-]");
+        }
+        Ok(Config {
+            data_dir,
+            agent,
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7070))),
+            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            cgroup_parent,
+            max_json_body_bytes: file.max_json_body_bytes.unwrap_or(16 << 20),
+            max_upload_bytes: file.max_upload_bytes.unwrap_or(1 << 30),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("read the config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parse the config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_and_the_file_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("boxd-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("boxd.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\nmax_upload_bytes = 10\n",
+        )
+        .unwrap();
+        let mut args = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let c = Config::load(&args, "/d".into(), "/a".into()).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.max_upload_bytes, 10);
+        assert_eq!(c.cgroup_parent, "boxd");
+        args.listen = Some("127.0.0.1:9001".parse().unwrap());
+        let c = Config::load(&args, "/d".into(), "/a".into()).unwrap();
+        assert_eq!(c.listen.port(), 9001);
+        std::fs::write(&path, "lisen = \"x\"\n").unwrap();
+        let err = Config::load(&args, "/d".into(), "/a".into()).unwrap_err();
+        assert!(format!("{err:#}").contains("lisen"), "{err:#}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

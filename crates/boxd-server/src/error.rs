@@ -1,0 +1,163 @@
+//! The API's error type and its one wire format, `{"error": "..."}`.
+//!
+//! Owns the mapping from store, runtime and agent failures to HTTP
+//! statuses, and the middleware that turns every other non-JSON error
+//! response (axum's extractor rejections, 404/405 fallbacks) into the same
+//! JSON shape. Messages must say what to do; they never carry secret values.
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use boxd_agent::protocol::ErrorKind;
+use boxd_agent::ClientError;
+use boxd_api::ErrorBody;
+use boxd_runtime::RuntimeError;
+use boxd_store::StoreError;
+
+/// An error answer: a status and a message for the user.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+    pub fn conflict(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, message)
+    }
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+    /// A feature a later part of boxd owns: never a fake success.
+    pub fn not_implemented(feature: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("{feature} is not available in this boxd yet"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() && self.status != StatusCode::NOT_IMPLEMENTED {
+            tracing::error!(status = %self.status, error = %self.message, "request failed");
+        }
+        let body = ErrorBody {
+            error: self.message,
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+            StoreError::Conflict(msg) => ApiError::conflict(msg),
+            StoreError::Invalid(msg) => ApiError::bad_request(format!("invalid {msg}")),
+            other => ApiError::internal(format!("the database failed: {other}")),
+        }
+    }
+}
+
+impl From<ClientError> for ApiError {
+    fn from(e: ClientError) -> ApiError {
+        match e.agent_error() {
+            Some(body) => {
+                let status = match body.kind {
+                    ErrorKind::NotFound => StatusCode::NOT_FOUND,
+                    ErrorKind::AlreadyExists => StatusCode::CONFLICT,
+                    ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+                    ErrorKind::InvalidInput
+                    | ErrorKind::NotADirectory
+                    | ErrorKind::IsADirectory => StatusCode::BAD_REQUEST,
+                    ErrorKind::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
+                    ErrorKind::Other => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                ApiError::new(status, body.message.clone())
+            }
+            None => match e {
+                ClientError::AgentGone => ApiError::conflict(
+                    "the box has stopped (its processes are gone); delete it and create a new one",
+                ),
+                other => ApiError::internal(format!("talking to the box failed: {other}")),
+            },
+        }
+    }
+}
+
+impl From<RuntimeError> for ApiError {
+    fn from(e: RuntimeError) -> ApiError {
+        match e {
+            RuntimeError::Agent(c) => c.into(),
+            e @ (RuntimeError::UnknownRuntime { .. }
+            | RuntimeError::UnknownImage(_)
+            | RuntimeError::BlockedEnv(_)
+            | RuntimeError::InvalidEnvName(_)
+            | RuntimeError::InvalidEnvValue(_)
+            | RuntimeError::InvalidHostname(_)) => ApiError::bad_request(e.to_string()),
+            e @ RuntimeError::NoSlots(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
+            other => ApiError::internal(other.to_string()),
+        }
+    }
+}
+
+/// Largest error body the middleware rewrites (rejection texts are short).
+const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// Middleware: any 4xx/5xx that is not JSON yet (axum's own rejections
+/// and fallbacks) becomes `{"error": "<its text>"}`.
+pub async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_ERROR_BODY)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            "the request body is larger than this endpoint accepts (see max_json_body_bytes / \
+             max_upload_bytes in the boxd config)"
+                .to_string()
+        }
+        StatusCode::METHOD_NOT_ALLOWED => "this method is not allowed on this path".to_string(),
+        StatusCode::NOT_FOUND if text.is_empty() => "no such endpoint".to_string(),
+        _ if text.is_empty() => status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_string(),
+        _ => text,
+    };
+    let body = serde_json::to_vec(&ErrorBody { error: message }).unwrap_or_default();
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(body))
+}

@@ -1,0 +1,331 @@
+//! The daemon's shared state and the box state machine.
+//!
+//! Owns the live box handles (by id), who may see which box (a key sees
+//! only its team's boxes; anything else is a 404), the state transitions
+//! recorded in the store before a call returns, the audit trail writer and
+//! re-adoption after a restart. Never touches a box's namespaces or files
+//! directly: that goes through the runtime and the box's agent.
+
+use crate::error::{ApiError, ApiResult};
+use crate::metrics::Metrics;
+use crate::Config;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use boxd_api::{BoxData, BoxSize, BoxStatus, API_KEY_HEADER};
+use boxd_runtime::{BoxHandle, Runtime};
+use boxd_store::{BoxRow, BoxState, NewAuditEvent, Store};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use tokio::sync::watch;
+
+/// A box the runtime knows, with its agent connection.
+pub struct LiveBox {
+    pub handle: BoxHandle,
+}
+
+/// Everything a request handler can reach.
+pub struct AppState {
+    pub config: Config,
+    pub store: Store,
+    pub runtime: Arc<Runtime>,
+    pub metrics: Metrics,
+    boxes: RwLock<HashMap<String, Arc<LiveBox>>>,
+    /// The newest audit `seq`, so followers wake up when it grows.
+    audit_seq: watch::Sender<i64>,
+}
+
+/// What boxd records about a box beyond the store's columns (`spec` JSON).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BoxMeta {
+    pub size: BoxSize,
+    pub keep_alive: bool,
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl BoxMeta {
+    pub fn of(row: &BoxRow) -> BoxMeta {
+        serde_json::from_value(row.spec.clone()).unwrap_or_default()
+    }
+}
+
+/// The wire status of a stored state.
+pub fn status_of(state: BoxState) -> BoxStatus {
+    match state {
+        BoxState::Creating => BoxStatus::Creating,
+        BoxState::Running => BoxStatus::Running,
+        BoxState::Paused => BoxStatus::Paused,
+        BoxState::Failed => BoxStatus::Error,
+        BoxState::Deleted => BoxStatus::Deleted,
+    }
+}
+
+/// The wire form of a stored box.
+pub fn box_data(row: &BoxRow) -> BoxData {
+    let meta = BoxMeta::of(row);
+    BoxData {
+        id: row.id.clone(),
+        status: status_of(row.state),
+        name: row.name.clone(),
+        labels: row.labels.keys().cloned().collect(),
+        runtime: row.runtime.clone(),
+        size: meta.size,
+        keep_alive: meta.keep_alive,
+        created_at: row.created_at / 1000,
+        updated_at: row.updated_at / 1000,
+        metadata: meta.metadata,
+        network_policy: json!({"mode": "allow-all"}),
+    }
+}
+
+/// The authenticated caller: the key's team decides what it can see.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub team_id: String,
+    pub key_id: String,
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Caller, ApiError> {
+        let header_key = parts
+            .headers
+            .get(API_KEY_HEADER)
+            .and_then(|v| v.to_str().ok());
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let Some(key) = header_key.or(bearer).map(str::trim) else {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing API key: send it in the X-Box-Api-Key header (or Authorization: Bearer)",
+            ));
+        };
+        match state.store.authenticate(key)? {
+            Some(info) => Ok(Caller {
+                team_id: info.team_id,
+                key_id: info.id,
+            }),
+            None => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid or revoked API key",
+            )),
+        }
+    }
+}
+
+impl AppState {
+    pub fn new(config: Config, store: Store, runtime: Arc<Runtime>) -> AppState {
+        AppState {
+            config,
+            store,
+            runtime,
+            metrics: Metrics::new(),
+            boxes: RwLock::new(HashMap::new()),
+            audit_seq: watch::channel(0).0,
+        }
+    }
+
+    pub fn live(&self, id: &str) -> Option<Arc<LiveBox>> {
+        self.boxes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    pub fn insert_live(&self, handle: BoxHandle) -> Arc<LiveBox> {
+        let live = Arc::new(LiveBox { handle });
+        self.insert_live_arc(live.clone());
+        live
+    }
+
+    pub fn insert_live_arc(&self, live: Arc<LiveBox>) {
+        self.boxes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(live.handle.id().to_string(), live);
+    }
+
+    pub fn remove_live(&self, id: &str) -> Option<Arc<LiveBox>> {
+        self.boxes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)
+    }
+
+    pub fn live_count(&self) -> usize {
+        self.boxes.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// The caller's box by id or name; 404 for anything the caller's team
+    /// does not own.
+    pub fn find(&self, caller: &Caller, id_or_name: &str) -> ApiResult<BoxRow> {
+        let row = match self.store.get_box(&caller.team_id, id_or_name)? {
+            Some(row) => Some(row),
+            None => self.store.get_box_by_name(&caller.team_id, id_or_name)?,
+        };
+        row.filter(|r| r.state != BoxState::Deleted)
+            .ok_or_else(|| ApiError::not_found(format!("box {id_or_name} not found")))
+    }
+
+    /// The caller's box, ready for commands and file operations.
+    pub fn running(&self, caller: &Caller, id_or_name: &str) -> ApiResult<(BoxRow, Arc<LiveBox>)> {
+        let row = self.find(caller, id_or_name)?;
+        match row.state {
+            BoxState::Running => {}
+            BoxState::Creating => {
+                return Err(ApiError::conflict(format!(
+                    "box {} is still being created; retry in a moment",
+                    row.id
+                )))
+            }
+            _ => {
+                return Err(ApiError::conflict(format!(
+                    "box {} is in state {}: its processes are gone; delete it and create a new one",
+                    row.id,
+                    status_of(row.state).as_str()
+                )))
+            }
+        }
+        match self.live(&row.id) {
+            Some(live) if live.handle.is_alive() => Ok((row, live)),
+            _ => {
+                self.mark_failed(&row, "its init process exited");
+                Err(ApiError::conflict(format!(
+                    "box {} has stopped: its init process exited; delete it and create a new one",
+                    row.id
+                )))
+            }
+        }
+    }
+
+    /// Records that a box's processes are gone.
+    pub fn mark_failed(&self, row: &BoxRow, reason: &str) {
+        if let Err(e) = self.store.set_box_state(&row.id, BoxState::Failed) {
+            tracing::error!(box_id = %row.id, error = %e, "cannot record a failed box");
+        }
+        tracing::warn!(box_id = %row.id, reason, "box failed");
+        self.audit(
+            &row.team_id,
+            None,
+            Some(row),
+            "box.failed",
+            json!({ "reason": reason }),
+        );
+    }
+
+    /// Appends an audit event, with the box's labels and metadata attached.
+    /// A failure to record is logged loudly; the caller's action has
+    /// already happened and is not undone.
+    pub fn audit(
+        &self,
+        team_id: &str,
+        caller: Option<&Caller>,
+        row: Option<&BoxRow>,
+        kind: &str,
+        mut data: Value,
+    ) {
+        if let (Some(row), Value::Object(map)) = (row, &mut data) {
+            map.insert(
+                "labels".into(),
+                json!(row.labels.keys().collect::<Vec<_>>()),
+            );
+            let meta = BoxMeta::of(row);
+            if !meta.metadata.is_empty() {
+                map.insert("metadata".into(), json!(meta.metadata));
+            }
+        }
+        let event = NewAuditEvent {
+            team_id: team_id.to_string(),
+            box_id: row.map(|r| r.id.clone()),
+            kind: kind.to_string(),
+            key_id: caller.map(|c| c.key_id.clone()),
+            data,
+        };
+        match self.store.append_audit(&event) {
+            Ok(seq) => {
+                self.audit_seq.send_replace(seq);
+            }
+            Err(e) => tracing::error!(kind, error = %e, "cannot append an audit event"),
+        }
+    }
+
+    /// A receiver that changes whenever an audit event is appended.
+    pub fn audit_updates(&self) -> watch::Receiver<i64> {
+        self.audit_seq.subscribe()
+    }
+
+    /// After a (re)start: re-adopt every box the store says exists, mark
+    /// the dead ones failed, and remove what a crash left half made.
+    pub fn recover(&self) -> anyhow::Result<()> {
+        let rows = self.store.all_boxes()?;
+        let (mut adopted, mut failed, mut abandoned) = (0, 0, 0);
+        for row in &rows {
+            match row.state {
+                BoxState::Deleted => {}
+                BoxState::Creating => {
+                    // The create call never answered: nobody knows this box.
+                    if let Ok(handle) = self.runtime.adopt(&row.id) {
+                        if let Err(e) = self.runtime.destroy(handle) {
+                            tracing::error!(box_id = %row.id, error = %e, "cannot remove a half-created box");
+                            continue;
+                        }
+                    }
+                    self.store.delete_box(&row.team_id, &row.id)?;
+                    self.audit(
+                        &row.team_id,
+                        None,
+                        Some(row),
+                        "box.create_abandoned",
+                        json!({"reason": "boxd stopped while the box was being created"}),
+                    );
+                    abandoned += 1;
+                }
+                BoxState::Running | BoxState::Paused | BoxState::Failed => {
+                    match self.runtime.adopt(&row.id) {
+                        Ok(handle) => {
+                            let alive = handle.is_alive();
+                            self.insert_live(handle);
+                            if alive {
+                                adopted += 1;
+                            } else if row.state != BoxState::Failed {
+                                self.mark_failed(row, "its processes died while boxd was down");
+                                failed += 1;
+                            }
+                        }
+                        Err(_) if row.state != BoxState::Failed => {
+                            self.mark_failed(row, "its runtime state is missing");
+                            failed += 1;
+                        }
+                        Err(_) => {}
+                    }
+                }
+            }
+        }
+        // Boxes on disk the store does not know (their delete was
+        // interrupted after the record went): finish the delete.
+        for record in self.runtime.box_records() {
+            if rows.iter().any(|r| r.id == record.id) {
+                continue;
+            }
+            tracing::warn!(box_id = %record.id, "removing a box the store does not know");
+            if let Ok(handle) = self.runtime.adopt(&record.id) {
+                if let Err(e) = self.runtime.destroy(handle) {
+                    tracing::error!(box_id = %record.id, error = %e, "cannot remove an orphan box");
+                }
+            }
+        }
+        tracing::info!(adopted, failed, abandoned, "boxes recovered");
+        Ok(())
+    }
+}
