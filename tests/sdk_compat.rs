@@ -174,6 +174,7 @@ impl Daemon {
         cmd.env("BOXD_API_KEY", &key)
             .env_remove("BOXD_DATA_DIR")
             .env_remove("BOXD_LISTEN")
+            .env_remove("BOXD_CONFIG")
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("dup the log file"))
             .stderr(out);

@@ -72,7 +72,8 @@ async function flow(sdk, workdir) {
   const { Box, BoxError } = sdk;
   const tag = randomBytes(4).toString("hex");
   const name = `sdk-ts-${process.pid}-${tag}`;
-  const label = `sdkc-${tag}`; // labels: [A-Za-z0-9._:-], at most 20 chars
+  // labels: [A-Za-z0-9._:-], at most 20 chars; the ':' is sent as %3A
+  const label = `sdk:${tag}`;
   const created = [];
   const deleted = new Set();
   const boxError = (what, fn) => expectBoxError(BoxError, what, fn);
@@ -175,6 +176,11 @@ async function flow(sdk, workdir) {
     await box.files.write({ path: "hello.txt", content: text });
     check("files: read back what was written", text, await box.files.read("hello.txt"));
     check("files: read by absolute path", text, await box.files.read(`${WORKSPACE}/hello.txt`));
+    check(
+      "files: read by an unnormalized path (./sub/../hello.txt)",
+      text,
+      await box.files.read("./sub/../hello.txt"),
+    );
     run = await box.exec.command("cat hello.txt");
     check("files: the written file is visible to exec", text, run.stdout);
     const raw = Buffer.concat([Buffer.from([0, 1, 2, 250, 255]), Buffer.from("binary")]);
@@ -277,11 +283,16 @@ async function flow(sdk, workdir) {
 
     // ---------------- delete ----------------
     log("[ts] delete");
-    for (const b of [box, other]) {
-      await b.delete();
-      deleted.add(b.id);
-    }
-    checkTrue("delete: both boxes deleted", true);
+    await box.delete();
+    deleted.add(box.id);
+    log(`  ok  delete: box.delete() (${box.id})`);
+    await Box.delete({ boxIds: [other.id] });
+    deleted.add(other.id);
+    log(`  ok  delete: bulk Box.delete({boxIds: [...]}) (${other.id})`);
+    err = await boxError("get of the bulk-deleted box fails", () =>
+      Box.get(other.id, { timeout: REQUEST_TIMEOUT_MS }),
+    );
+    check("get of the bulk-deleted box: status code", 404, err.statusCode);
     err = await boxError("get after delete fails", () =>
       Box.get(box.id, { timeout: REQUEST_TIMEOUT_MS }),
     );

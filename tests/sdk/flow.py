@@ -94,7 +94,8 @@ async def flow(kind: str, cls: Any, workdir: str) -> None:
     """The whole flow with `cls` (Box or AsyncBox)."""
     tag = secrets.token_hex(4)
     name = f"sdk-py-{kind}-{os.getpid()}-{tag}"
-    label = f"sdkc-{tag}"  # labels: [A-Za-z0-9._:-], at most 20 chars
+    # labels: [A-Za-z0-9._:-], at most 20 chars; the ':' is sent as %3A
+    label = f"sdk:{tag}"
     created: List[Any] = []
     deleted: List[str] = []
     log(f"[{kind}] create box {name!r} with label {label!r}")
@@ -191,6 +192,8 @@ async def flow(kind: str, cls: Any, workdir: str) -> None:
         check("files: read back what was written", text, await maybe(box.files.read("hello.txt")))
         check("files: read by absolute path", text,
               await maybe(box.files.read(f"{WORKSPACE}/hello.txt")))
+        check("files: read by an unnormalized path (./sub/../hello.txt)", text,
+              await maybe(box.files.read("./sub/../hello.txt")))
         run = await maybe(box.exec.command("cat hello.txt"))
         check("files: the written file is visible to exec", text, run.stdout)
         raw = bytes([0, 1, 2, 250, 255]) + b"binary"
@@ -319,10 +322,15 @@ async def flow(kind: str, cls: Any, workdir: str) -> None:
 
         # ---------------- delete ----------------
         log(f"[{kind}] delete")
-        for b in (box, other):
-            await maybe(b.delete())
-            deleted.append(b.id)
-        check_true("delete: both boxes deleted", True, None)
+        await maybe(box.delete())
+        deleted.append(box.id)
+        log(f"  ok  delete: box.delete() ({box.id})")
+        await maybe(cls.delete_boxes(box_ids=[other.id]))
+        deleted.append(other.id)
+        log(f"  ok  delete: bulk delete_boxes(box_ids=[...]) ({other.id})")
+        e = await expect_box_error("get of the bulk-deleted box fails",
+                                   lambda: cls.get(other.id, timeout=REQUEST_TIMEOUT_MS))
+        check("get of the bulk-deleted box: status code", 404, e.status_code)
         e = await expect_box_error("get after delete fails",
                                    lambda: cls.get(box.id, timeout=REQUEST_TIMEOUT_MS))
         check("get after delete: status code", 404, e.status_code)
