@@ -3,6 +3,8 @@
 //! test fails.
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use boxd_agent::protocol::SpawnRequest;
 use boxd_agent::Completed;
 use boxd_runtime::{BoxHandle, BoxSpec, Runtime, RuntimeConfig};
@@ -49,7 +51,7 @@ pub fn cgroup_parent_dirs(parent: &str) -> Vec<PathBuf> {
     out.into_iter().filter(|p| p.is_dir()).collect()
 }
 
-fn remove_cgroup_parent(parent: &str) {
+pub fn remove_cgroup_parent(parent: &str) {
     for d in cgroup_parent_dirs(parent) {
         let _ = std::fs::remove_dir(d);
     }

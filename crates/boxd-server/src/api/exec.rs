@@ -128,9 +128,40 @@ fn code_command(language: CodeLanguage, code: &str) -> Vec<String> {
     }
 }
 
+/// A command that could not start because it (or its folder) does not
+/// exist ends like it would in a shell: exit 127 and a message on stderr.
+fn not_started(e: &boxd_runtime::RuntimeError) -> Option<String> {
+    match e {
+        boxd_runtime::RuntimeError::Agent(ClientError::Agent(body))
+            if body.kind == boxd_agent::protocol::ErrorKind::NotFound =>
+        {
+            Some(format!("{}\n", body.message))
+        }
+        _ => None,
+    }
+}
+
 /// Runs to completion, keeping at most `MAX_COLLECTED` of each stream.
 async fn collect(acc: &Accounting, req: SpawnRequest) -> ApiResult<ExecResponse> {
-    let mut proc = acc.live.handle.spawn(req).await.map_err(ApiError::from)?;
+    let mut proc = match acc.live.handle.spawn(req).await {
+        Ok(p) => p,
+        Err(e) => match not_started(&e) {
+            Some(message) => {
+                acc.finish(Some(127), None);
+                return Ok(ExecResponse {
+                    exit_code: 127,
+                    output: String::new(),
+                    error: message,
+                    duration_ms: acc.started.elapsed().as_millis() as u64,
+                });
+            }
+            None => {
+                let e = ApiError::from(e);
+                acc.finish(None, Some(&e.message));
+                return Err(e);
+            }
+        },
+    };
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let keep = |buf: &mut Vec<u8>, data: Vec<u8>| {
         let room = MAX_COLLECTED.saturating_sub(buf.len());
@@ -171,11 +202,24 @@ async fn collect(acc: &Accounting, req: SpawnRequest) -> ApiResult<ExecResponse>
 async fn stream(acc: Accounting, req: SpawnRequest) -> ApiResult<Response> {
     let proc = match acc.live.handle.spawn(req).await {
         Ok(p) => p,
-        Err(e) => {
-            let e = ApiError::from(e);
-            acc.finish(None, Some(&e.message));
-            return Err(e);
-        }
+        Err(e) => match not_started(&e) {
+            Some(message) => {
+                acc.finish(Some(127), None);
+                let exit = ExitEvent {
+                    exit_code: 127,
+                    cpu_ns: 0,
+                };
+                let data = serde_json::to_string(&exit).unwrap_or_default();
+                return Ok(stream_response(Body::from(format!(
+                    "{message}event: exit\ndata: {data}\n\n"
+                ))));
+            }
+            None => {
+                let e = ApiError::from(e);
+                acc.finish(None, Some(&e.message));
+                return Err(e);
+            }
+        },
     };
     let body = futures_util::stream::unfold(Some((proc, acc)), |state| async move {
         let (mut proc, acc) = state?;
@@ -203,15 +247,19 @@ async fn stream(acc: Accounting, req: SpawnRequest) -> ApiResult<Response> {
         };
         Some((Ok(Bytes::from(chunk)), None))
     });
-    Ok((
+    Ok(stream_response(Body::from_stream(body)))
+}
+
+fn stream_response(body: Body) -> Response {
+    (
         [
             (header::CONTENT_TYPE, "text/event-stream"),
             (header::CACHE_CONTROL, "no-cache"),
             (header::HeaderName::from_static("x-accel-buffering"), "no"),
         ],
-        Body::from_stream(body),
+        body,
     )
-        .into_response())
+        .into_response()
 }
 
 fn stream_error(e: ClientError) -> String {

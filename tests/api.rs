@@ -1,0 +1,770 @@
+//! The HTTP API against a real `boxd serve`: auth and teams, the box
+//! lifecycle, exec and streams, files, errors, concurrency, audit, metrics.
+
+mod common;
+
+use common::daemon::{json_of, TestDaemon};
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::io::Read;
+
+fn ids(list: &Value) -> Vec<String> {
+    list.as_array()
+        .expect("a bare JSON array")
+        .iter()
+        .map(|b| b["id"].as_str().expect("id").to_string())
+        .collect()
+}
+
+/// A key for a second team, made in the database the daemon uses.
+fn other_team_key(d: &TestDaemon) -> String {
+    let store = boxd_store::Store::open(d.dir.join("boxd.db")).expect("open the store");
+    let team = store.create_team("other").expect("team");
+    store.create_key(&team.id, "t").expect("key").1
+}
+
+#[test]
+fn keys_are_required_and_see_only_their_teams_boxes() {
+    let Some(d) = TestDaemon::start() else { return };
+    let id = d.create(json!({"name": "mine"}));
+
+    let (s, v) = json_of(d.http.get(format!("{}/v2/box", d.url)).send().unwrap());
+    assert_eq!(s, 401, "{v}");
+    let (s, _) = json_of(
+        d.http
+            .get(format!("{}/v2/box", d.url))
+            .header("X-Box-Api-Key", "boxd_not-a-key-at-all-000000000000000")
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(s, 401);
+    // Authorization: Bearer works too.
+    let (s, v) = json_of(
+        d.http
+            .get(format!("{}/v2/box/{id}", d.url))
+            .bearer_auth(&d.key)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!((s, v["id"].as_str()), (200, Some(id.as_str())));
+
+    let other = other_team_key(&d);
+    let as_other = |m: Method, p: &str| {
+        json_of(
+            d.http
+                .request(m, format!("{}{p}", d.url))
+                .header("X-Box-Api-Key", &other)
+                .send()
+                .unwrap(),
+        )
+    };
+    assert_eq!(as_other(Method::GET, &format!("/v2/box/{id}")).0, 404);
+    assert_eq!(as_other(Method::GET, "/v2/box/mine").0, 404);
+    assert_eq!(as_other(Method::DELETE, &format!("/v2/box/{id}")).0, 404);
+    assert_eq!(as_other(Method::GET, "/v2/box").1, json!([]));
+    // The box is untouched.
+    assert_eq!(d.sh(&id, "echo ok").1, "ok\n");
+}
+
+#[test]
+fn box_lifecycle_by_id_and_name_with_labels() {
+    let Some(d) = TestDaemon::start() else { return };
+    let a = d.create(
+        json!({"name": "alpha", "labels": ["env:test", "a"], "size": "medium",
+                            "env_vars": {"GREETING": "hi"}, "metadata": {"owner": "t"}}),
+    );
+    let b = d.create(json!({"name": "beta", "labels": null, "runtime": null}));
+
+    let (_, by_name) = d.get("/v2/box/alpha");
+    assert_eq!(by_name["id"], json!(a));
+    assert_eq!(by_name["status"], "running");
+    assert_eq!(by_name["size"], "medium");
+    assert_eq!(by_name["metadata"]["owner"], "t");
+    assert!(by_name["created_at"].is_i64(), "integer timestamps");
+    assert_eq!(
+        d.get(&format!("/v2/box/{a}/status")).1,
+        json!({"status": "running"})
+    );
+    assert_eq!(d.sh(&a, "echo $GREETING").1, "hi\n");
+
+    assert_eq!(ids(&d.get("/v2/box?label=env%3Atest").1), vec![a.clone()]);
+    let mut all = ids(&d.get("/v2/box").1);
+    all.sort();
+    let mut want = vec![a.clone(), b.clone()];
+    want.sort();
+    assert_eq!(all, want);
+
+    let (s, v) = d.post(
+        &format!("/v2/box/{b}/config/labels"),
+        json!({"label": "new"}),
+    );
+    assert_eq!((s, v["labels"].clone()), (200, json!(["new"])));
+    assert_eq!(
+        d.post(
+            &format!("/v2/box/{b}/config/labels"),
+            json!({"label": "new"})
+        )
+        .0,
+        409
+    );
+    assert_eq!(ids(&d.get("/v2/box?label=new").1), vec![b.clone()]);
+    let (s, v) = d.delete(&format!("/v2/box/{b}/config/labels/new"));
+    assert_eq!((s, v["labels"].clone()), (200, json!([])));
+    assert_eq!(d.delete(&format!("/v2/box/{b}/config/labels/new")).0, 404);
+
+    // A second box with the same name is refused and changes nothing.
+    assert_eq!(d.post("/v2/box", json!({"name": "alpha"})).0, 409);
+
+    assert_eq!(d.delete("/v2/box/alpha").0, 200);
+    assert_eq!(d.get(&format!("/v2/box/{a}")).0, 404);
+    assert_eq!(
+        d.post(&format!("/v2/box/{a}/exec"), json!({"command": ["true"]}))
+            .0,
+        404
+    );
+    // Bulk delete is all or nothing.
+    assert_eq!(
+        d.call(
+            Method::DELETE,
+            "/v2/box",
+            Some(json!({"ids": [b, "box-none"]}))
+        )
+        .0,
+        404
+    );
+    assert_eq!(ids(&d.get("/v2/box").1), vec![b.clone()]);
+    assert_eq!(
+        d.call(Method::DELETE, "/v2/box", Some(json!({"ids": [b]})))
+            .0,
+        200
+    );
+    assert_eq!(d.get("/v2/box").1, json!([]));
+}
+
+#[test]
+fn bad_requests_get_clear_errors_and_change_nothing() {
+    let Some(d) = TestDaemon::start() else { return };
+    let id = d.create(json!({"name": "keep"}));
+    let raw = |body: &str| {
+        json_of(
+            d.req(Method::POST, "/v2/box")
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .unwrap(),
+        )
+    };
+    let (s, v) = raw("{not json");
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = d.post("/v2/box", json!({"runtime": "cobol"}));
+    assert!(
+        s == 400 && v["error"].as_str().unwrap().contains("cobol"),
+        "{v}"
+    );
+    let (s, v) = d.post("/v2/box", json!({"env_vars": {"LD_PRELOAD": "/x.so"}}));
+    assert!(
+        s == 400 && v["error"].as_str().unwrap().contains("LD_PRELOAD"),
+        "{v}"
+    );
+    let (s, v) = d.post("/v2/box", json!({"labels": ["no spaces"]}));
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = d.post("/v2/box", json!({"name": "snapshots"}));
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = d.post("/v2/box", json!({"size": "huge"}));
+    assert_eq!(s, 422, "{v}");
+    // Features other parts of boxd own answer 501, naming the feature.
+    let (s, v) = d.post("/v2/box", json!({"attach_headers": {"a.com": {"X": "y"}}}));
+    assert!(
+        s == 501 && v["error"].as_str().unwrap().contains("attach headers"),
+        "{v}"
+    );
+    let (s, v) = d.post(&format!("/v2/box/{id}/pause"), json!({}));
+    assert!(
+        s == 501 && v["error"].as_str().unwrap().contains("paus"),
+        "{v}"
+    );
+    let (s, _) = d.get(&format!("/v2/box/{id}/git/status"));
+    assert_eq!(s, 501);
+
+    let (s, v) = d.get(&format!("/v2/box/{id}/files/read?path=../../../etc/passwd"));
+    assert!(
+        s == 400 && v["error"].as_str().unwrap().contains("root"),
+        "{v}"
+    );
+    let (s, v) = d.post(&format!("/v2/box/{id}/exec"), json!({"command": []}));
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = d.post(
+        &format!("/v2/box/{id}/exec"),
+        json!({"command": ["true"], "env": {"PATH": "/evil"}}),
+    );
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = d.get("/v2/box/no-such-box");
+    assert!(
+        s == 404 && v["error"].as_str().unwrap().contains("no-such-box"),
+        "{v}"
+    );
+    let (s, _) = d.get("/v2/nothing-here");
+    assert_eq!(s, 404);
+    let (s, _) = d.call(Method::PATCH, "/v2/box", None);
+    assert_eq!(s, 405);
+    // Oversized JSON (the default limit is 16 MiB).
+    let big = format!(
+        "{{\"path\":\"a\",\"content\":\"{}\"}}",
+        "x".repeat(17 << 20)
+    );
+    let (s, v) = json_of(
+        d.req(Method::POST, &format!("/v2/box/{id}/files/write"))
+            .header("content-type", "application/json")
+            .body(big)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(s, 413, "{v}");
+    // Nothing changed: still one box, no file, the daemon still serves.
+    assert_eq!(ids(&d.get("/v2/box").1), vec![id.clone()]);
+    assert_eq!(d.sh(&id, "ls /workspace/home | wc -l").1.trim(), "0");
+}
+
+#[test]
+fn exec_separates_streams_and_exec_stream_delivers_output_as_produced() {
+    let Some(d) = TestDaemon::start() else { return };
+    let id = d.create(json!({}));
+    let (s, v) = d.post(
+        &format!("/v2/box/{id}/exec"),
+        json!({"command": ["sh", "-c", "echo out; echo err >&2; exit 7"]}),
+    );
+    assert_eq!(s, 200);
+    assert_eq!(
+        (
+            v["exit_code"].as_i64(),
+            v["output"].as_str(),
+            v["error"].as_str()
+        ),
+        (Some(7), Some("out\n"), Some("err\n"))
+    );
+    // `folder`: relative to /workspace/home.
+    d.sh(&id, "mkdir -p /workspace/home/src");
+    let (_, v) = d.post(
+        &format!("/v2/box/{id}/exec"),
+        json!({"command": ["pwd"], "folder": "src"}),
+    );
+    assert_eq!(v["output"], "/workspace/home/src\n");
+    // Command not found is an exit code, not an API error.
+    let (s, v) = d.post(
+        &format!("/v2/box/{id}/exec"),
+        json!({"command": ["no-such-cmd"]}),
+    );
+    assert_eq!((s, v["exit_code"].as_i64()), (200, Some(127)), "{v}");
+    let text = d
+        .req(Method::POST, &format!("/v2/box/{id}/exec-stream"))
+        .json(&json!({"command": ["no-such-cmd"]}))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        text.contains("not found") && text.contains("\"exit_code\":127"),
+        "{text}"
+    );
+
+    // The stream gives "first" while the command still waits for a file
+    // that only this test creates after reading it: output is streamed.
+    let script = "echo first; i=0; while [ ! -e /tmp/go ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; echo second; exit 3";
+    let mut resp = d
+        .req(Method::POST, &format!("/v2/box/{id}/exec-stream"))
+        .json(&json!({"command": ["sh", "-c", script]}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("first\n") {
+        let n = resp.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "stream ended early: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(!String::from_utf8_lossy(&got).contains("second"));
+    let (s, _) = d.post(
+        &format!("/v2/box/{id}/files/write"),
+        json!({"path": "/tmp/go", "content": ""}),
+    );
+    assert_eq!(s, 200);
+    resp.read_to_end(&mut got).unwrap();
+    let text = String::from_utf8(got).unwrap();
+    let (output, trailer) = text.split_once("event: exit\n").expect("exit trailer");
+    assert_eq!(output, "first\nsecond\n");
+    let data = trailer.strip_prefix("data: ").expect("data line");
+    assert!(data.ends_with("\n\n"), "{trailer:?}");
+    let exit: Value = serde_json::from_str(data.trim()).unwrap();
+    assert_eq!(exit["exit_code"], 3);
+    assert!(exit["cpu_ns"].is_u64());
+}
+
+#[test]
+fn code_runs_snippets_in_each_language() {
+    let Some(d) = TestDaemon::start() else { return };
+    let id = d.create(json!({}));
+    let run = |lang: &str, code: &str| {
+        let (s, v) = d.post(
+            &format!("/v2/box/{id}/code"),
+            json!({"code": code, "language": lang}),
+        );
+        assert_eq!(s, 200, "{v}");
+        v
+    };
+    assert_eq!(run("python", "print(6*7)")["output"], "42\n");
+    assert_eq!(run("bash", "echo $((6*7))")["output"], "42\n");
+    if std::path::Path::new("/usr/bin/node").exists() {
+        assert_eq!(run("js", "console.log(6*7)")["output"], "42\n");
+    } else {
+        eprintln!("SKIPPED (js part): node is not installed on this host");
+    }
+    let (s, _) = d.post(
+        &format!("/v2/box/{id}/code"),
+        json!({"code": "x", "language": "cobol"}),
+    );
+    assert_eq!(s, 422);
+    let mut resp = d
+        .req(Method::POST, &format!("/v2/box/{id}/code-stream"))
+        .json(&json!({"code": "import sys; print('a'); sys.exit(2)", "language": "python"}))
+        .send()
+        .unwrap();
+    let mut text = String::new();
+    resp.read_to_string(&mut text).unwrap();
+    assert_eq!(
+        text,
+        "a\nevent: exit\ndata: ".to_string() + &text["a\nevent: exit\ndata: ".len()..]
+    );
+    assert!(text.contains("\"exit_code\":2"), "{text}");
+}
+
+#[test]
+fn files_round_trip_upload_and_download() {
+    let Some(d) = TestDaemon::start() else { return };
+    let id = d.create(json!({}));
+    let p = |s: &str| format!("/v2/box/{id}/files/{s}");
+    assert_eq!(
+        d.post(
+            &p("write"),
+            json!({"path": "/workspace/home/./d/../a.txt", "content": "hello"})
+        )
+        .0,
+        200
+    );
+    assert_eq!(d.get(&p("read?path=a.txt")).1["content"], "hello");
+    // Binary through base64.
+    assert_eq!(
+        d.post(
+            &p("write"),
+            json!({"path": "bin", "content": "AAH/", "encoding": "base64"})
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        d.get(&p("read?path=bin&encoding=base64")).1["content"],
+        "AAH/"
+    );
+    assert_eq!(
+        d.get(&p("read?path=bin")).0,
+        400,
+        "not UTF-8 without base64"
+    );
+    assert_eq!(
+        d.get(&p("read?path=a.txt&offset=1&length=3")).1["content"],
+        "ell"
+    );
+
+    let (_, st) = d.get(&p("stat?path=a.txt"));
+    assert_eq!(
+        (st["type"].as_str(), st["size"].as_u64()),
+        (Some("file"), Some(5))
+    );
+    assert!(st["inode"].as_u64().unwrap() > 0 && !st["version"].as_str().unwrap().is_empty());
+    assert_eq!(d.get(&p("stat?path=nope")).0, 404);
+
+    assert_eq!(
+        d.post(&p("mkdir"), json!({"path": "x/y", "parents": false}))
+            .0,
+        404
+    );
+    assert_eq!(
+        d.post(&p("mkdir"), json!({"path": "x/y", "parents": true}))
+            .0,
+        200
+    );
+    assert_eq!(
+        d.post(&p("mkdir"), json!({"path": "x/y", "parents": false}))
+            .0,
+        409
+    );
+    assert_eq!(
+        d.post(&p("rename"), json!({"from": "a.txt", "to": "x/y/b.txt"}))
+            .0,
+        200
+    );
+    let (_, list) = d.get(&p("list?folder=%2Fworkspace%2Fhome%2Fx%2Fy"));
+    let files = list["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0]["path"], "/workspace/home/x/y/b.txt");
+    assert_eq!(files[0]["is_dir"], false);
+    assert!(files[0]["mod_time"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(
+        d.post(&p("remove"), json!({"path": "x", "recursive": false}))
+            .0,
+        400
+    );
+    assert_eq!(d.get(&p("read?path=x/y/b.txt")).1["content"], "hello");
+    assert_eq!(
+        d.post(&p("remove"), json!({"path": "x", "recursive": true}))
+            .0,
+        200
+    );
+    assert_eq!(d.get(&p("stat?path=x")).0, 404);
+
+    // Upload: Python's order (all paths, then all files).
+    let form = reqwest::blocking::multipart::Form::new()
+        .text("paths", "/workspace/home/up/one.txt")
+        .text("paths", "/workspace/home/up/deep/two.bin")
+        .part(
+            "files",
+            reqwest::blocking::multipart::Part::bytes(b"1".to_vec()).file_name("one.txt"),
+        )
+        .part(
+            "files",
+            reqwest::blocking::multipart::Part::bytes(vec![7u8; 300_000]).file_name("two.bin"),
+        );
+    let (s, v) = json_of(
+        d.req(Method::POST, &p("upload"))
+            .multipart(form)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(s, 200, "{v}");
+    let mut r = d
+        .req(
+            Method::GET,
+            &p("download?folder=%2Fworkspace%2Fhome%2Fup%2Fdeep%2Ftwo.bin"),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut bytes = Vec::new();
+    r.read_to_end(&mut bytes).unwrap();
+    assert_eq!(bytes, vec![7u8; 300_000]);
+    // A folder downloads as a tar archive.
+    let r = d.req(Method::GET, &p("download?folder=up")).send().unwrap();
+    assert_eq!(r.headers()["content-type"], "application/x-tar");
+    let mut names: Vec<String> = tar::Archive::new(r)
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    names.sort();
+    assert!(
+        names.iter().any(|n| n.ends_with("one.txt"))
+            && names.iter().any(|n| n.ends_with("two.bin")),
+        "{names:?}"
+    );
+    let form = reqwest::blocking::multipart::Form::new().part(
+        "files",
+        reqwest::blocking::multipart::Part::bytes(b"1".to_vec()).file_name("x"),
+    );
+    assert_eq!(
+        json_of(
+            d.req(Method::POST, &p("upload"))
+                .multipart(form)
+                .send()
+                .unwrap()
+        )
+        .0,
+        400
+    );
+}
+
+#[test]
+fn fifty_concurrent_creates_all_succeed_and_are_isolated() {
+    let Some(d) = TestDaemon::start() else { return };
+    let ids: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..50)
+            .map(|i| {
+                let d = &d;
+                s.spawn(move || {
+                    let id = d.create(json!({"name": format!("c{i}")}));
+                    d.post(
+                        &format!("/v2/box/{id}/files/write"),
+                        json!({"path": "mine", "content": id}),
+                    );
+                    id
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("create thread"))
+            .collect()
+    });
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 50);
+    for id in &ids {
+        // Each box sees its own file only, and its own processes only.
+        let (code, out, _) = d.sh(id, "cat /workspace/home/mine; echo; ls /workspace/home | wc -l; ps -e --no-headers | wc -l");
+        assert_eq!(code, 0);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], id);
+        assert_eq!(lines[1], "1");
+        assert!(lines[2].parse::<u32>().unwrap() <= 4, "{out}");
+    }
+    assert_eq!(d.get("/v2/box").1.as_array().unwrap().len(), 50);
+}
+
+#[test]
+fn boxes_survive_daemon_restarts_and_dead_ones_are_marked() {
+    let Some(mut d) = TestDaemon::start() else {
+        return;
+    };
+    let keep = d.create(json!({"name": "keep"}));
+    let dies = d.create(json!({"name": "dies"}));
+    d.post(
+        &format!("/v2/box/{keep}/files/write"),
+        json!({"path": "f", "content": "kept"}),
+    );
+    d.restart();
+    assert_eq!(d.sh(&keep, "cat f").1, "kept");
+
+    // kill -9 loses nothing either.
+    d.kill9();
+    // While the daemon is down, one box's init dies.
+    let rec: Value = serde_json::from_slice(
+        &std::fs::read(d.dir.join("boxes").join(&dies).join("box.json")).unwrap(),
+    )
+    .unwrap();
+    let pid = rec["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    for _ in 0..200 {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z"))
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    d.start_again();
+    assert_eq!(d.sh(&keep, "cat f").1, "kept");
+    assert_eq!(d.get(&format!("/v2/box/{dies}")).1["status"], "error");
+    let (s, v) = d.post(
+        &format!("/v2/box/{dies}/exec"),
+        json!({"command": ["true"]}),
+    );
+    assert!(
+        s == 409 && v["error"].as_str().unwrap().contains("delete"),
+        "{v}"
+    );
+    assert_eq!(d.delete(&format!("/v2/box/{dies}")).0, 200);
+    assert!(!d.dir.join("boxes").join(&dies).exists());
+    // The admin key from BOXD_API_KEY still works, and only one exists.
+    let store = boxd_store::Store::open(d.dir.join("boxd.db")).unwrap();
+    let team = store.team_by_name("default").unwrap().unwrap();
+    assert_eq!(store.list_keys(&team.id).unwrap().len(), 1);
+}
+
+#[test]
+fn a_create_cut_by_kill_9_leaves_no_half_box() {
+    let Some(mut d) = TestDaemon::start() else {
+        return;
+    };
+    // Creates in flight when the daemon is killed.
+    std::thread::scope(|s| {
+        for i in 0..6 {
+            let d = &d;
+            s.spawn(move || {
+                let _ = d
+                    .req(Method::POST, "/v2/box")
+                    .json(&json!({"name": format!("k{i}")}))
+                    .send();
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let pid = nix::unistd::Pid::from_raw(d.pid() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    });
+    d.kill9();
+    d.start_again();
+    // Every box the API lists works; nothing else is on disk.
+    let listed = ids(&d.get("/v2/box").1);
+    for id in &listed {
+        assert_eq!(d.sh(id, "echo ok").1, "ok\n", "box {id}");
+    }
+    let mut on_disk: Vec<String> = std::fs::read_dir(d.dir.join("boxes"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    on_disk.sort();
+    let mut want = listed.clone();
+    want.sort();
+    assert_eq!(on_disk, want, "boxes on disk match the API's list");
+}
+
+#[test]
+fn audit_trail_records_actions_and_follows_new_events() {
+    let Some(d) = TestDaemon::start() else { return };
+    let id = d.create(json!({"labels": ["team:x"]}));
+    d.sh(&id, "exit 4");
+    d.post(
+        &format!("/v2/box/{id}/files/write"),
+        json!({"path": "f", "content": "x"}),
+    );
+    let (_, v) = d.get(&format!("/v2/audit?box={id}"));
+    let events = v["events"].as_array().unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["box.create", "exec", "file.write"]);
+    let exec = &events[1];
+    assert_eq!(exec["data"]["exit_code"], 4);
+    assert_eq!(exec["data"]["command"], json!(["sh", "-c", "exit 4"]));
+    assert!(exec["data"]["duration_ms"].is_u64());
+    assert!(exec["key_id"].is_string());
+    assert_eq!(exec["data"]["labels"], json!(["team:x"]));
+    let (_, v) = d.get("/v2/audit?kind=exec");
+    assert_eq!(v["events"].as_array().unwrap().len(), 1);
+    let (_, logs) = d.get(&format!("/v2/box/{id}/logs"));
+    assert_eq!(logs["logs"].as_array().unwrap().len(), 3);
+    assert!(logs["logs"][1]["timestamp"].is_i64());
+
+    // Follow: replay after the last seen event, then a new one arrives.
+    let last = events[2]["seq"].as_i64().unwrap();
+    let mut resp = d
+        .req(
+            Method::GET,
+            &format!("/v2/audit?box={id}&follow=true&after={last}"),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    d.sh(&id, "true");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("\n\n") {
+        let n = resp.read(&mut buf).unwrap();
+        assert!(n > 0, "follow stream ended");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8(got).unwrap();
+    assert!(text.starts_with("event: audit\ndata: "), "{text}");
+    assert!(text.contains("\"kind\":\"exec\""), "{text}");
+
+    // Deleting the box keeps its events.
+    d.delete(&format!("/v2/box/{id}"));
+    let (_, v) = d.get(&format!("/v2/audit?box={id}"));
+    assert_eq!(
+        v["events"].as_array().unwrap().last().unwrap()["kind"],
+        "box.delete"
+    );
+}
+
+#[test]
+fn team_env_applies_to_new_boxes_and_is_never_returned() {
+    let Some(d) = TestDaemon::start() else { return };
+    let (s, _) = d.call(
+        Method::PUT,
+        "/v2/box/settings/env/TEAM_TOKEN",
+        Some(json!({"value": "tv-1234567"})),
+    );
+    assert_eq!(s, 200);
+    let (_, v) = d.get("/v2/box/settings/env");
+    assert!(v["env_vars"]["TEAM_TOKEN"].is_string());
+    assert!(!v.to_string().contains("tv-1234567"), "{v}");
+    let id = d.create(json!({}));
+    assert_eq!(d.sh(&id, "echo $TEAM_TOKEN").1, "tv-1234567\n");
+    let (s, _) = d.call(
+        Method::PUT,
+        "/v2/box/settings/env/LD_PRELOAD",
+        Some(json!({"value": "x"})),
+    );
+    assert_eq!(s, 400);
+    assert_eq!(d.delete("/v2/box/settings/env/TEAM_TOKEN").0, 200);
+    assert_eq!(d.delete("/v2/box/settings/env/TEAM_TOKEN").0, 404);
+}
+
+#[test]
+fn metrics_health_and_openapi_are_served() {
+    let Some(d) = TestDaemon::start() else { return };
+    let id = d.create(json!({}));
+    d.sh(&id, "true");
+    let text = d
+        .http
+        .get(format!("{}/metrics", d.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(text.contains("boxd_boxes{state=\"running\"} 1"), "{text}");
+    assert!(text.contains("boxd_execs_total{kind=\"exec\"} 1"), "{text}");
+    assert!(
+        text.contains("boxd_box_create_duration_seconds_count 1"),
+        "{text}"
+    );
+    let (_, doc) = json_of(
+        d.http
+            .get(format!("{}/openapi.json", d.url))
+            .send()
+            .unwrap(),
+    );
+    for path in [
+        "/v2/box",
+        "/v2/box/{id}/exec-stream",
+        "/v2/box/{id}/files/upload",
+        "/v2/audit",
+    ] {
+        assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
+    }
+}
+
+#[test]
+fn a_box_whose_create_never_finished_is_removed_at_start() {
+    let Some(mut d) = TestDaemon::start() else {
+        return;
+    };
+    d.stop();
+    // What a kill -9 between "runtime made the box" and "store says
+    // running" leaves: a `creating` record and a whole runtime box.
+    let store = boxd_store::Store::open(d.dir.join("boxd.db")).unwrap();
+    let team = store.team_by_name("default").unwrap().unwrap();
+    store
+        .insert_box(&boxd_store::NewBox {
+            id: "box-half".into(),
+            team_id: team.id.clone(),
+            name: Some("half".into()),
+            state: boxd_store::BoxState::Creating,
+            runtime: "host".into(),
+            spec: json!({}),
+            labels: Default::default(),
+        })
+        .unwrap();
+    drop(store);
+    {
+        let mut cfg = boxd_runtime::RuntimeConfig::new(&d.dir, common::AGENT);
+        cfg.cgroup_parent = d.cgroup_parent.clone();
+        let rt = boxd_runtime::Runtime::new(cfg).unwrap();
+        rt.create(&boxd_runtime::BoxSpec::new("box-half")).unwrap();
+    }
+    assert!(d.dir.join("boxes/box-half").exists());
+    d.start_again();
+    assert_eq!(d.get("/v2/box/half").0, 404);
+    assert_eq!(d.get("/v2/box").1, json!([]));
+    assert!(
+        !d.dir.join("boxes/box-half").exists(),
+        "the runtime box is gone"
+    );
+    let (_, v) = d.get("/v2/audit?box=box-half");
+    assert_eq!(v["events"][0]["kind"], "box.create_abandoned");
+}
