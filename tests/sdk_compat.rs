@@ -12,9 +12,10 @@ mod common;
 use boxd_runtime::{Runtime, RuntimeConfig};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use reqwest::blocking::Client;
 use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -74,69 +75,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A response from the tiny HTTP/1.1 client below.
-struct Response {
-    status: u16,
-    body: Vec<u8>,
-}
-
-/// One HTTP/1.1 request without a body, `Connection: close`, bounded by
-/// `timeout` per socket operation. Decodes a chunked body.
-fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    key: Option<&str>,
-) -> std::io::Result<Response> {
-    let timeout = Duration::from_secs(10);
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(k) = key {
-        req.push_str(&format!("X-Box-Api-Key: {k}\r\n"));
-    }
-    req.push_str("Content-Length: 0\r\n\r\n");
-    s.write_all(req.as_bytes())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| bad("no end of headers"))?;
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let mut body = raw[split + 4..].to_vec();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| bad("no status code"))?;
-    let chunked = head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    if chunked {
-        body = dechunk(&body).ok_or_else(|| bad("bad chunked body"))?;
-    }
-    Ok(Response { status, body })
-}
-
-fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = b.windows(2).position(|w| w == b"\r\n")?;
-        let size_str = String::from_utf8_lossy(&b[..eol]);
-        let size = usize::from_str_radix(size_str.split(';').next()?.trim(), 16).ok()?;
-        b = &b[eol + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(b.get(..size)?);
-        b = b.get(size + 2..)?;
-    }
-}
-
 /// `boxd serve` on a fresh data dir; on drop (also when a test panics) its
 /// boxes are deleted through the API, the daemon is stopped (SIGTERM, then
 /// SIGKILL), leftovers are destroyed and the temp dir is removed.
@@ -149,6 +87,8 @@ struct Daemon {
     log: PathBuf,
     /// The unique cgroup parent we passed, if `boxd serve` has the option.
     cgroup_parent: Option<String>,
+    /// For `/healthz` and the cleanup; every request bounded.
+    http: Client,
 }
 
 impl Daemon {
@@ -162,7 +102,9 @@ impl Daemon {
         let cgroup_parent = serve_has_option("--cgroup-parent").then(|| common::unique("boxd-sdk"));
 
         let mut cmd = Command::new(BOXD);
-        cmd.arg("serve")
+        cmd.arg("--agent")
+            .arg(common::AGENT)
+            .arg("serve")
             .arg("--data-dir")
             .arg(&data_dir)
             .arg("--listen")
@@ -195,6 +137,10 @@ impl Daemon {
             data_dir,
             log,
             cgroup_parent,
+            http: Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("an HTTP client"),
         };
         d.wait_healthy();
         d
@@ -221,14 +167,12 @@ impl Daemon {
                     );
                 }
             }
-            match http(self.addr, "GET", "/healthz", None) {
-                Ok(r) if r.status == 200 => {
+            match self.http.get(format!("{}/healthz", self.base_url())).send() {
+                Ok(r) if r.status() == 200 => {
                     println!("GET /healthz -> 200");
                     return;
                 }
-                Ok(r) => {
-                    last = format!("status {}: {}", r.status, String::from_utf8_lossy(&r.body))
-                }
+                Ok(r) => last = format!("status {}: {}", r.status(), r.text().unwrap_or_default()),
                 Err(e) => last = e.to_string(),
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -241,32 +185,36 @@ impl Daemon {
 
     /// Deletes every box the daemon lists, through the API. Returns what it did.
     fn delete_all_boxes(&self) -> Result<Vec<String>, String> {
-        let r = http(self.addr, "GET", "/v2/box", Some(&self.key)).map_err(|e| e.to_string())?;
-        if r.status != 200 {
-            return Err(format!(
-                "GET /v2/box -> {}: {}",
-                r.status,
-                String::from_utf8_lossy(&r.body)
-            ));
+        let base = self.base_url();
+        let r = self
+            .http
+            .get(format!("{base}/v2/box"))
+            .header("X-Box-Api-Key", &self.key)
+            .send()
+            .map_err(|e| format!("GET /v2/box: {e}"))?;
+        let status = r.status();
+        let body = r.text().map_err(|e| format!("GET /v2/box body: {e}"))?;
+        if status != 200 {
+            return Err(format!("GET /v2/box -> {status}: {body}"));
         }
         let list: serde_json::Value =
-            serde_json::from_slice(&r.body).map_err(|e| format!("GET /v2/box body: {e}"))?;
+            serde_json::from_str(&body).map_err(|e| format!("GET /v2/box body: {e}: {body}"))?;
         let ids: Vec<String> = list
             .as_array()
-            .ok_or("GET /v2/box did not return an array")?
+            .ok_or_else(|| format!("GET /v2/box did not return an array: {body}"))?
             .iter()
             .filter_map(|b| b["id"].as_str().map(str::to_string))
             .collect();
         let mut done = Vec::new();
         for id in ids {
-            match http(
-                self.addr,
-                "DELETE",
-                &format!("/v2/box/{id}"),
-                Some(&self.key),
-            ) {
-                Ok(r) if (200..300).contains(&r.status) => done.push(id),
-                Ok(r) => done.push(format!("{id} (DELETE -> {})", r.status)),
+            let r = self
+                .http
+                .delete(format!("{base}/v2/box/{id}"))
+                .header("X-Box-Api-Key", &self.key)
+                .send();
+            match r {
+                Ok(r) if r.status().is_success() => done.push(id),
+                Ok(r) => done.push(format!("{id} (DELETE -> {})", r.status())),
                 Err(e) => done.push(format!("{id} (DELETE failed: {e})")),
             }
         }
@@ -325,9 +273,7 @@ impl Drop for Daemon {
         self.stop();
         self.destroy_leftovers();
         if let Some(cg) = &self.cgroup_parent {
-            for d in common::cgroup_parent_dirs(cg) {
-                let _ = std::fs::remove_dir(d);
-            }
+            common::remove_cgroup_parent(cg);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
