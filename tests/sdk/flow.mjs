@@ -10,11 +10,16 @@
 //
 // The expected wire behaviour is docs/UPSTASH_API.md (§2, §3.1, §5).
 
-import { createHash, randomBytes } from "node:crypto";
+import { createHash, randomBytes, webcrypto } from "node:crypto";
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
+
+// @upstash/box calls the global `crypto.randomUUID()`, which Node 18 (Debian
+// 12's nodejs) does not define in ES modules; the SDK's engines field says
+// >=18, so give it the same Web Crypto object that Node 20 has there.
+if (!globalThis.crypto) globalThis.crypto = webcrypto;
 
 const WORKSPACE = "/workspace/home";
 const REQUEST_TIMEOUT_MS = 60_000;
