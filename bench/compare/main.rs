@@ -296,6 +296,7 @@ fn real_main() -> Result<bool> {
         return Ok(true);
     }
     let started = Instant::now();
+    let absent_run_dirs = workspace::absent_run_dirs();
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut tools = peers::Tools::find();
     let missing = tools.missing();
@@ -331,7 +332,7 @@ fn real_main() -> Result<bool> {
     let before = leftovers(None);
     let pid = std::process::id();
     let boxd_parent = format!("boxd-compare-{pid}-boxd");
-    let ws = workspace::Workspace::new(tools).context("prepare the workspace")?;
+    let ws = workspace::Workspace::new(tools, absent_run_dirs).context("prepare the workspace")?;
     let hybrid = ws.hybrid;
     let mut tables = Vec::new();
     let mut checks = Vec::new();

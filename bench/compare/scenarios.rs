@@ -63,7 +63,7 @@ impl Plan {
                 conc_rounds: 3,
                 exec_runs: 200,
                 density_n: 100,
-                density_rounds: 2,
+                density_rounds: 3,
                 density_big: vec![500],
                 settle: Duration::from_secs(10),
                 deadline: start + Duration::from_secs(13 * 60),

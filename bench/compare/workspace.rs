@@ -49,6 +49,17 @@ pub struct Workspace {
     seq: AtomicUsize,
 }
 
+/// The peers' default state dirs (`/run/runc`, `/run/crun`) that do not
+/// exist yet: call before running any peer (even `--version`, which may
+/// create them); the workspace removes them at the end if still empty.
+pub fn absent_run_dirs() -> Vec<PathBuf> {
+    ["/run/runc", "/run/crun"]
+        .into_iter()
+        .map(PathBuf::from)
+        .filter(|p| !p.exists())
+        .collect()
+}
+
 /// Whether `path` is a cgroup2 mount.
 fn is_cgroup2(path: &str) -> bool {
     let Ok(c) = std::ffi::CString::new(path) else {
@@ -195,14 +206,11 @@ pub fn oci_config(args: &[&str], rootfs: &Path, cgroups_path: &str) -> Value {
 impl Workspace {
     /// Creates the directory and the shared rootfs: empty mountpoints, the
     /// merged-/usr symlinks, a small `/etc`; owned by the peers' mapped root.
-    pub fn new(tools: Tools) -> Result<Workspace> {
+    /// `absent_run_dirs`: [`absent_run_dirs`] from before any peer ran.
+    pub fn new(tools: Tools, absent_run_dirs: Vec<PathBuf>) -> Result<Workspace> {
         let pid = std::process::id();
         let dir = PathBuf::from(format!("/tmp/boxd-compare-{pid}"));
-        let created_run_dirs = ["/run/runc", "/run/crun"]
-            .into_iter()
-            .map(PathBuf::from)
-            .filter(|p| !p.exists())
-            .collect();
+        let created_run_dirs = absent_run_dirs;
         let ws = Workspace {
             rootfs: dir.join("rootfs"),
             runc_root: dir.join("runc-state"),
