@@ -250,22 +250,23 @@ const METHOD: &str = "How each environment is made equivalent to a box:
   over one shared rootfs directory: the host's `/usr` bind-mounted read-only and a small
   generated `/etc` (as boxd's `host` image), fresh `/proc`, read-only sysfs, tmpfs `/dev`,
   `/dev/shm` and `/tmp`, the OCI masked and read-only paths; user (root mapped to an
-  unprivileged host range of 65536 ids), mount, pid, net, uts, ipc and cgroup namespaces;
+  unprivileged host range of 65536 ids, a different range per environment, as boxd does
+  per box), mount, pid, net, uts, ipc and cgroup namespaces;
   the box's capability set, `no_new_privs`, a seccomp deny list of the syscalls a box
   refuses (by name; boxd also filters clone's namespace flags); a cgroup per container with
   `pids.max` 2048. State in a private `--root`. The rootfs is a plain directory, not an
   overlay: boxd pays for its copy-on-write root (two overlay mounts per box) and the peers
-  here do not.
+  here do not (and their root cannot write to it).
 - **crun** on a hybrid cgroup host runs inside a private mount namespace where the unified
   cgroup2 mount is detached (crun refuses hybrid hosts); its row is timed including that
   wrapper, and the wrapper alone has its own row.
-- **bwrap** runs as the peers' unprivileged host uid (so root inside maps to an
+- **bwrap** runs as an unprivileged host uid of its own (so root inside maps to an
   unprivileged id, but only that one) with `--unshare-all --unshare-user --die-with-parent`
   (user, mount, pid, net, uts, ipc, cgroup), `/usr` and the generated `/etc` read-only,
   fresh `/proc`, minimal `/dev`, tmpfs `/tmp`; it has no seccomp filter, no cgroup and no
   `/sys`, so it does less than the others.
 - **podman**: `podman run --rootfs` of the same rootfs with `/usr` mounted read-only,
-  `--network none`, a private cgroup namespace, the same uid/gid map, runc as its OCI
+  `--network none`, a private cgroup namespace, its own uid/gid range, runc as its OCI
   runtime, the cgroupfs manager, vfs storage in private directories, no events backend;
   podman's own default seccomp profile and capabilities.
 - **raw floor**: `clone` with the same seven namespaces + exec `true` + wait, nothing else

@@ -8,7 +8,7 @@
 //! long-running container; none of them judges a timing.
 
 use crate::common::{run, run_timed, which, Io};
-use crate::workspace::{hide_unified, Workspace, PEER_HOST_ID, PEER_IDS};
+use crate::workspace::{hide_unified, Workspace, PEER_IDS};
 use anyhow::{bail, Context, Result};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -94,24 +94,24 @@ impl Tools {
 /// `runc run` of `/bin/true` in a fresh bundle; the time until runc exits
 /// (it deletes the container before exiting).
 pub fn runc_run_true(ws: &Workspace) -> Result<Duration> {
-    let id = ws.next_id("runc");
-    let b = ws.bundle(&id, &["/bin/true"])?;
+    let who = ws.next("runc");
+    let b = ws.bundle(&who, &["/bin/true"])?;
     let mut c = ws.runc().context("runc is unavailable")?;
-    c.arg("run").arg("--bundle").arg(&b).arg(&id);
+    c.arg("run").arg("--bundle").arg(&b).arg(&who.id);
     let r = run_timed(&mut c, Io::Capture, CMD_TIMEOUT);
-    ws.remove_bundle(&id);
+    ws.remove_bundle(&who.id);
     Ok(r?.0)
 }
 
 /// `crun run` of `/bin/true` (behind the private mount namespace wrapper
 /// on a hybrid host, which is timed too).
 pub fn crun_run_true(ws: &Workspace) -> Result<Duration> {
-    let id = ws.next_id("crun");
-    let b = ws.bundle(&id, &["/bin/true"])?;
+    let who = ws.next("crun");
+    let b = ws.bundle(&who, &["/bin/true"])?;
     let mut c = ws.crun().context("crun is unavailable")?;
-    c.arg("run").arg("--bundle").arg(&b).arg(&id);
+    c.arg("run").arg("--bundle").arg(&b).arg(&who.id);
     let r = run_timed(&mut c, Io::Capture, CMD_TIMEOUT);
-    ws.remove_bundle(&id);
+    ws.remove_bundle(&who.id);
     Ok(r?.0)
 }
 
@@ -123,8 +123,8 @@ pub fn crun_wrapper_true() -> Result<Duration> {
     Ok(run_timed(&mut c, Io::Capture, CMD_TIMEOUT)?.0)
 }
 
-/// `bwrap` as the peers' unprivileged host uid (so root inside maps to an
-/// unprivileged host id, as in a box) with every namespace it can unshare
+/// `bwrap` as an unprivileged host uid of its own (so root inside maps to
+/// an unprivileged host id, as in a box) with every namespace it can unshare
 /// (user, mount, pid, net, uts, ipc, cgroup), `/usr` read-only, the
 /// rootfs's `/etc` read-only, fresh `/proc`, minimal `/dev`, tmpfs `/tmp`.
 pub fn bwrap_command(ws: &Workspace, args: &[&str]) -> Result<Command> {
@@ -133,8 +133,9 @@ pub fn bwrap_command(ws: &Workspace, args: &[&str]) -> Result<Command> {
         .bwrap
         .as_ref()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let who = ws.next("bwrap");
     let mut c = Command::new(bin);
-    c.uid(PEER_HOST_ID).gid(PEER_HOST_ID);
+    c.uid(who.host_id).gid(who.host_id);
     c.args(["--unshare-all", "--unshare-user", "--die-with-parent"])
         .args(["--ro-bind", "/usr", "/usr"]);
     for link in ["bin", "lib", "lib32", "lib64", "libx32", "sbin"] {
@@ -158,7 +159,9 @@ pub fn bwrap_run_true(ws: &Workspace) -> Result<Duration> {
 
 /// The `podman run` flags that make its container equivalent to a box.
 fn podman_run_args(ws: &Workspace, c: &mut Command) {
-    let map = format!("0:{PEER_HOST_ID}:{PEER_IDS}");
+    let who = ws.next("podman");
+    let map = format!("0:{}:{PEER_IDS}", who.host_id);
+    c.arg("--name").arg(&who.id);
     c.args(["--network", "none", "--cgroupns", "private"])
         .arg("--cgroup-parent")
         .arg(format!("/{}", ws.cg_parent))
@@ -266,8 +269,9 @@ pub struct Idle {
 /// `runc run -d` of `/bin/sleep infinity`. runc itself exits: runc keeps
 /// no process per container.
 pub fn runc_start_idle(ws: &Workspace) -> Result<Idle> {
-    let id = ws.next_id("runc");
-    let b = ws.bundle(&id, &["/bin/sleep", "infinity"])?;
+    let who = ws.next("runc");
+    let id = who.id.clone();
+    let b = ws.bundle(&who, &["/bin/sleep", "infinity"])?;
     let pidfile = b.join("pid");
     let mut c = ws.runc().context("runc is unavailable")?;
     c.args(["run", "--detach", "--pid-file"])

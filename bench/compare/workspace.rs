@@ -21,12 +21,23 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// First host uid/gid of the peers' user namespaces: below boxd's slot
-/// range (2^30 … 2^31), so no peer shares ids with a box, and below 2^31
-/// (bwrap refuses larger ids in its uid map).
+/// First host uid/gid of the peers' user namespaces. Like boxes, every
+/// peer environment gets its own range of [`PEER_IDS`] ids (so no per-uid
+/// quota, such as the kernel's 200 keys per user, is shared between them):
+/// [`PEER_SLOTS`] ranges from here end exactly where boxd's slot range
+/// (2^30 … 2^31) begins, and stay below 2^31, which bwrap requires.
 pub const PEER_HOST_ID: u32 = 0x3000_0000;
 /// Ids per peer user namespace (as many as a box gets).
 pub const PEER_IDS: u32 = 65536;
+/// Id ranges the peers cycle through.
+pub const PEER_SLOTS: u32 = 4096;
+
+/// One peer environment's name (container id, bundle directory) and the
+/// first host id of its user namespace.
+pub struct Ident {
+    pub id: String,
+    pub host_id: u32,
+}
 
 const SWEEP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -136,8 +147,8 @@ const DENIED_SYSCALLS: &[&str] = &[
 /// namespaces; the host's `/usr` read-only; fresh `/proc`, read-only
 /// `/sys`, minimal `/dev`, tmpfs `/tmp`; the OCI masked and read-only
 /// paths; the box's capability set, `no_new_privs` and a seccomp deny list.
-pub fn oci_config(args: &[&str], rootfs: &Path, cgroups_path: &str) -> Value {
-    let map = json!([{ "containerID": 0, "hostID": PEER_HOST_ID, "size": PEER_IDS }]);
+pub fn oci_config(args: &[&str], rootfs: &Path, cgroups_path: &str, host_id: u32) -> Value {
+    let map = json!([{ "containerID": 0, "hostID": host_id, "size": PEER_IDS }]);
     json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -277,35 +288,34 @@ impl Workspace {
             std::fs::copy("/etc/ld.so.cache", etc.join("ld.so.cache"))
                 .context("copy /etc/ld.so.cache")?;
         }
-        // Root in the peers' user namespaces owns its rootfs and its
-        // mountpoints (podman creates files under /run and /etc), as the
-        // image layers look root-owned inside a box.
-        let mut owned = vec![r.clone()];
-        for e in std::fs::read_dir(r).with_context(|| format!("list {}", r.display()))? {
-            let e = e.with_context(|| format!("list {}", r.display()))?;
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                owned.push(e.path());
-            }
-        }
-        for entry in owned {
-            std::os::unix::fs::chown(&entry, Some(PEER_HOST_ID), Some(PEER_HOST_ID))
-                .with_context(|| format!("chown {}", entry.display()))?;
-        }
+        // Mountpoint files podman's runc would otherwise create: the rootfs
+        // is host root's, read-only to every environment's root.
+        std::fs::write(r.join("run/.containerenv"), "")
+            .context("write rootfs /run/.containerenv")?;
         Ok(ws)
     }
 
-    /// A fresh container id for `peer` (also the name of its bundle).
-    pub fn next_id(&self, peer: &str) -> String {
+    /// A fresh environment name for `peer` and its own id range.
+    pub fn next(&self, peer: &str) -> Ident {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        format!("bc{}-{peer}-{n}", std::process::id())
+        Ident {
+            id: format!("bc{}-{peer}-{n}", std::process::id()),
+            host_id: PEER_HOST_ID + (n as u32 % PEER_SLOTS) * PEER_IDS,
+        }
     }
 
     /// Writes the bundle (`config.json` pointing at the shared rootfs) for
-    /// container `id` running `args`; returns the bundle directory.
-    pub fn bundle(&self, id: &str, args: &[&str]) -> Result<PathBuf> {
+    /// container `who` running `args`; returns the bundle directory.
+    pub fn bundle(&self, who: &Ident, args: &[&str]) -> Result<PathBuf> {
+        let id = &who.id;
         let b = self.dir.join("bundles").join(id);
         mkdir(&b, 0o700)?;
-        let cfg = oci_config(args, &self.rootfs, &format!("/{}/{id}", self.cg_parent));
+        let cfg = oci_config(
+            args,
+            &self.rootfs,
+            &format!("/{}/{id}", self.cg_parent),
+            who.host_id,
+        );
         let text = serde_json::to_vec_pretty(&cfg).context("serialise config.json")?;
         std::fs::write(b.join("config.json"), text)
             .with_context(|| format!("write {}/config.json", b.display()))?;
