@@ -12,6 +12,9 @@
 //! library's. Run as root: `cargo bench --bench api [-- --runs N]`.
 //! Prints medians, p99s and ratios; asserts only that each step worked.
 
+#[path = "stats.rs"]
+mod stats;
+
 use boxd_agent::protocol::SpawnRequest;
 use boxd_runtime::{BoxSpec, Runtime, RuntimeConfig};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -96,14 +99,9 @@ impl Http {
     }
 }
 
-fn stats(mut v: Vec<Duration>) -> (Duration, Duration) {
-    v.sort();
-    let p99 = v[((v.len() * 99).div_ceil(100)).saturating_sub(1)];
-    (v[v.len() / 2], p99)
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+fn stats(v: Vec<Duration>) -> (Duration, Duration) {
+    let s = stats::stats(&v).expect("samples");
+    (s.median, s.p99)
 }
 
 /// The daemon, its data dir and cgroups, and the library baseline's:
@@ -298,10 +296,10 @@ fn main() {
         let (lm, lp) = stats(l);
         println!(
             "| {name} | {} | {} | {} | {} | {:.2}x |",
-            ms(hm),
-            ms(hp),
-            ms(lm),
-            ms(lp),
+            stats::fmt_dur(hm),
+            stats::fmt_dur(hp),
+            stats::fmt_dur(lm),
+            stats::fmt_dur(lp),
             hm.as_secs_f64() / lm.as_secs_f64()
         );
     };
@@ -319,8 +317,8 @@ fn main() {
     row("exec round trip of `true` on a running box", h_exec, l_exec);
     println!(
         "{conc} concurrent creates, wall time until all ran `true`: HTTP {} · library {}",
-        ms(h_wall),
-        ms(l_wall)
+        stats::fmt_dur(h_wall),
+        stats::fmt_dur(l_wall)
     );
     drop(rt);
 }

@@ -10,6 +10,9 @@
 //! Run as root: `cargo bench --bench runtime` (`-- --runs N` to change the
 //! count). Prints medians, p99s and ratios; never asserts a timing.
 
+#[path = "stats.rs"]
+mod stats;
+
 use boxd_agent::protocol::SpawnRequest;
 use boxd_runtime::{BoxSpec, Runtime, RuntimeConfig};
 use std::time::{Duration, Instant};
@@ -54,14 +57,9 @@ fn floor_once() -> Duration {
     t.elapsed()
 }
 
-fn stats(mut v: Vec<Duration>) -> (Duration, Duration) {
-    v.sort();
-    let p99 = v[((v.len() * 99).div_ceil(100)).saturating_sub(1)];
-    (v[v.len() / 2], p99)
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+fn stats(v: Vec<Duration>) -> (Duration, Duration) {
+    let s = stats::stats(&v).expect("samples");
+    (s.median, s.p99)
 }
 
 fn main() {
@@ -149,23 +147,23 @@ fn main() {
     println!("|---|---|---|");
     println!(
         "| create → first exec of `true` exits (boxd library) | {} | {} |",
-        ms(bm),
-        ms(bp)
+        stats::fmt_dur(bm),
+        stats::fmt_dur(bp)
     );
     println!(
         "| raw floor: clone(7 namespaces) + exec `true` | {} | {} |",
-        ms(fm),
-        ms(fp)
+        stats::fmt_dur(fm),
+        stats::fmt_dur(fp)
     );
     println!(
         "| exec round trip of `true` in a running box | {} | {} |",
-        ms(em),
-        ms(ep)
+        stats::fmt_dur(em),
+        stats::fmt_dur(ep)
     );
     println!(
         "| host spawn of `true` (std::process) | {} | {} |",
-        ms(sm),
-        ms(sp)
+        stats::fmt_dur(sm),
+        stats::fmt_dur(sp)
     );
     println!(
         "ratio create/floor (median): {:.2}x; exec/host spawn (median): {:.2}x",

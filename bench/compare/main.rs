@@ -28,6 +28,8 @@ mod mem;
 mod peers;
 mod report;
 mod scenarios;
+#[path = "../stats.rs"]
+mod stats;
 mod workspace;
 
 use anyhow::{bail, Context, Result};
