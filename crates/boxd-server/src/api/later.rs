@@ -42,7 +42,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/v2/box/settings/attach-headers", "attach headers"),
 ];
 
-/// A handler for any method that answers 501 naming `feature`.
+/// A handler for any method that answers 501 naming `feature`. It reads
+/// the request body first, so the connection stays usable (keep-alive).
 pub fn not_built(feature: &'static str) -> MethodRouter<Arc<AppState>> {
-    any(move || async move { ApiError::not_implemented(feature) })
+    any(move |_body: axum::body::Bytes| async move { ApiError::not_implemented(feature) })
 }
