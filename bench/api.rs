@@ -12,8 +12,8 @@
 //! library's. Run as root: `cargo bench --bench api [-- --runs N]`.
 //! Prints medians, p99s and ratios; asserts only that each step worked.
 
-#[path = "stats.rs"]
-mod stats;
+#[path = "shared.rs"]
+mod shared;
 
 use boxd_agent::protocol::SpawnRequest;
 use boxd_runtime::{BoxSpec, Runtime, RuntimeConfig};
@@ -100,7 +100,7 @@ impl Http {
 }
 
 fn stats(v: Vec<Duration>) -> (Duration, Duration) {
-    let s = stats::stats(&v).expect("samples");
+    let s = shared::stats(&v).expect("samples");
     (s.median, s.p99)
 }
 
@@ -192,17 +192,7 @@ fn main() {
     let mut n = 0;
     let mut lib_once = || {
         n += 1;
-        let t = Instant::now();
-        let b = rt
-            .create(&BoxSpec::new(format!("lib-{n}")))
-            .expect("create");
-        let out = tokio
-            .block_on(b.exec(SpawnRequest::argv(["/bin/true"])))
-            .expect("exec");
-        let d = t.elapsed();
-        assert_eq!(out.status.code, 0);
-        rt.destroy(b).expect("destroy");
-        d
+        shared::lib_cycle(&rt, &tokio, &format!("lib-{n}"))
     };
     let mut http = Http::connect(&addr, &key);
     let http_once = |http: &mut Http| {
@@ -296,10 +286,10 @@ fn main() {
         let (lm, lp) = stats(l);
         println!(
             "| {name} | {} | {} | {} | {} | {:.2}x |",
-            stats::fmt_dur(hm),
-            stats::fmt_dur(hp),
-            stats::fmt_dur(lm),
-            stats::fmt_dur(lp),
+            shared::fmt_dur(hm),
+            shared::fmt_dur(hp),
+            shared::fmt_dur(lm),
+            shared::fmt_dur(lp),
             hm.as_secs_f64() / lm.as_secs_f64()
         );
     };
@@ -317,8 +307,8 @@ fn main() {
     row("exec round trip of `true` on a running box", h_exec, l_exec);
     println!(
         "{conc} concurrent creates, wall time until all ran `true`: HTTP {} · library {}",
-        stats::fmt_dur(h_wall),
-        stats::fmt_dur(l_wall)
+        shared::fmt_dur(h_wall),
+        shared::fmt_dur(l_wall)
     );
     drop(rt);
 }

@@ -10,8 +10,8 @@
 //! Run as root: `cargo bench --bench runtime` (`-- --runs N` to change the
 //! count). Prints medians, p99s and ratios; never asserts a timing.
 
-#[path = "stats.rs"]
-mod stats;
+#[path = "shared.rs"]
+mod shared;
 
 use boxd_agent::protocol::SpawnRequest;
 use boxd_runtime::{BoxSpec, Runtime, RuntimeConfig};
@@ -19,46 +19,8 @@ use std::time::{Duration, Instant};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_boxd-agent");
 
-fn floor_once() -> Duration {
-    extern "C" fn child(_: *mut libc::c_void) -> libc::c_int {
-        let path = c"/bin/true";
-        let argv = [path.as_ptr(), std::ptr::null()];
-        let envp = [std::ptr::null()];
-        // SAFETY: exec in a vfork'd child with static strings.
-        unsafe {
-            libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
-            libc::_exit(127)
-        }
-    }
-    let mut stack = vec![0u8; 64 * 1024];
-    let flags = libc::CLONE_NEWUSER
-        | libc::CLONE_NEWNS
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWNET
-        | libc::CLONE_NEWUTS
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWCGROUP
-        | libc::CLONE_VM
-        | libc::CLONE_VFORK
-        | libc::SIGCHLD;
-    let t = Instant::now();
-    // SAFETY: the child only execs; CLONE_VFORK keeps the stack alive.
-    unsafe {
-        let top = stack.as_mut_ptr().add(stack.len()) as *mut libc::c_void;
-        let pid = libc::clone(child, top, flags, std::ptr::null_mut());
-        assert!(pid > 0, "clone: {}", std::io::Error::last_os_error());
-        let mut status = 0;
-        libc::waitpid(pid, &mut status, 0);
-        assert!(
-            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-            "floor child failed"
-        );
-    }
-    t.elapsed()
-}
-
 fn stats(v: Vec<Duration>) -> (Duration, Duration) {
-    let s = stats::stats(&v).expect("samples");
+    let s = shared::stats(&v).expect("samples");
     (s.median, s.p99)
 }
 
@@ -101,26 +63,16 @@ fn main() {
     let mut n = 0;
     let mut box_once = || {
         n += 1;
-        let t = Instant::now();
-        let b = rt
-            .create(&BoxSpec::new(format!("bench-{n}")))
-            .expect("create");
-        let out = tokio
-            .block_on(b.exec(SpawnRequest::argv(["/bin/true"])))
-            .expect("exec");
-        let d = t.elapsed();
-        assert_eq!(out.status.code, 0);
-        rt.destroy(b).expect("destroy");
-        d
+        shared::lib_cycle(&rt, &tokio, &format!("bench-{n}"))
     };
     for _ in 0..5 {
         box_once();
-        floor_once();
+        shared::floor_true().expect("floor");
     }
     let (mut boxes, mut floor) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         boxes.push(box_once());
-        floor.push(floor_once());
+        floor.push(shared::floor_true().expect("floor"));
     }
     let (bm, bp) = stats(boxes);
     let (fm, fp) = stats(floor);
@@ -147,23 +99,23 @@ fn main() {
     println!("|---|---|---|");
     println!(
         "| create → first exec of `true` exits (boxd library) | {} | {} |",
-        stats::fmt_dur(bm),
-        stats::fmt_dur(bp)
+        shared::fmt_dur(bm),
+        shared::fmt_dur(bp)
     );
     println!(
         "| raw floor: clone(7 namespaces) + exec `true` | {} | {} |",
-        stats::fmt_dur(fm),
-        stats::fmt_dur(fp)
+        shared::fmt_dur(fm),
+        shared::fmt_dur(fp)
     );
     println!(
         "| exec round trip of `true` in a running box | {} | {} |",
-        stats::fmt_dur(em),
-        stats::fmt_dur(ep)
+        shared::fmt_dur(em),
+        shared::fmt_dur(ep)
     );
     println!(
         "| host spawn of `true` (std::process) | {} | {} |",
-        stats::fmt_dur(sm),
-        stats::fmt_dur(sp)
+        shared::fmt_dur(sm),
+        shared::fmt_dur(sp)
     );
     println!(
         "ratio create/floor (median): {:.2}x; exec/host spawn (median): {:.2}x",

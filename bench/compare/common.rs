@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use crate::stats::{fmt_dur, stats, Stats};
+pub use crate::shared::{fmt_dur, stats, Stats};
 
 /// Median of floating-point values (mean of the two middle ones for an
 /// even count).

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Longest any single peer command may take before it is killed.
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(120);
@@ -188,51 +188,9 @@ pub fn podman_run_true(ws: &Workspace) -> Result<Duration> {
     Ok(run_timed(&mut c, Io::Capture, CMD_TIMEOUT)?.0)
 }
 
-/// The raw floor: `clone` with the box's namespaces (user, mount, pid, net,
-/// uts, ipc, cgroup) + exec `/bin/true` + wait. No rootfs, cgroups or
-/// supervisor: the least any of these tools can cost.
+/// The raw floor (see `shared::floor_true`).
 pub fn floor_true() -> Result<Duration> {
-    extern "C" fn child(_: *mut libc::c_void) -> libc::c_int {
-        let path = c"/bin/true";
-        let argv = [path.as_ptr(), std::ptr::null()];
-        let envp = [std::ptr::null()];
-        // SAFETY: exec in a vfork'd child with static strings.
-        unsafe {
-            libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
-            libc::_exit(127)
-        }
-    }
-    let mut stack = vec![0u8; 64 * 1024];
-    let flags = libc::CLONE_NEWUSER
-        | libc::CLONE_NEWNS
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWNET
-        | libc::CLONE_NEWUTS
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWCGROUP
-        | libc::CLONE_VM
-        | libc::CLONE_VFORK
-        | libc::SIGCHLD;
-    let t = Instant::now();
-    // SAFETY: the child only execs; CLONE_VFORK keeps the stack alive
-    // until then.
-    let pid = unsafe {
-        let top = stack.as_mut_ptr().add(stack.len()) as *mut libc::c_void;
-        libc::clone(child, top, flags, std::ptr::null_mut())
-    };
-    if pid < 0 {
-        return Err(std::io::Error::last_os_error()).context("clone with the box's namespaces");
-    }
-    let mut status = 0;
-    // SAFETY: waiting for our own child.
-    if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
-        return Err(std::io::Error::last_os_error()).context("waitpid");
-    }
-    let d = t.elapsed();
-    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-        bail!("the floor's child failed (wait status {status})");
-    }
-    Ok(d)
+    crate::shared::floor_true().context("clone with the box's namespaces + exec true")
 }
 
 /// `/bin/true` spawned on the host (std::process, through the same helper

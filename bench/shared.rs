@@ -1,0 +1,109 @@
+#![allow(dead_code)] // each benchmark uses a part of it
+//! What every benchmark in `bench/` shares: median and p99 of samples,
+//! durations for tables, the raw floor (clone with a box's namespaces +
+//! exec `true`), and one library box cycle (create → exec `true` →
+//! destroy). Measures and formats; never asserts a timing.
+
+use boxd_agent::protocol::SpawnRequest;
+use boxd_runtime::{BoxSpec, Runtime};
+use std::time::{Duration, Instant};
+
+/// Median and 99th percentile of a set of samples.
+#[derive(Debug, Clone, Copy)]
+pub struct Stats {
+    pub n: usize,
+    pub median: Duration,
+    pub p99: Duration,
+}
+
+/// Median (upper median for an even count, as `bench/runtime.rs`) and p99
+/// (nearest rank).
+pub fn stats(samples: &[Duration]) -> Option<Stats> {
+    if samples.is_empty() {
+        return None;
+    }
+    let mut v = samples.to_vec();
+    v.sort();
+    let p99 = v[((v.len() * 99).div_ceil(100)).saturating_sub(1)];
+    Some(Stats {
+        n: v.len(),
+        median: v[v.len() / 2],
+        p99,
+    })
+}
+
+/// A duration for a table: milliseconds, three significant decimals below
+/// 100 ms, seconds from 10 s.
+pub fn fmt_dur(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1e3;
+    if ms >= 10_000.0 {
+        format!("{:.2} s", ms / 1e3)
+    } else if ms >= 100.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{ms:.3} ms")
+    }
+}
+
+/// The raw floor: `clone` with the box's namespaces (user, mount, pid, net,
+/// uts, ipc, cgroup) + exec `/bin/true` + wait. No rootfs, cgroups or
+/// supervisor: the least any of these tools can cost.
+pub fn floor_true() -> std::io::Result<Duration> {
+    extern "C" fn child(_: *mut libc::c_void) -> libc::c_int {
+        let path = c"/bin/true";
+        let argv = [path.as_ptr(), std::ptr::null()];
+        let envp = [std::ptr::null()];
+        // SAFETY: exec in a vfork'd child with static strings.
+        unsafe {
+            libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            libc::_exit(127)
+        }
+    }
+    let mut stack = vec![0u8; 64 * 1024];
+    let flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWCGROUP
+        | libc::CLONE_VM
+        | libc::CLONE_VFORK
+        | libc::SIGCHLD;
+    let t = Instant::now();
+    // SAFETY: the child only execs; CLONE_VFORK keeps the stack alive
+    // until then.
+    let pid = unsafe {
+        let top = stack.as_mut_ptr().add(stack.len()) as *mut libc::c_void;
+        libc::clone(child, top, flags, std::ptr::null_mut())
+    };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
+        return Err(std::io::Error::last_os_error());
+    }
+    let d = t.elapsed();
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        return Err(std::io::Error::other(format!(
+            "the floor's child failed (wait status {status})"
+        )));
+    }
+    Ok(d)
+}
+
+/// Creates a box through the library, runs `true` in it and destroys it;
+/// returns the time from the create call to the exit of `true`.
+pub fn lib_cycle(rt: &Runtime, tokio: &tokio::runtime::Runtime, id: &str) -> Duration {
+    let t = Instant::now();
+    let b = rt.create(&BoxSpec::new(id)).expect("create");
+    let out = tokio
+        .block_on(b.exec(SpawnRequest::argv(["/bin/true"])))
+        .expect("exec");
+    let d = t.elapsed();
+    assert_eq!(out.status.code, 0);
+    rt.destroy(b).expect("destroy");
+    d
+}
