@@ -230,10 +230,14 @@ impl Drop for TestDaemon {
         }
         remove_cgroup_parent(&self.cgroup_parent);
         let _ = std::fs::remove_dir_all(&self.dir);
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_file(self.log_path());
-        } else {
-            eprintln!("daemon log kept at {}", self.log_path().display());
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(80).collect();
+            eprintln!("---- last lines of the daemon's log ----");
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
         }
+        let _ = std::fs::remove_file(self.log_path());
     }
 }
