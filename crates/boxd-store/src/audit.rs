@@ -97,18 +97,18 @@ impl Store {
     pub fn append_audit(&self, event: &NewAuditEvent) -> Result<i64> {
         let data_json = serde_json::to_string(&event.data)?;
         let conn = self.conn();
-        conn.execute(
+        conn.prepare_cached(
             "INSERT INTO audit_events (ts, team_id, box_id, kind, key_id, data_json)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                now_ms(),
-                event.team_id,
-                event.box_id,
-                event.kind,
-                event.key_id,
-                data_json
-            ],
-        )
+        )?
+        .execute(params![
+            now_ms(),
+            event.team_id,
+            event.box_id,
+            event.kind,
+            event.key_id,
+            data_json
+        ])
         .map_err(|e| match sqlite_code(&e) {
             Some(FOREIGN_KEY) => StoreError::NotFound(format!("team {}", event.team_id)),
             _ => e.into(),
