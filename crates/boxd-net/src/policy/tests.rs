@@ -402,6 +402,10 @@ fn allow_net_refused() {
         ("*.co.uk", |e| {
             matches!(e, PolicyError::WildcardOverPublicSuffix { .. })
         }),
+        // PSL wildcard rule `*.ck`: every `x.ck` is a public suffix.
+        ("*.anything.ck", |e| {
+            matches!(e, PolicyError::WildcardOverPublicSuffix { .. })
+        }),
         ("*.com.au:443", |e| {
             matches!(e, PolicyError::WildcardOverPublicSuffix { .. })
         }),
