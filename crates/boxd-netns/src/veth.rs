@@ -5,8 +5,8 @@
 //!
 //! Owns: creating, configuring, listing and deleting `bx*` links over
 //! rtnetlink (no `ip` subprocess). The peer is created directly inside the
-//! box's namespace (`IFLA_NET_NS_FD` on the peer), both ends come up in
-//! the same request, and IPv6 addresses skip duplicate address detection
+//! box's namespace (`IFLA_NET_NS_FD` on the peer), the host end comes up in
+//! the same request and the box end right after, and IPv6 addresses skip duplicate address detection
 //! (`IFA_F_NODAD`) so they are usable at once. Configuring the box end
 //! needs a netlink socket inside the box's namespace: it is opened on a
 //! short-lived thread that joins the namespace (see [`crate::netns`]).
@@ -161,9 +161,10 @@ impl Veths {
     }
 
     async fn add_pair(&self, name: &str, box_netns: BorrowedFd<'_>) -> Result<()> {
+        // The peer cannot be brought up in this request (veth_open sees no
+        // peer yet: ENOTCONN); the host end can, it is configured last.
         let peer = LinkUnspec::new_with_name(BOX_IFNAME)
             .setns_by_fd(box_netns.as_raw_fd())
-            .up()
             .build();
         let msg = LinkVeth::new(name, BOX_IFNAME)
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
@@ -194,6 +195,11 @@ impl Veths {
         let nl = &inside.handle;
         let target = format!("{BOX_IFNAME} of {name}");
         let index = link_index(nl, BOX_IFNAME).await?;
+        nl.link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .map_err(NetError::netlink("set link up", &target))?;
         let (v4, v6) = futures_util::join!(
             add_addr(nl, index, &target, IpAddr::V4(a.box_v4)),
             add_addr(nl, index, &target, IpAddr::V6(a.box_v6)),
