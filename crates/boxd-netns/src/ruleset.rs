@@ -12,7 +12,7 @@
 //!   local address (the host end of `bx<slot>`). `redirect`, not TPROXY:
 //!   no policy routing, no `IP_TRANSPARENT` sockets, and conntrack keeps
 //!   the original destination for the proxy to read.
-//! - input: only redirected connections (`ct status dnat`) to the proxy
+//! - input (chain `box_input`): only redirected connections (`ct status dnat`) to the proxy
 //!   and resolver ports, and ICMPv6 neighbour solicitations/adverts
 //!   (hop limit 255), are accepted; everything else is dropped (other
 //!   host ports, UDP incl. QUIC, ICMP, other protocols);
@@ -125,19 +125,19 @@ impl Ruleset {
         let mut t = String::new();
         let _ = writeln!(t, "table inet {table} {{");
         // Before conntrack/NAT: spoofed sources and link-local targets.
-        let _ = writeln!(t, "\tchain guard {{");
+        let _ = writeln!(t, "\tchain box_guard {{");
         let _ = writeln!(t, "\t\ttype filter hook prerouting priority raw; policy accept;");
         let _ = writeln!(t, "\t\t{box_if} fib saddr . iif oif missing counter drop");
         let _ = writeln!(t, "\t\t{box_if} ip6 daddr fe80::/10 meta l4proto != ipv6-icmp counter drop");
         let _ = writeln!(t, "\t}}");
         // Redirects: DNS to the resolver, every other TCP to the proxy.
-        let _ = writeln!(t, "\tchain redirect {{");
+        let _ = writeln!(t, "\tchain box_redirect {{");
         let _ = writeln!(t, "\t\ttype nat hook prerouting priority dstnat; policy accept;");
         let _ = writeln!(t, "\t\t{box_if} meta l4proto {{ tcp, udp }} th dport 53 redirect to :{dns}");
         let _ = writeln!(t, "\t\t{box_if} meta l4proto tcp redirect to :{proxy}");
         let _ = writeln!(t, "\t}}");
         // What a box may reach on the host: the two redirect targets.
-        let _ = writeln!(t, "\tchain input {{");
+        let _ = writeln!(t, "\tchain box_input {{");
         let _ = writeln!(t, "\t\ttype filter hook input priority filter; policy accept;");
         let _ = writeln!(t, "\t\t{box_if} jump from_box");
         let _ = writeln!(t, "\t}}");
@@ -151,7 +151,7 @@ impl Ruleset {
         let _ = writeln!(t, "\t\tcounter drop");
         let _ = writeln!(t, "\t}}");
         // Nothing is ever routed from or to a box.
-        let _ = writeln!(t, "\tchain forward {{");
+        let _ = writeln!(t, "\tchain box_forward {{");
         let _ = writeln!(t, "\t\ttype filter hook forward priority filter; policy accept;");
         let _ = writeln!(t, "\t\t{box_if} counter drop");
         let _ = writeln!(t, "\t\toifname \"{iface_prefix}*\" counter drop");
