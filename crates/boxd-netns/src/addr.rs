@@ -116,7 +116,10 @@ impl AddressPlan {
             || (o[0] == 172 && (o[1] & 0xf0) == 16 && v4_len >= 12)
             || (o[0] == 192 && o[1] == 168 && v4_len >= 16);
         if !(private || shared) {
-            return Err(bad(&v4_pool, "not inside 10/8, 172.16/12, 192.168/16 or 100.64/10"));
+            return Err(bad(
+                &v4_pool,
+                "not inside 10/8, 172.16/12, 192.168/16 or 100.64/10",
+            ));
         }
         if v6_len > V6_BOX_PREFIX_LEN {
             return Err(bad(&v6_pool, "an IPv6 prefix must be /64 or larger"));
@@ -183,7 +186,9 @@ impl AddressPlan {
 
     /// The slot whose *box-side* address is `addr`, or `None`.
     pub fn slot_of_box_addr(&self, addr: IpAddr) -> Option<u32> {
-        self.slot_of(addr).filter(|&(_, host)| !host).map(|(s, _)| s)
+        self.slot_of(addr)
+            .filter(|&(_, host)| !host)
+            .map(|(s, _)| s)
     }
 
     /// `(slot, is_host_end)` of an address in the plan.
@@ -206,7 +211,10 @@ impl AddressPlan {
                 if a & mask_v6(self.v6_len) != u128::from(self.v6_net) {
                     return None;
                 }
-                let slot = (a >> 64) as u64 & !(u64::MAX.checked_shl(64 - u32::from(self.v6_len)).unwrap_or(0));
+                let slot = (a >> 64) as u64
+                    & !(u64::MAX
+                        .checked_shl(64 - u32::from(self.v6_len))
+                        .unwrap_or(0));
                 let iid = a as u64;
                 let host = match iid {
                     1 => true,
@@ -249,10 +257,16 @@ mod tests {
         assert_eq!(s.host_ifname(), "bx300");
         let last = plan.slot(32767).unwrap();
         assert_eq!(last.box_v4, Ipv4Addr::new(10, 88, 255, 255));
-        assert_eq!(last.host_v6, "fd42:b0c5:0:7fff::1".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(
+            last.host_v6,
+            "fd42:b0c5:0:7fff::1".parse::<Ipv6Addr>().unwrap()
+        );
         assert!(matches!(
             plan.slot(32768),
-            Err(NetError::SlotOutOfRange { slot: 32768, capacity: 32768 })
+            Err(NetError::SlotOutOfRange {
+                slot: 32768,
+                capacity: 32768
+            })
         ));
     }
 
@@ -287,14 +301,26 @@ mod tests {
     #[test]
     fn reverse_mapping_rejects_foreign_addresses() {
         let plan = AddressPlan::default();
-        for a in ["10.89.0.0", "127.0.0.1", "fd42:b0c5:0:5::3", "fd42:b0c6::1", "::1"] {
+        for a in [
+            "10.89.0.0",
+            "127.0.0.1",
+            "fd42:b0c5:0:5::3",
+            "fd42:b0c6::1",
+            "::1",
+        ] {
             assert_eq!(plan.slot_of_host_addr(a.parse().unwrap()), None, "{a}");
             assert_eq!(plan.slot_of_box_addr(a.parse().unwrap()), None, "{a}");
         }
         // IPv6 subnets past the IPv4 capacity are not slots.
-        assert_eq!(plan.slot_of_host_addr("fd42:b0c5:0:8000::1".parse().unwrap()), None);
+        assert_eq!(
+            plan.slot_of_host_addr("fd42:b0c5:0:8000::1".parse().unwrap()),
+            None
+        );
         // A v4-mapped local address (dual-stack listener) still maps.
-        assert_eq!(plan.slot_of_host_addr("::ffff:10.88.0.10".parse().unwrap()), Some(5));
+        assert_eq!(
+            plan.slot_of_host_addr("::ffff:10.88.0.10".parse().unwrap()),
+            Some(5)
+        );
     }
 
     #[test]
@@ -308,13 +334,23 @@ mod tests {
         .unwrap();
         // 128 IPv4 pairs, but only 4 /64s in a /62.
         assert_eq!(plan.capacity(), 4);
-        assert_eq!(plan.slot(3).unwrap().host_v6, "fd00:1:2:7::1".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(
+            plan.slot(3).unwrap().host_v6,
+            "fd00:1:2:7::1".parse::<Ipv6Addr>().unwrap()
+        );
         assert!(plan.slot(4).is_err());
-        let one = AddressPlan::new(Ipv4Addr::new(10, 0, 0, 8), 31, "fd00::".parse().unwrap(), 64).unwrap();
+        let one = AddressPlan::new(
+            Ipv4Addr::new(10, 0, 0, 8),
+            31,
+            "fd00::".parse().unwrap(),
+            64,
+        )
+        .unwrap();
         assert_eq!(one.capacity(), 1);
         assert_eq!(one.slot(0).unwrap().box_v4, Ipv4Addr::new(10, 0, 0, 9));
         // A /8 of IPv4 with a /32 of IPv6 is capped by u32.
-        let big = AddressPlan::new(Ipv4Addr::new(10, 0, 0, 0), 8, "fd00::".parse().unwrap(), 8).unwrap();
+        let big =
+            AddressPlan::new(Ipv4Addr::new(10, 0, 0, 0), 8, "fd00::".parse().unwrap(), 8).unwrap();
         assert_eq!(big.capacity(), 1 << 23);
     }
 
@@ -323,9 +359,9 @@ mod tests {
         let v6: Ipv6Addr = "fd42:b0c5::".parse().unwrap();
         let v4 = Ipv4Addr::new(10, 88, 0, 0);
         for (a, l) in [
-            (Ipv4Addr::new(10, 88, 0, 1), 16), // host bits
-            (Ipv4Addr::new(8, 8, 0, 0), 16),   // public
-            (Ipv4Addr::new(172, 0, 0, 0), 8),  // wider than 172.16/12
+            (Ipv4Addr::new(10, 88, 0, 1), 16),   // host bits
+            (Ipv4Addr::new(8, 8, 0, 0), 16),     // public
+            (Ipv4Addr::new(172, 0, 0, 0), 8),    // wider than 172.16/12
             (Ipv4Addr::new(192, 168, 0, 0), 15), // wider than 192.168/16
             (v4, 32),
             (v4, 4),
@@ -338,7 +374,10 @@ mod tests {
             ("fd42:b0c5::", 96),
             ("fc00::", 6),
         ] {
-            assert!(AddressPlan::new(v4, 16, a.parse().unwrap(), l).is_err(), "{a}/{l}");
+            assert!(
+                AddressPlan::new(v4, 16, a.parse().unwrap(), l).is_err(),
+                "{a}/{l}"
+            );
         }
         assert!(AddressPlan::new(Ipv4Addr::new(100, 64, 0, 0), 10, v6, 48).is_ok());
     }

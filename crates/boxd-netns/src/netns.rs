@@ -46,7 +46,9 @@ where
                 Ok(f())
             })
             .map_err(NetError::io("spawn a namespace thread"))?;
-        worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        worker
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
 }
 

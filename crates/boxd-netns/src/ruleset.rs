@@ -80,7 +80,8 @@ fn is_simple_name(s: &str, max: usize) -> bool {
     !s.is_empty()
         && s.len() <= max
         && s.starts_with(|c: char| c.is_ascii_lowercase())
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 impl Ruleset {
@@ -89,17 +90,26 @@ impl Ruleset {
     pub fn new(config: RulesetConfig) -> Result<Self> {
         let bad = |m: String| Err(NetError::InvalidRuleset(m));
         if !is_simple_name(&config.table, 32) {
-            return bad(format!("table name {:?}: use 1-32 of a-z, 0-9, '_'", config.table));
+            return bad(format!(
+                "table name {:?}: use 1-32 of a-z, 0-9, '_'",
+                config.table
+            ));
         }
         // Interface names are at most 15 bytes; leave room for a slot number.
         if !is_simple_name(&config.iface_prefix, 5) {
-            return bad(format!("interface prefix {:?}: use 1-5 of a-z, 0-9, '_'", config.iface_prefix));
+            return bad(format!(
+                "interface prefix {:?}: use 1-5 of a-z, 0-9, '_'",
+                config.iface_prefix
+            ));
         }
         if config.proxy_port == 0 || config.resolver_port == 0 {
             return bad("proxy and resolver ports must be non-zero".into());
         }
         if config.proxy_port == config.resolver_port {
-            return bad(format!("proxy and resolver share port {}", config.proxy_port));
+            return bad(format!(
+                "proxy and resolver share port {}",
+                config.proxy_port
+            ));
         }
         if config.nft.is_empty() {
             return bad("empty nft binary path".into());
@@ -126,24 +136,45 @@ impl Ruleset {
         let _ = writeln!(t, "table inet {table} {{");
         // Before conntrack/NAT: spoofed sources and link-local targets.
         let _ = writeln!(t, "\tchain box_guard {{");
-        let _ = writeln!(t, "\t\ttype filter hook prerouting priority raw; policy accept;");
+        let _ = writeln!(
+            t,
+            "\t\ttype filter hook prerouting priority raw; policy accept;"
+        );
         let _ = writeln!(t, "\t\t{box_if} fib saddr . iif oif missing counter drop");
-        let _ = writeln!(t, "\t\t{box_if} ip6 daddr fe80::/10 meta l4proto != ipv6-icmp counter drop");
+        let _ = writeln!(
+            t,
+            "\t\t{box_if} ip6 daddr fe80::/10 meta l4proto != ipv6-icmp counter drop"
+        );
         let _ = writeln!(t, "\t}}");
         // Redirects: DNS to the resolver, every other TCP to the proxy.
         let _ = writeln!(t, "\tchain box_redirect {{");
-        let _ = writeln!(t, "\t\ttype nat hook prerouting priority dstnat; policy accept;");
-        let _ = writeln!(t, "\t\t{box_if} meta l4proto {{ tcp, udp }} th dport 53 redirect to :{dns}");
+        let _ = writeln!(
+            t,
+            "\t\ttype nat hook prerouting priority dstnat; policy accept;"
+        );
+        let _ = writeln!(
+            t,
+            "\t\t{box_if} meta l4proto {{ tcp, udp }} th dport 53 redirect to :{dns}"
+        );
         let _ = writeln!(t, "\t\t{box_if} meta l4proto tcp redirect to :{proxy}");
         let _ = writeln!(t, "\t}}");
         // What a box may reach on the host: the two redirect targets.
         let _ = writeln!(t, "\tchain box_input {{");
-        let _ = writeln!(t, "\t\ttype filter hook input priority filter; policy accept;");
+        let _ = writeln!(
+            t,
+            "\t\ttype filter hook input priority filter; policy accept;"
+        );
         let _ = writeln!(t, "\t\t{box_if} jump from_box");
         let _ = writeln!(t, "\t}}");
         let _ = writeln!(t, "\tchain from_box {{");
-        let _ = writeln!(t, "\t\tmeta l4proto tcp th dport {proxy} ct status dnat accept");
-        let _ = writeln!(t, "\t\tmeta l4proto {{ tcp, udp }} th dport {dns} ct status dnat accept");
+        let _ = writeln!(
+            t,
+            "\t\tmeta l4proto tcp th dport {proxy} ct status dnat accept"
+        );
+        let _ = writeln!(
+            t,
+            "\t\tmeta l4proto {{ tcp, udp }} th dport {dns} ct status dnat accept"
+        );
         let _ = writeln!(
             t,
             "\t\ticmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert }} ip6 hoplimit 255 accept"
@@ -152,7 +183,10 @@ impl Ruleset {
         let _ = writeln!(t, "\t}}");
         // Nothing is ever routed from or to a box.
         let _ = writeln!(t, "\tchain box_forward {{");
-        let _ = writeln!(t, "\t\ttype filter hook forward priority filter; policy accept;");
+        let _ = writeln!(
+            t,
+            "\t\ttype filter hook forward priority filter; policy accept;"
+        );
         let _ = writeln!(t, "\t\t{box_if} counter drop");
         let _ = writeln!(t, "\t\toifname \"{iface_prefix}*\" counter drop");
         let _ = writeln!(t, "\t}}");
@@ -225,7 +259,11 @@ impl Ruleset {
         let nft = &self.config.nft;
         let mut cmd = tokio::process::Command::new(nft);
         cmd.args(args)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
@@ -243,9 +281,9 @@ impl Ruleset {
                 });
             }
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(NetError::io(format!("run {nft} (install the nftables package)")))?;
+        let mut child = cmd.spawn().map_err(NetError::io(format!(
+            "run {nft} (install the nftables package)"
+        )))?;
         if let Some(input) = stdin {
             if let Some(mut pipe) = child.stdin.take() {
                 pipe.write_all(input.as_bytes())
@@ -286,7 +324,9 @@ mod tests {
         let l = lines(&rules().table_text());
         let dns = l
             .iter()
-            .position(|r| r == "iifname \"bx*\" meta l4proto { tcp, udp } th dport 53 redirect to :15053")
+            .position(|r| {
+                r == "iifname \"bx*\" meta l4proto { tcp, udp } th dport 53 redirect to :15053"
+            })
             .expect("dns redirect");
         let tcp = l
             .iter()
@@ -330,7 +370,10 @@ mod tests {
         let r = rules();
         let s = r.install_script();
         assert!(s.starts_with("add table inet boxd\ndelete table inet boxd\ntable inet boxd {\n"));
-        assert_eq!(r.remove_script(), "add table inet boxd\ndelete table inet boxd\n");
+        assert_eq!(
+            r.remove_script(),
+            "add table inet boxd\ndelete table inet boxd\n"
+        );
         let mut c = RulesetConfig::new(1, 2);
         c.table = "boxd_test".into();
         c.iface_prefix = "vb".into();

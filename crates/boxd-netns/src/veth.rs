@@ -30,7 +30,9 @@ use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute};
 use rtnetlink::{LinkUnspec, LinkVeth, RouteMessageBuilder};
 use tokio::task::JoinHandle;
 
-use crate::addr::{host_ifname, slot_of_ifname, AddressPlan, SlotAddrs, V4_PAIR_PREFIX_LEN, V6_BOX_PREFIX_LEN};
+use crate::addr::{
+    host_ifname, slot_of_ifname, AddressPlan, SlotAddrs, V4_PAIR_PREFIX_LEN, V6_BOX_PREFIX_LEN,
+};
 use crate::error::{NetError, Result};
 use crate::netns;
 
@@ -220,7 +222,14 @@ impl Veths {
     pub async fn remove(&self, slot: u32) -> Result<bool> {
         let name = host_ifname(slot);
         let msg = LinkUnspec::new_with_name(&name).build();
-        match self.host.handle.link().del_with_message(msg).execute().await {
+        match self
+            .host
+            .handle
+            .link()
+            .del_with_message(msg)
+            .execute()
+            .await
+        {
             Ok(()) => {
                 tracing::debug!(ifname = %name, "box veth removed");
                 Ok(true)
@@ -287,14 +296,21 @@ async fn add_addr(nl: &rtnetlink::Handle, index: u32, target: &str, addr: IpAddr
         // boxd and one box share.
         let msg = req.message_mut();
         msg.header.flags = AddressHeaderFlags::Nodad;
-        msg.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        msg.attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
     }
-    req.execute()
-        .await
-        .map_err(NetError::netlink("add address", format!("{addr}/{prefix_len} on {target}")))
+    req.execute().await.map_err(NetError::netlink(
+        "add address",
+        format!("{addr}/{prefix_len} on {target}"),
+    ))
 }
 
-async fn default_route_v4(nl: &rtnetlink::Handle, index: u32, via: Ipv4Addr, target: &str) -> Result<()> {
+async fn default_route_v4(
+    nl: &rtnetlink::Handle,
+    index: u32,
+    via: Ipv4Addr,
+    target: &str,
+) -> Result<()> {
     let route = RouteMessageBuilder::<Ipv4Addr>::new()
         .output_interface(index)
         .gateway(via)
@@ -303,10 +319,18 @@ async fn default_route_v4(nl: &rtnetlink::Handle, index: u32, via: Ipv4Addr, tar
         .add(route)
         .execute()
         .await
-        .map_err(NetError::netlink("add default route", format!("via {via} on {target}")))
+        .map_err(NetError::netlink(
+            "add default route",
+            format!("via {via} on {target}"),
+        ))
 }
 
-async fn default_route_v6(nl: &rtnetlink::Handle, index: u32, via: Ipv6Addr, target: &str) -> Result<()> {
+async fn default_route_v6(
+    nl: &rtnetlink::Handle,
+    index: u32,
+    via: Ipv6Addr,
+    target: &str,
+) -> Result<()> {
     let route = RouteMessageBuilder::<Ipv6Addr>::new()
         .output_interface(index)
         .gateway(via)
@@ -315,5 +339,8 @@ async fn default_route_v6(nl: &rtnetlink::Handle, index: u32, via: Ipv6Addr, tar
         .add(route)
         .execute()
         .await
-        .map_err(NetError::netlink("add default route", format!("via {via} on {target}")))
+        .map_err(NetError::netlink(
+            "add default route",
+            format!("via {via} on {target}"),
+        ))
 }

@@ -28,7 +28,11 @@ async fn install_replace_remove() {
     let rs = ruleset();
     assert_eq!(rs.current(Some(host.as_fd())).await.unwrap(), None);
     rs.install(Some(host.as_fd())).await.expect("install");
-    let listed = rs.current(Some(host.as_fd())).await.unwrap().expect("installed");
+    let listed = rs
+        .current(Some(host.as_fd()))
+        .await
+        .unwrap()
+        .expect("installed");
     for needle in [
         "table inet boxd",
         "redirect to :15001",
@@ -46,11 +50,17 @@ async fn install_replace_remove() {
     assert_eq!(again.matches("redirect to :15001").count(), 1);
     rs.remove(Some(host.as_fd())).await.expect("remove");
     assert_eq!(rs.current(Some(host.as_fd())).await.unwrap(), None);
-    rs.remove(Some(host.as_fd())).await.expect("remove is idempotent");
+    rs.remove(Some(host.as_fd()))
+        .await
+        .expect("remove is idempotent");
     // A broken nft binary is a clear error, not a panic.
     let mut cfg = RulesetConfig::new(PROXY, RESOLVER);
     cfg.nft = "/nonexistent/nft".into();
-    let err = Ruleset::new(cfg).unwrap().install(Some(host.as_fd())).await.unwrap_err();
+    let err = Ruleset::new(cfg)
+        .unwrap()
+        .install(Some(host.as_fd()))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("nftables"), "{err}");
 }
 
@@ -89,7 +99,10 @@ fn lands_on_proxy(ns: &OwnedFd, proxy: &Socket, to: SocketAddr) -> SocketAddr {
 }
 
 fn nothing_pending(l: &Socket, what: &str) {
-    assert!(common::accept_within(l, Duration::ZERO).is_none(), "{what} got a connection");
+    assert!(
+        common::accept_within(l, Duration::ZERO).is_none(),
+        "{what} got a connection"
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -127,13 +140,28 @@ async fn box_traffic_goes_to_proxy_and_resolver_only() {
     common::connect_from(&ns_a, sa(b.box_v4, 8080), PATIENT).expect("control: box b");
     assert!(common::accept_within(&b_tcp, PATIENT).is_some());
     a_udp.send_to(b"hi", &sa(a.host_v4, 9999).into()).unwrap();
-    assert!(common::recv_within(&h.service_udp, PATIENT).is_some(), "control: udp");
+    assert!(
+        common::recv_within(&h.service_udp, PATIENT).is_some(),
+        "control: udp"
+    );
     a_udp.send_to(b"hi", &sa(b.box_v4, 9999).into()).unwrap();
-    assert!(common::recv_within(&b_udp, PATIENT).is_some(), "control: udp to box b");
-    assert!(common::ping_from(&ns_a, IpAddr::V4(a.host_v4), PATIENT), "control: ping");
-    assert!(common::ping_from(&ns_a, IpAddr::V6(a.host_v6), PATIENT), "control: ping6");
+    assert!(
+        common::recv_within(&b_udp, PATIENT).is_some(),
+        "control: udp to box b"
+    );
+    assert!(
+        common::ping_from(&ns_a, IpAddr::V4(a.host_v4), PATIENT),
+        "control: ping"
+    );
+    assert!(
+        common::ping_from(&ns_a, IpAddr::V6(a.host_v6), PATIENT),
+        "control: ping6"
+    );
 
-    ruleset().install(Some(host.as_fd())).await.expect("install");
+    ruleset()
+        .install(Some(host.as_fd()))
+        .await
+        .expect("install");
 
     // TCP anywhere lands on the proxy, which sees the original
     // destination and knows the box from the local address.
@@ -155,23 +183,77 @@ async fn box_traffic_goes_to_proxy_and_resolver_only() {
     nothing_pending(&b_tcp, "box b");
 
     // DNS, UDP and TCP, to any resolver: boxd's resolver.
-    a_udp.send_to(b"query", &sa([8, 8, 8, 8], 53).into()).unwrap();
+    a_udp
+        .send_to(b"query", &sa([8, 8, 8, 8], 53).into())
+        .unwrap();
     let (data, from) = common::recv_within(&h.dns_udp4, PATIENT).expect("udp 53 redirected");
-    assert_eq!((data.as_slice(), from), (&b"query"[..], sa(a.box_v4, a_udp_port(&a_udp))));
+    assert_eq!(
+        (data.as_slice(), from),
+        (&b"query"[..], sa(a.box_v4, a_udp_port(&a_udp)))
+    );
     // The answer comes back as if from 8.8.8.8 (conntrack un-NATs it).
     h.dns_udp4.send_to(b"answer", &from.into()).unwrap();
     let (data, from) = common::recv_within(&a_udp, PATIENT).expect("dns answer");
-    assert_eq!((data.as_slice(), from), (&b"answer"[..], sa([8, 8, 8, 8], 53)));
+    assert_eq!(
+        (data.as_slice(), from),
+        (&b"answer"[..], sa([8, 8, 8, 8], 53))
+    );
     let a_udp6 = common::udp_socket(&ns_a, sa(any6, 0));
     a_udp6
-        .send_to(b"q6", &sa("2001:4860:4860::8888".parse::<Ipv6Addr>().unwrap(), 53).into())
+        .send_to(
+            b"q6",
+            &sa("2001:4860:4860::8888".parse::<Ipv6Addr>().unwrap(), 53).into(),
+        )
         .unwrap();
     let (_, from) = common::recv_within(&h.dns_udp6, PATIENT).expect("udp6 53 redirected");
     assert_eq!(from.ip(), IpAddr::V6(a.box_v6));
     common::connect_from(&ns_a, sa([9, 9, 9, 9], 53), PATIENT).expect("tcp 53");
     let (conn, _) = common::accept_within(&h.dns_tcp4, PATIENT).expect("tcp 53 on the resolver");
-    assert_eq!(conn.original_dst_v4().unwrap().as_socket(), Some(sa([9, 9, 9, 9], 53)));
+    assert_eq!(
+        conn.original_dst_v4().unwrap().as_socket(),
+        Some(sa([9, 9, 9, 9], 53))
+    );
     nothing_pending(&h.proxy4, "proxy (tcp 53 must go to the resolver)");
+
+    // Spoofing: box A sending DNS as box B (a hand-made IPv4 header on a
+    // raw socket) fails the reverse-path check before any redirect; the
+    // same packet with A's own source gets through, so the check is what
+    // drops it.
+    let raw = common::socket_in(
+        &ns_a,
+        socket2::Domain::IPV4,
+        socket2::Type::RAW,
+        Some(socket2::Protocol::from(libc::IPPROTO_RAW)),
+    );
+    let udp_packet = |src: Ipv4Addr| {
+        let payload = b"spoofed";
+        let total = (20 + 8 + payload.len()) as u16;
+        let mut p = vec![0x45, 0];
+        p.extend_from_slice(&total.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0]); // id, frag, ttl, udp, csum (kernel fills)
+        p.extend_from_slice(&src.octets());
+        p.extend_from_slice(&[8, 8, 8, 8]);
+        p.extend_from_slice(&5555u16.to_be_bytes());
+        p.extend_from_slice(&53u16.to_be_bytes());
+        p.extend_from_slice(&(8 + payload.len() as u16).to_be_bytes());
+        p.extend_from_slice(&[0, 0]); // no UDP checksum (allowed in IPv4)
+        p.extend_from_slice(payload);
+        p
+    };
+    let to = sa([8, 8, 8, 8], 0).into();
+    raw.send_to(&udp_packet(b.box_v4), &to)
+        .expect("send spoofed");
+    raw.send_to(&udp_packet(Ipv4Addr::new(192, 0, 2, 1)), &to)
+        .expect("send spoofed");
+    assert!(
+        common::recv_within(&h.dns_udp4, QUICK).is_none(),
+        "spoofed source let through"
+    );
+    raw.send_to(&udp_packet(a.box_v4), &to)
+        .expect("send genuine");
+    let (_, from) =
+        common::recv_within(&h.dns_udp4, PATIENT).expect("raw udp with the box's own source");
+    assert_eq!(from, sa(a.box_v4, 5555));
 
     // Everything else is dropped: UDP to the host, to box B, QUIC, the
     // resolver port addressed directly (not redirected), ICMP and ICMPv6.
@@ -183,20 +265,43 @@ async fn box_traffic_goes_to_proxy_and_resolver_only() {
     ] {
         a_udp.send_to(b"leak", &to.into()).unwrap();
     }
-    a_udp.send_to(b"direct", &sa(a.host_v4, RESOLVER).into()).unwrap();
-    assert!(common::recv_within(&h.service_udp, QUICK).is_none(), "udp to host service");
+    a_udp
+        .send_to(b"direct", &sa(a.host_v4, RESOLVER).into())
+        .unwrap();
+    assert!(
+        common::recv_within(&h.service_udp, QUICK).is_none(),
+        "udp to host service"
+    );
     assert!(common::recv_within(&b_udp, QUICK).is_none(), "udp to box b");
     // The direct datagram to the resolver port is not DNAT'ed: dropped.
-    assert!(common::recv_within(&h.dns_udp4, QUICK).is_none(), "udp to resolver port direct");
-    assert!(!common::ping_from(&ns_a, IpAddr::V4(a.host_v4), QUICK), "ping host");
-    assert!(!common::ping_from(&ns_a, IpAddr::V6(a.host_v6), QUICK), "ping6 host");
-    assert!(!common::ping_from(&ns_a, IpAddr::V4(b.box_v4), QUICK), "ping box b");
-    assert!(!common::ping_from(&ns_a, IpAddr::V4(Ipv4Addr::new(1, 1, 1, 1)), QUICK), "ping out");
+    assert!(
+        common::recv_within(&h.dns_udp4, QUICK).is_none(),
+        "udp to resolver port direct"
+    );
+    assert!(
+        !common::ping_from(&ns_a, IpAddr::V4(a.host_v4), QUICK),
+        "ping host"
+    );
+    assert!(
+        !common::ping_from(&ns_a, IpAddr::V6(a.host_v6), QUICK),
+        "ping6 host"
+    );
+    assert!(
+        !common::ping_from(&ns_a, IpAddr::V4(b.box_v4), QUICK),
+        "ping box b"
+    );
+    assert!(
+        !common::ping_from(&ns_a, IpAddr::V4(Ipv4Addr::new(1, 1, 1, 1)), QUICK),
+        "ping out"
+    );
 
     // Clean shutdown: the table goes, boxes are unfiltered again (and
     // would be torn down with it in the daemon).
     ruleset().remove(Some(host.as_fd())).await.expect("remove");
-    assert!(common::ping_from(&ns_a, IpAddr::V4(a.host_v4), PATIENT), "ping after removal");
+    assert!(
+        common::ping_from(&ns_a, IpAddr::V4(a.host_v4), PATIENT),
+        "ping after removal"
+    );
 }
 
 fn a_udp_port(s: &Socket) -> u16 {

@@ -34,14 +34,23 @@ async fn veth_pair_carries_v4_and_v6_and_is_removed() {
             .unwrap_or_else(|e| panic!("box -> host {ip}: {e}"));
         let (_, peer) = common::accept_within(&l, Duration::from_secs(2)).expect("accepted");
         let peer = peer.as_socket().unwrap().ip();
-        assert!(peer == IpAddr::V4(a.box_v4) || peer == IpAddr::V6(a.box_v6), "{peer}");
+        assert!(
+            peer == IpAddr::V4(a.box_v4) || peer == IpAddr::V6(a.box_v6),
+            "{peer}"
+        );
     }
 
     // A leftover link (a crash) is replaced, not an error.
     let boxns2 = common::netns();
-    veths.create(7, boxns2.as_fd()).await.expect("replace leftover");
+    veths
+        .create(7, boxns2.as_fd())
+        .await
+        .expect("replace leftover");
     assert!(veths.remove(7).await.unwrap());
-    assert!(!veths.remove(7).await.unwrap(), "second remove finds nothing");
+    assert!(
+        !veths.remove(7).await.unwrap(),
+        "second remove finds nothing"
+    );
     assert!(veths.host_slots().await.unwrap().is_empty());
 
     // A slot outside the plan is refused before touching the kernel.
@@ -59,7 +68,10 @@ async fn box_netns_gone_takes_the_pair_with_it() {
     // Namespace teardown runs in a kernel workqueue: bounded wait.
     let deadline = Instant::now() + Duration::from_secs(5);
     while !veths.host_slots().await.unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "bx3 outlived its box's namespace");
+        assert!(
+            Instant::now() < deadline,
+            "bx3 outlived its box's namespace"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(!veths.remove(3).await.unwrap());

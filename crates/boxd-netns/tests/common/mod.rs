@@ -121,7 +121,10 @@ pub fn recv_within(s: &Socket, timeout: Duration) -> Option<(Vec<u8>, SocketAddr
         match s.recv_from(&mut buf) {
             Ok((n, from)) => {
                 // SAFETY: recv_from initialised the first n bytes.
-                let data = buf[..n].iter().map(|b| unsafe { b.assume_init() }).collect();
+                let data = buf[..n]
+                    .iter()
+                    .map(|b| unsafe { b.assume_init() })
+                    .collect();
                 return Some((data, from.as_socket().expect("inet peer")));
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
@@ -160,16 +163,24 @@ pub fn ping_from(ns: &OwnedFd, to: std::net::IpAddr, timeout: Duration) -> bool 
         let c = checksum(&pkt);
         pkt[2..4].copy_from_slice(&c.to_be_bytes());
     } // The kernel fills in the ICMPv6 checksum.
-    s.send_to(&pkt, &SocketAddr::new(to, 0).into()).expect("send echo");
+    s.send_to(&pkt, &SocketAddr::new(to, 0).into())
+        .expect("send echo");
     let deadline = Instant::now() + timeout;
     let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
     while Instant::now() < deadline {
         match s.recv_from(&mut buf) {
             Ok((n, _)) => {
                 // SAFETY: recv_from initialised the first n bytes.
-                let data: Vec<u8> = buf[..n].iter().map(|b| unsafe { b.assume_init() }).collect();
+                let data: Vec<u8> = buf[..n]
+                    .iter()
+                    .map(|b| unsafe { b.assume_init() })
+                    .collect();
                 // Raw IPv4 sockets see the IP header; IPv6 ones do not.
-                let icmp = if to.is_ipv4() { &data[(data[0] & 0x0f) as usize * 4..] } else { &data[..] };
+                let icmp = if to.is_ipv4() {
+                    &data[(data[0] & 0x0f) as usize * 4..]
+                } else {
+                    &data[..]
+                };
                 if icmp.first() == Some(&reply) && icmp.get(4..6) == Some(&[0x12, 0x34]) {
                     return true;
                 }
