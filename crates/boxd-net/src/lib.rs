@@ -1,8 +1,23 @@
-//! boxd's networking: the egress policy model today; the per-box netns and veth, the host
-//! nftables ruleset, the DNS resolver and the egress proxy come as further modules.
+//! boxd's networking: the egress policy model, the address plan, one veth
+//! pair per box, and the host nftables ruleset that forces every box's
+//! traffic through boxd's egress proxy and resolver. The DNS resolver and
+//! the egress proxy come as further modules.
 //!
-//! This crate decides nothing about who a box belongs to: it is told.
+//! Owns: kernel network objects boxd creates on the host (`bx<slot>` veths
+//! with their peers inside box network namespaces, the `inet boxd`
+//! nftables table) and the decisions of the policy model. Never: decides
+//! who a box belongs to (it is told), touches network objects it did not
+//! create, or installs anything in a namespace other than the one it is
+//! pointed at.
 
-#![deny(missing_docs)]
-
+pub mod addr;
+pub mod error;
+pub mod netns;
 pub mod policy;
+pub mod ruleset;
+pub mod veth;
+
+pub use addr::{host_ifname, slot_of_ifname, AddressPlan, SlotAddrs};
+pub use error::{NetError, Result};
+pub use ruleset::{Ruleset, RulesetConfig};
+pub use veth::{BoxLink, Veths};
