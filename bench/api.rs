@@ -99,11 +99,6 @@ impl Http {
     }
 }
 
-fn stats(v: Vec<Duration>) -> (Duration, Duration) {
-    let s = shared::stats(&v).expect("samples");
-    (s.median, s.p99)
-}
-
 /// The daemon, its data dir and cgroups, and the library baseline's:
 /// all removed on drop, also when a step panics.
 struct Setup {
@@ -117,23 +112,7 @@ impl Drop for Setup {
         let _ = self.daemon.kill();
         let _ = self.daemon.wait();
         for (dir, parent) in self.dirs.iter().zip(&self.parents) {
-            let mut cfg = RuntimeConfig::new(dir, AGENT);
-            cfg.cgroup_parent = parent.clone();
-            if let Ok(rt) = Runtime::new(cfg) {
-                for rec in rt.box_records() {
-                    if let Ok(h) = rt.adopt(&rec.id) {
-                        let _ = rt.destroy(h);
-                    }
-                }
-            }
-            for base in std::fs::read_dir("/sys/fs/cgroup")
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                let _ = std::fs::remove_dir(base.path().join(parent));
-            }
-            let _ = std::fs::remove_dir_all(dir);
+            shared::remove_bench_state(dir, parent, AGENT);
         }
     }
 }
@@ -143,13 +122,7 @@ fn main() {
         eprintln!("SKIPPED: the API benchmark needs root");
         return;
     }
-    let args: Vec<String> = std::env::args().collect();
-    let runs: usize = args
-        .iter()
-        .position(|a| a == "--runs")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(100);
+    let runs = shared::runs_arg(100);
     let pid = std::process::id();
     let http_dir = std::env::temp_dir().join(format!("boxd-bench-api-{pid}"));
     let lib_dir = std::env::temp_dir().join(format!("boxd-bench-lib-{pid}"));
@@ -282,8 +255,8 @@ fn main() {
     rt.destroy(b).expect("destroy");
 
     let row = |name: &str, h: Vec<Duration>, l: Vec<Duration>| {
-        let (hm, hp) = stats(h);
-        let (lm, lp) = stats(l);
+        let (hm, hp) = shared::median_p99(h);
+        let (lm, lp) = shared::median_p99(l);
         println!(
             "| {name} | {} | {} | {} | {} | {:.2}x |",
             shared::fmt_dur(hm),

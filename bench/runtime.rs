@@ -15,43 +15,25 @@ mod shared;
 
 use boxd_agent::protocol::SpawnRequest;
 use boxd_runtime::{BoxSpec, Runtime, RuntimeConfig};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_boxd-agent");
-
-fn stats(v: Vec<Duration>) -> (Duration, Duration) {
-    let s = shared::stats(&v).expect("samples");
-    (s.median, s.p99)
-}
 
 fn main() {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("SKIPPED: the runtime benchmark needs root");
         return;
     }
-    let args: Vec<String> = std::env::args().collect();
-    let runs: usize = args
-        .iter()
-        .position(|a| a == "--runs")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(100);
+    let runs = shared::runs_arg(100);
     let dir = std::env::temp_dir().join(format!("boxd-bench-{}", std::process::id()));
     let mut cfg = RuntimeConfig::new(&dir, AGENT);
     cfg.cgroup_parent = format!("boxd-bench-{}", std::process::id());
     let parent = cfg.cgroup_parent.clone();
-    // Removes the bench's data dir and cgroup parents even if a step panics.
+    // Removes the bench's boxes, data dir and cgroup parents even if a step panics.
     struct Cleanup(std::path::PathBuf, String);
     impl Drop for Cleanup {
         fn drop(&mut self) {
-            for base in std::fs::read_dir("/sys/fs/cgroup")
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                let _ = std::fs::remove_dir(base.path().join(&self.1));
-            }
-            let _ = std::fs::remove_dir_all(&self.0);
+            shared::remove_bench_state(&self.0, &self.1, AGENT);
         }
     }
     let _cleanup = Cleanup(dir.clone(), parent);
@@ -74,8 +56,8 @@ fn main() {
         boxes.push(box_once());
         floor.push(shared::floor_true().expect("floor"));
     }
-    let (bm, bp) = stats(boxes);
-    let (fm, fp) = stats(floor);
+    let (bm, bp) = shared::median_p99(boxes);
+    let (fm, fp) = shared::median_p99(floor);
     // Exec round trip on a running box vs a bare spawn from the host.
     let b = rt.create(&BoxSpec::new("bench-exec")).expect("create");
     let (mut execs, mut spawns) = (Vec::new(), Vec::new());
@@ -92,8 +74,8 @@ fn main() {
         spawns.push(t.elapsed());
     }
     rt.destroy(b).expect("destroy");
-    let (em, ep) = stats(execs);
-    let (sm, sp) = stats(spawns);
+    let (em, ep) = shared::median_p99(execs);
+    let (sm, sp) = shared::median_p99(spawns);
     println!("box runtime benchmark ({runs} runs, interleaved)");
     println!("| measurement | median | p99 |");
     println!("|---|---|---|");

@@ -5,7 +5,8 @@
 //! destroy). Measures and formats; never asserts a timing.
 
 use boxd_agent::protocol::SpawnRequest;
-use boxd_runtime::{BoxSpec, Runtime};
+use boxd_runtime::{BoxSpec, Runtime, RuntimeConfig};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Median and 99th percentile of a set of samples.
@@ -106,4 +107,42 @@ pub fn lib_cycle(rt: &Runtime, tokio: &tokio::runtime::Runtime, id: &str) -> Dur
     assert_eq!(out.status.code, 0);
     rt.destroy(b).expect("destroy");
     d
+}
+
+/// `--runs N` from the command line, or `default`.
+pub fn runs_arg(default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--runs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Median and p99 of samples (there must be some).
+pub fn median_p99(v: Vec<Duration>) -> (Duration, Duration) {
+    let s = stats(&v).expect("samples");
+    (s.median, s.p99)
+}
+
+/// Removes what a bench made on a data dir: every box still recorded
+/// there, the cgroup parent in every hierarchy, and the dir itself.
+pub fn remove_bench_state(dir: &Path, cgroup_parent: &str, agent: &str) {
+    let mut cfg = RuntimeConfig::new(dir, agent);
+    cfg.cgroup_parent = cgroup_parent.to_string();
+    if let Ok(rt) = Runtime::new(cfg) {
+        for rec in rt.box_records() {
+            if let Ok(h) = rt.adopt(&rec.id) {
+                let _ = rt.destroy(h);
+            }
+        }
+    }
+    for base in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let _ = std::fs::remove_dir(base.path().join(cgroup_parent));
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }
