@@ -26,21 +26,27 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::error::{NetError, Result};
 
-/// The host-side interface name prefix of box veths.
+/// The default host-side interface name prefix of box veths.
 pub const IFNAME_PREFIX: &str = "bx";
+/// The longest interface name prefix: leaves room for any slot number in
+/// the kernel's 15-byte interface names.
+pub const MAX_IFNAME_PREFIX_LEN: usize = 5;
 
 /// Prefix length of a box's IPv4 point-to-point pair.
 pub const V4_PAIR_PREFIX_LEN: u8 = 31;
 /// Prefix length of a box's IPv6 subnet.
 pub const V6_BOX_PREFIX_LEN: u8 = 64;
 
-/// The two pools box addresses come from.
+/// The two pools box addresses come from, and the prefix of the host-side
+/// interface names (`bx<slot>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AddressPlan {
     v4_net: Ipv4Addr,
     v4_len: u8,
     v6_net: Ipv6Addr,
     v6_len: u8,
+    prefix: [u8; MAX_IFNAME_PREFIX_LEN],
+    prefix_len: u8,
 }
 
 /// The addresses of one box slot.
@@ -53,40 +59,16 @@ pub struct SlotAddrs {
     pub box_v6: Ipv6Addr,
 }
 
-impl SlotAddrs {
-    /// The host-side interface name, `bx<slot>`.
-    pub fn host_ifname(&self) -> String {
-        host_ifname(self.slot)
-    }
-}
-
 impl Default for AddressPlan {
     fn default() -> Self {
-        AddressPlan {
-            v4_net: Ipv4Addr::new(10, 88, 0, 0),
-            v4_len: 16,
-            v6_net: Ipv6Addr::new(0xfd42, 0xb0c5, 0, 0, 0, 0, 0, 0),
-            v6_len: 48,
-        }
+        AddressPlan::new(
+            Ipv4Addr::new(10, 88, 0, 0),
+            16,
+            Ipv6Addr::new(0xfd42, 0xb0c5, 0, 0, 0, 0, 0, 0),
+            48,
+        )
+        .expect("the default plan is valid")
     }
-}
-
-/// `bx<slot>`.
-pub fn host_ifname(slot: u32) -> String {
-    format!("{IFNAME_PREFIX}{slot}")
-}
-
-/// The slot of a host-side interface name made by [`host_ifname`].
-pub fn slot_of_ifname(name: &str) -> Option<u32> {
-    let digits = name.strip_prefix(IFNAME_PREFIX)?;
-    // Only the canonical spelling: no sign, no leading zeros.
-    if digits.is_empty() || (digits.len() > 1 && digits.starts_with('0')) {
-        return None;
-    }
-    if !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
 }
 
 impl AddressPlan {
@@ -133,12 +115,62 @@ impl AddressPlan {
         if v6_net.segments()[0] & 0xfe00 != 0xfc00 {
             return Err(bad(&v6_pool, "not a ULA prefix (fc00::/7)"));
         }
+        let mut prefix = [0; MAX_IFNAME_PREFIX_LEN];
+        prefix[..IFNAME_PREFIX.len()].copy_from_slice(IFNAME_PREFIX.as_bytes());
         Ok(AddressPlan {
             v4_net,
             v4_len,
             v6_net,
             v6_len,
+            prefix,
+            prefix_len: IFNAME_PREFIX.len() as u8,
         })
+    }
+
+    /// The same plan with host-side interfaces named `<prefix><slot>`:
+    /// 1-5 of `a-z`, `0-9` starting with a letter (so two daemons on one
+    /// host, e.g. test daemons, never touch each other's links).
+    pub fn with_ifname_prefix(mut self, prefix: &str) -> Result<Self> {
+        let ok = !prefix.is_empty()
+            && prefix.len() <= MAX_IFNAME_PREFIX_LEN
+            && prefix.starts_with(|c: char| c.is_ascii_lowercase())
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if !ok {
+            return Err(NetError::InvalidPool {
+                pool: prefix.to_string(),
+                reason: "an interface prefix is 1-5 of a-z, 0-9, starting with a letter",
+            });
+        }
+        self.prefix = [0; MAX_IFNAME_PREFIX_LEN];
+        self.prefix[..prefix.len()].copy_from_slice(prefix.as_bytes());
+        self.prefix_len = prefix.len() as u8;
+        Ok(self)
+    }
+
+    /// The host-side interface name prefix (`bx`).
+    pub fn ifname_prefix(&self) -> &str {
+        // Checked ASCII on the way in.
+        std::str::from_utf8(&self.prefix[..usize::from(self.prefix_len)]).unwrap_or("bx")
+    }
+
+    /// `<prefix><slot>`, e.g. `bx7`.
+    pub fn host_ifname(&self, slot: u32) -> String {
+        format!("{}{slot}", self.ifname_prefix())
+    }
+
+    /// The slot of a host-side interface name made by [`Self::host_ifname`].
+    pub fn slot_of_ifname(&self, name: &str) -> Option<u32> {
+        let digits = name.strip_prefix(self.ifname_prefix())?;
+        // Only the canonical spelling: no sign, no leading zeros.
+        if digits.is_empty() || (digits.len() > 1 && digits.starts_with('0')) {
+            return None;
+        }
+        if !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse().ok()
     }
 
     /// How many box slots the plan has addresses for (slots `0..capacity`).
@@ -254,7 +286,7 @@ mod tests {
         assert_eq!(s.host_v4, Ipv4Addr::new(10, 88, 2, 88));
         assert_eq!(s.box_v4, Ipv4Addr::new(10, 88, 2, 89));
         assert_eq!(s.host_v6, "fd42:b0c5:0:12c::1".parse::<Ipv6Addr>().unwrap());
-        assert_eq!(s.host_ifname(), "bx300");
+        assert_eq!(plan.host_ifname(s.slot), "bx300");
         let last = plan.slot(32767).unwrap();
         assert_eq!(last.box_v4, Ipv4Addr::new(10, 88, 255, 255));
         assert_eq!(
@@ -384,12 +416,19 @@ mod tests {
 
     #[test]
     fn ifnames() {
-        assert_eq!(host_ifname(u32::MAX), "bx4294967295");
-        assert!(host_ifname(u32::MAX).len() <= 15);
-        assert_eq!(slot_of_ifname("bx0"), Some(0));
-        assert_eq!(slot_of_ifname("bx42"), Some(42));
+        let plan = AddressPlan::default();
+        assert_eq!(plan.host_ifname(u32::MAX), "bx4294967295");
+        assert_eq!(plan.slot_of_ifname("bx0"), Some(0));
+        assert_eq!(plan.slot_of_ifname("bx42"), Some(42));
         for bad in ["bx", "bx01", "bx-1", "bx+1", "eth0", "bx4294967296", "bx1a"] {
-            assert_eq!(slot_of_ifname(bad), None, "{bad}");
+            assert_eq!(plan.slot_of_ifname(bad), None, "{bad}");
+        }
+        let t = plan.with_ifname_prefix("tq12a").unwrap();
+        assert!(t.host_ifname(u32::MAX).len() <= 15);
+        assert_eq!(t.slot_of_ifname("tq12a9"), Some(9));
+        assert_eq!(t.slot_of_ifname("bx9"), None);
+        for bad in ["", "toolong", "1ab", "a-b", "AB"] {
+            assert!(plan.with_ifname_prefix(bad).is_err(), "{bad}");
         }
     }
 }

@@ -28,6 +28,8 @@ pub enum NetError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot resolve {name}: {reason}")]
+    Resolve { name: String, reason: String },
     #[error("nft {action} failed ({status}): {stderr}")]
     Nft {
         action: &'static str,

@@ -12,12 +12,19 @@
 
 pub mod addr;
 pub mod error;
+pub mod events;
 pub mod netns;
 pub mod policy;
+pub mod registry;
 pub mod ruleset;
+pub mod synth;
+pub mod upstream;
 pub mod veth;
 
-pub use addr::{host_ifname, slot_of_ifname, AddressPlan, SlotAddrs};
+pub use addr::{AddressPlan, SlotAddrs};
 pub use error::{NetError, Result};
+pub use events::{ConnEvent, DnsEvent, EventSink, EventStream, NetEvent};
+pub use registry::{BoxNet, Registry};
+pub use upstream::{UpstreamConfig, UpstreamTarget, Upstreams};
 pub use ruleset::{Ruleset, RulesetConfig};
 pub use veth::{BoxLink, Veths};

@@ -15,7 +15,8 @@
 //! - input (chain `box_input`): only redirected connections (`ct status dnat`) to the proxy
 //!   and resolver ports, and ICMPv6 neighbour solicitations/adverts
 //!   (hop limit 255), are accepted; everything else is dropped (other
-//!   host ports, UDP incl. QUIC, ICMP, other protocols);
+//!   host ports, UDP incl. QUIC, ICMP, other protocols); the proxy and
+//!   resolver ports are closed to every other interface but loopback;
 //! - forward: everything from or to a box interface is dropped, so boxes
 //!   never reach each other or anything routed.
 //!
@@ -165,6 +166,11 @@ impl Ruleset {
             "\t\ttype filter hook input priority filter; policy accept;"
         );
         let _ = writeln!(t, "\t\t{box_if} jump from_box");
+        // The proxy and resolver serve boxes only, never the network.
+        let _ = writeln!(
+            t,
+            "\t\tiifname != \"lo\" meta l4proto {{ tcp, udp }} th dport {{ {proxy}, {dns} }} counter drop"
+        );
         let _ = writeln!(t, "\t}}");
         let _ = writeln!(t, "\tchain from_box {{");
         let _ = writeln!(

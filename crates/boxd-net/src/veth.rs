@@ -31,7 +31,7 @@ use rtnetlink::{LinkUnspec, LinkVeth, RouteMessageBuilder};
 use tokio::task::JoinHandle;
 
 use crate::addr::{
-    host_ifname, slot_of_ifname, AddressPlan, SlotAddrs, V4_PAIR_PREFIX_LEN, V6_BOX_PREFIX_LEN,
+    AddressPlan, SlotAddrs, V4_PAIR_PREFIX_LEN, V6_BOX_PREFIX_LEN,
 };
 use crate::error::{NetError, Result};
 use crate::netns;
@@ -128,7 +128,7 @@ impl Veths {
     pub async fn create(&self, slot: u32, box_netns: BorrowedFd<'_>) -> Result<BoxLink> {
         let started = Instant::now();
         let addrs = self.plan.slot(slot)?;
-        let name = host_ifname(slot);
+        let name = self.plan.host_ifname(slot);
         match self.add_pair(&name, box_netns).await {
             Err(e) if e.errno() == Some(EEXIST) => {
                 tracing::warn!(ifname = %name, "replacing a leftover box veth");
@@ -220,7 +220,7 @@ impl Veths {
     /// Deletes `bx<slot>` (and so its peer). `Ok(false)` if it was not
     /// there — the box's namespace is gone, or it was never made.
     pub async fn remove(&self, slot: u32) -> Result<bool> {
-        let name = host_ifname(slot);
+        let name = self.plan.host_ifname(slot);
         let msg = LinkUnspec::new_with_name(&name).build();
         match self
             .host
@@ -258,7 +258,7 @@ impl Veths {
         {
             for attr in &msg.attributes {
                 if let LinkAttribute::IfName(name) = attr {
-                    if let Some(slot) = slot_of_ifname(name) {
+                    if let Some(slot) = self.plan.slot_of_ifname(name) {
                         slots.push(slot);
                     }
                 }
