@@ -22,6 +22,14 @@ pub const SYNTH_V6_NET: Ipv6Addr = Ipv6Addr::new(0xfd42, 0xb0c5, 0xff, 0, 0, 0, 
 pub const SYNTH_V6_LEN: u8 = 64;
 /// Names one box may have addresses for at a time.
 pub const MAX_NAMES_PER_BOX: u32 = 16_384;
+/// The first 256 indexes (198.18.0.0/24, `fd42:b0c5:ff::/120`) are boxd's
+/// service addresses, never a name's.
+const FIRST_NAME_INDEX: u32 = 256;
+/// boxd's resolver as boxes see it (every box's `/etc/resolv.conf`): any
+/// DNS packet from a box is redirected to the resolver whatever its
+/// destination, and this address names that on purpose.
+pub const RESOLVER_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 53);
+pub const RESOLVER_V6: Ipv6Addr = Ipv6Addr::new(0xfd42, 0xb0c5, 0xff, 0, 0, 0, 0, 0x53);
 
 /// The pair of synthetic addresses of one name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +71,7 @@ fn addrs_of(index: u32) -> SyntheticAddrs {
     }
 }
 
-/// One box's table. Index 0 (198.18.0.0) is never handed out.
+/// One box's table. Indexes below 256 are never handed out.
 #[derive(Debug, Default)]
 pub struct SyntheticNames {
     by_name: HashMap<HostName, u32>,
@@ -77,10 +85,11 @@ impl SyntheticNames {
         if let Some(&i) = self.by_name.get(name) {
             return Some(addrs_of(i));
         }
-        let next = u32::try_from(self.by_index.len()).ok()? + 1;
-        if next > MAX_NAMES_PER_BOX {
+        let n = u32::try_from(self.by_index.len()).ok()?;
+        if n >= MAX_NAMES_PER_BOX {
             return None;
         }
+        let next = FIRST_NAME_INDEX + n;
         self.by_name.insert(name.clone(), next);
         self.by_index.push(name.clone());
         Some(addrs_of(next))
@@ -89,7 +98,8 @@ impl SyntheticNames {
     /// The name a synthetic address was assigned to, if any.
     pub fn name_of(&self, ip: IpAddr) -> Option<&HostName> {
         let i = index_of(ip)?;
-        self.by_index.get(usize::try_from(i).ok()?.checked_sub(1)?)
+        self.by_index
+            .get(usize::try_from(i.checked_sub(FIRST_NAME_INDEX)?).ok()?)
     }
 
     pub fn len(&self) -> usize {
@@ -116,14 +126,16 @@ mod tests {
         let b = t.assign(&name("b.example.com")).unwrap();
         assert_ne!(a, b);
         assert_eq!(t.assign(&name("A.Example.com.")).unwrap(), a);
-        assert_eq!(a.v4, Ipv4Addr::new(198, 18, 0, 1));
-        assert_eq!(a.v6, "fd42:b0c5:ff::1".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(a.v4, Ipv4Addr::new(198, 18, 1, 0));
+        assert_eq!(a.v6, "fd42:b0c5:ff::100".parse::<Ipv6Addr>().unwrap());
         assert_eq!(t.name_of(IpAddr::V4(a.v4)).unwrap().as_str(), "a.example.com");
         assert_eq!(t.name_of(IpAddr::V6(b.v6)).unwrap().as_str(), "b.example.com");
         let mapped = IpAddr::V6(a.v4.to_ipv6_mapped());
         assert_eq!(t.name_of(mapped).unwrap().as_str(), "a.example.com");
         assert!(t.name_of("198.18.0.0".parse().unwrap()).is_none());
         assert!(t.name_of("198.18.0.9".parse().unwrap()).is_none());
+        assert!(t.name_of(IpAddr::V4(RESOLVER_V4)).is_none());
+        assert!(t.name_of("198.18.1.2".parse().unwrap()).is_none());
         assert!(t.name_of("10.0.0.1".parse().unwrap()).is_none());
         assert!(is_synthetic("198.19.255.255".parse().unwrap()));
         assert!(!is_synthetic("198.20.0.0".parse().unwrap()));

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 /// The default image: the host's `/usr` and a generated `/etc`.
 pub const HOST_IMAGE: &str = "host";
 /// Bumped whenever the generated host image changes, so it is rebuilt.
-const HOST_IMAGE_VERSION: u32 = 1;
+const HOST_IMAGE_VERSION: u32 = 2;
 
 /// One read-only layer of an image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -248,7 +248,10 @@ fn build_host_base(base: &Path, host_layers: &mut Vec<Layer>) -> Result<()> {
     )?;
     write_file(
         &etc.join("resolv.conf"),
-        "# Written by boxd. Name resolution is provided by boxd's network layer.\nnameserver 127.0.0.1\n",
+        // boxd's resolver address (boxd_net::synth::RESOLVER_V4/V6): every
+        // DNS packet a box sends is redirected to boxd's resolver anyway.
+        "# Written by boxd: names are resolved by boxd's resolver.\n\
+         nameserver 198.18.0.53\nnameserver fd42:b0c5:ff::53\n",
     )?;
     write_file(
         &etc.join("nsswitch.conf"),
