@@ -11,6 +11,8 @@ pub enum NetError {
     InvalidPool { pool: String, reason: &'static str },
     #[error("box slot {slot} is outside the address plan (capacity {capacity} boxes)")]
     SlotOutOfRange { slot: u32, capacity: u32 },
+    #[error("invalid network setting: {0}")]
+    InvalidSetting(String),
     #[error("invalid ruleset config: {0}")]
     InvalidRuleset(String),
     #[error("netlink {op} ({target}): {source}")]

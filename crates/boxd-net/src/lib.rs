@@ -11,12 +11,15 @@
 //! pointed at.
 
 pub mod addr;
+pub mod dns;
 pub mod error;
 pub mod events;
 pub mod netns;
 pub mod policy;
+pub mod proxy;
 pub mod registry;
 pub mod ruleset;
+pub mod service;
 pub mod synth;
 pub mod upstream;
 pub mod veth;
@@ -27,4 +30,5 @@ pub use events::{ConnEvent, DnsEvent, EventSink, EventStream, NetEvent};
 pub use registry::{BoxNet, Registry};
 pub use upstream::{UpstreamConfig, UpstreamTarget, Upstreams};
 pub use ruleset::{Ruleset, RulesetConfig};
+pub use service::{Network, NetworkConfig, NetworkSettings};
 pub use veth::{BoxLink, Veths};

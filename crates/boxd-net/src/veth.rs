@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
-use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute};
+use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo};
 use rtnetlink::{LinkUnspec, LinkVeth, RouteMessageBuilder};
 use tokio::task::JoinHandle;
 
@@ -245,7 +245,7 @@ impl Veths {
         }
     }
 
-    /// The slots that have a `bx<slot>` link in the host namespace, sorted.
+    /// The slots that have a `bx<slot>` veth in the host namespace, sorted.
     /// At start after a crash, the daemon removes those of boxes it does
     /// not know.
     pub async fn host_slots(&self) -> Result<Vec<u32>> {
@@ -256,12 +256,18 @@ impl Veths {
             .await
             .map_err(NetError::netlink("list links", "host"))?
         {
-            for attr in &msg.attributes {
-                if let LinkAttribute::IfName(name) = attr {
-                    if let Some(slot) = self.plan.slot_of_ifname(name) {
-                        slots.push(slot);
-                    }
-                }
+            // Only veths: a prefix like `eth` must never make the host's
+            // `eth0` look like a box link.
+            let is_veth = msg.attributes.iter().any(|a| {
+                matches!(a, LinkAttribute::LinkInfo(infos)
+                    if infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth))))
+            });
+            let slot = msg.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(name) => self.plan.slot_of_ifname(name),
+                _ => None,
+            });
+            if let (true, Some(slot)) = (is_veth, slot) {
+                slots.push(slot);
             }
         }
         slots.sort_unstable();
