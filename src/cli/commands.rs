@@ -319,6 +319,7 @@ mod tests {
             updated_at: 1_000_000,
             metadata: BTreeMap::new(),
             network_policy: serde_json::json!({"mode": "allow-all"}),
+            allow_net: None,
         }
     }
 

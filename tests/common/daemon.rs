@@ -21,8 +21,20 @@ pub struct TestDaemon {
     pub key: String,
     pub dir: PathBuf,
     pub cgroup_parent: String,
+    /// This daemon's own nftables table and box interface prefix, so
+    /// daemons of parallel tests never touch each other's.
+    pub nft_table: String,
+    pub ifname_prefix: String,
     port: u16,
     pub http: Client,
+}
+
+static NET_INDEX: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A loopback UDP port nothing listens on (queries there fail at once).
+fn closed_port() -> u16 {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a free port");
+    s.local_addr().expect("local addr").port()
 }
 
 fn free_port() -> u16 {
@@ -33,16 +45,50 @@ fn free_port() -> u16 {
 impl TestDaemon {
     /// Starts a daemon, or returns `None` after saying why (not root).
     pub fn start() -> Option<TestDaemon> {
+        Self::start_with_network("")
+    }
+
+    /// Starts a daemon whose `[network]` table also holds `network_toml`
+    /// (keys of `[network]`, then optionally `[network.upstreams]`).
+    /// Every test daemon gets its own table, interface prefix and address
+    /// pools; its upstream DNS is a closed loopback port unless the test
+    /// sets `upstream_dns`, so nothing ever leaves the machine.
+    pub fn start_with_network(network_toml: &str) -> Option<TestDaemon> {
         if !nix::unistd::geteuid().is_root() {
             eprintln!("SKIPPED: boxd serve needs root (boxes need user namespaces, overlayfs, cgroups); run the tests as root");
             return None;
         }
         let port = free_port();
+        let n = NET_INDEX.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 250;
+        let pid = std::process::id() % 26;
+        let letter = char::from(b'a' + pid as u8);
+        let nft_table = format!("boxd_test_{letter}{n}");
+        let ifname_prefix = format!("t{letter}{n}");
+        let dir = std::env::temp_dir().join(unique("boxd-api-test"));
+        let has_dns = network_toml.contains("upstream_dns");
+        let (extra_keys, tables) = match network_toml.find("\n[") {
+            Some(i) => network_toml.split_at(i),
+            None => (network_toml, ""),
+        };
+        let config = format!(
+            "[network]\ntable = \"{nft_table}\"\ninterface_prefix = \"{ifname_prefix}\"\n\
+             ipv4_pool = \"10.{}.{n}.0/24\"\nipv6_pool = \"fd42:b0c7:{:x}::/48\"\n{}{extra_keys}\n{tables}\n",
+            100 + pid,
+            (pid << 8) | n,
+            if has_dns {
+                String::new()
+            } else {
+                format!("upstream_dns = [\"127.0.0.1:{}\"]\n", closed_port())
+            },
+        );
+        std::fs::write(dir.with_extension("toml"), config).expect("write the daemon config");
         let mut d = TestDaemon {
+            nft_table,
+            ifname_prefix,
             child: None,
             url: format!("http://127.0.0.1:{port}"),
             key: format!("test-admin-{}-{:032x}", std::process::id(), rand_u128()),
-            dir: std::env::temp_dir().join(unique("boxd-api-test")),
+            dir,
             cgroup_parent: unique("boxd-api-test"),
             port,
             http: Client::builder()
@@ -70,6 +116,8 @@ impl TestDaemon {
             .args(["--agent", AGENT, "serve", "--listen"])
             .arg(format!("127.0.0.1:{}", self.port))
             .args(["--cgroup-parent", &self.cgroup_parent])
+            .arg("--config")
+            .arg(self.dir.with_extension("toml"))
             .env("BOXD_API_KEY", &self.key)
             .env("BOXD_LOG", "info")
             .stdin(Stdio::null())
@@ -229,7 +277,13 @@ impl Drop for TestDaemon {
             }
         }
         remove_cgroup_parent(&self.cgroup_parent);
+        // A killed daemon leaves its table; box links went with the boxes.
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &self.nft_table])
+            .stderr(Stdio::null())
+            .status();
         let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_file(self.dir.with_extension("toml"));
         if std::thread::panicking() {
             let log = self.log();
             let tail: Vec<&str> = log.lines().rev().take(80).collect();

@@ -156,6 +156,9 @@ pub struct BoxData {
     pub metadata: BTreeMap<String, String>,
     #[schema(value_type = Object)]
     pub network_policy: serde_json::Value,
+    /// boxd extension: the box's Deno-style `allowNet` rules, canonical.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_net: Option<Vec<String>>,
 }
 
 /// `GET /v2/box/{id}/status`.
@@ -423,6 +426,7 @@ mod tests {
             updated_at: 2,
             metadata: BTreeMap::new(),
             network_policy: serde_json::json!({"mode": "allow-all"}),
+            allow_net: None,
         };
         let v = serde_json::to_value(&data).unwrap();
         assert_eq!(v["status"], "running");

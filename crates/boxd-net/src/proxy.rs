@@ -16,7 +16,7 @@ impl Proxy {
         let a = std::net::TcpListener::bind(("0.0.0.0", port))
             .map_err(NetError::io("bind the proxy"))?;
         let p = a.local_addr().map_err(NetError::io("x"))?.port();
-        let b = std::net::TcpListener::bind(("::", p)).map_err(NetError::io("bind the proxy"))?;
+        let b = std::net::TcpListener::bind(("::1", 0)).map_err(NetError::io("bind the proxy"))?;
         Ok((a, b, p))
     }
     pub async fn serve(self: Arc<Self>, _l: std::net::TcpListener) {}

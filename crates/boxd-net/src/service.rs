@@ -349,7 +349,7 @@ impl Network {
     /// Clean shutdown: stops serving and removes the ruleset. Boxes keep
     /// their veths (they keep running and are adopted by the next start);
     /// until then they reach nothing.
-    pub async fn shutdown(self) -> Result<()> {
+    pub async fn shutdown(&self) -> Result<()> {
         for t in &self.tasks {
             t.abort();
         }

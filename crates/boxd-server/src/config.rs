@@ -4,6 +4,7 @@
 //! Owns parsing and validating the settings; never starts anything.
 
 use anyhow::{bail, Context, Result};
+use boxd_net::{NetworkConfig, NetworkSettings};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ pub struct ServeArgs {
     #[arg(long, env = "BOXD_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// TOML config file (keys: listen, log_format, cgroup_parent,
-    /// max_json_body_bytes, max_upload_bytes).
+    /// max_json_body_bytes, max_upload_bytes, and a [network] table).
     #[arg(long, env = "BOXD_CONFIG")]
     pub config: Option<PathBuf>,
     /// Log format: text or json [default: text].
@@ -43,6 +44,7 @@ struct FileConfig {
     cgroup_parent: Option<String>,
     max_json_body_bytes: Option<usize>,
     max_upload_bytes: Option<usize>,
+    network: Option<NetworkSettings>,
 }
 
 /// The settings in effect.
@@ -57,6 +59,8 @@ pub struct Config {
     pub max_json_body_bytes: usize,
     /// Largest multipart upload.
     pub max_upload_bytes: usize,
+    /// Box networking (`[network]`), validated.
+    pub network: Option<NetworkConfig>,
 }
 
 impl Config {
@@ -77,7 +81,14 @@ impl Config {
         {
             bail!("cgroup_parent {cgroup_parent:?} must be one path segment of [A-Za-z0-9._-]");
         }
+        let settings = file.network.unwrap_or_default();
+        let network = if settings.enabled {
+            Some(settings.validate().context("the [network] settings")?)
+        } else {
+            None
+        };
         Ok(Config {
+            network,
             data_dir,
             agent,
             listen: args
@@ -123,6 +134,22 @@ mod tests {
         args.listen = Some("127.0.0.1:9001".parse().unwrap());
         let c = Config::load(&args, "/d".into(), "/a".into()).unwrap();
         assert_eq!(c.listen.port(), 9001);
+        std::fs::write(
+            &path,
+            "[network]\nupstream_dns = [\"192.0.2.53\"]\nallow_ranges = [\"127.0.0.0/8\"]\n\
+             [network.upstreams]\n\"api.example.test\" = \"127.0.0.1:9443\"\n",
+        )
+        .unwrap();
+        let c = Config::load(&args, "/d".into(), "/a".into()).unwrap();
+        let net = c.network.expect("networking is on by default");
+        assert_eq!(net.upstream.dns, ["192.0.2.53:53".parse().unwrap()]);
+        assert_eq!(net.operator.allow_ranges.len(), 1);
+        std::fs::write(&path, "[network]\nallow_ranges = [\"0177.0.0.1/32\"]\n").unwrap();
+        let err = Config::load(&args, "/d".into(), "/a".into()).unwrap_err();
+        assert!(format!("{err:#}").contains("allow_ranges"), "{err:#}");
+        std::fs::write(&path, "[network]\nenabled = false\n").unwrap();
+        let c = Config::load(&args, "/d".into(), "/a".into()).unwrap();
+        assert!(c.network.is_none());
         std::fs::write(&path, "lisen = \"x\"\n").unwrap();
         let err = Config::load(&args, "/d".into(), "/a".into()).unwrap_err();
         assert!(format!("{err:#}").contains("lisen"), "{err:#}");

@@ -18,6 +18,7 @@ pub use config::{Config, LogFormat, ServeArgs};
 pub use state::AppState;
 
 use anyhow::{bail, Context, Result};
+use boxd_net::{EventSink, Network};
 use boxd_runtime::{Runtime, RuntimeConfig};
 use boxd_store::{Store, StoreError};
 use std::io::Write;
@@ -144,11 +145,41 @@ async fn run(config: Config) -> Result<()> {
         data_dir = %config.data_dir.display(),
         "host checked"
     );
-    let state = Arc::new(AppState::new(config.clone(), store, Arc::new(runtime)));
+    // Networking first: the ruleset is in place before any box is adopted.
+    let (events, mut event_stream) = EventSink::channel(8192);
+    let network = match config.network.clone() {
+        Some(cfg) => Some(Network::start(cfg, events).await.context(
+            "start box networking (needs root and nftables; set [network] enabled = false to run boxes without a network)",
+        )?),
+        None => {
+            tracing::warn!("box networking is disabled: boxes have loopback only");
+            None
+        }
+    };
+    let state = Arc::new(AppState::new(
+        config.clone(),
+        store,
+        Arc::new(runtime),
+        network,
+    ));
     let st = state.clone();
     tokio::task::spawn_blocking(move || st.recover())
         .await
         .context("re-adopt boxes")??;
+    state
+        .recover_network()
+        .await
+        .context("restore the networks of adopted boxes")?;
+    // Network audit events, written in batches off the async threads.
+    let st = state.clone();
+    let mut recorder = tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(256);
+        while event_stream.recv_many(&mut batch, 256).await > 0 {
+            let st = st.clone();
+            let events = std::mem::take(&mut batch);
+            let _ = tokio::task::spawn_blocking(move || st.audit_net(&events)).await;
+        }
+    });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -171,6 +202,12 @@ async fn run(config: Config) -> Result<()> {
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => tracing::warn!("closing the connections still open after the grace period"),
     }
+    if let Some(net) = &state.network {
+        net.shutdown().await.context("remove the box network ruleset")?;
+    }
+    // The last network events reach the store; a stuck writer is cut.
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(500), &mut recorder).await;
+    recorder.abort();
     tracing::info!(
         boxes = state.live_count(),
         "boxd stopped; boxes keep running and are adopted by the next start"

@@ -13,6 +13,8 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use boxd_api::{BoxData, BoxSize, BoxStatus, API_KEY_HEADER};
+use boxd_net::policy::{AllowNet, EgressPolicy, NetworkPolicy};
+use boxd_net::{NetEvent, Network};
 use boxd_runtime::{BoxHandle, Runtime};
 use boxd_store::{BoxRow, BoxState, NewAuditEvent, Store};
 use serde::{Deserialize, Serialize};
@@ -32,6 +34,8 @@ pub struct AppState {
     pub store: Store,
     pub runtime: Arc<Runtime>,
     pub metrics: Metrics,
+    /// Box networking; `None` when `[network] enabled = false`.
+    pub network: Option<Network>,
     boxes: RwLock<HashMap<String, Arc<LiveBox>>>,
     /// The newest audit `seq`, so followers wake up when it grows.
     audit_seq: watch::Sender<i64>,
@@ -44,12 +48,60 @@ pub struct BoxMeta {
     pub size: BoxSize,
     pub keep_alive: bool,
     pub metadata: BTreeMap<String, String>,
+    /// The Upstash network policy, canonical (`None`: allow-all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<Value>,
+    /// Deno allowNet rules, canonical (`None`: omitted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_net: Option<Vec<String>>,
 }
 
 impl BoxMeta {
     pub fn of(row: &BoxRow) -> BoxMeta {
         serde_json::from_value(row.spec.clone()).unwrap_or_default()
     }
+
+    /// The box's own egress rules (validated before they were stored).
+    pub fn egress(&self) -> (Option<AllowNet>, Option<NetworkPolicy>) {
+        let allow_net = self
+            .allow_net
+            .as_ref()
+            .and_then(|rules| AllowNet::parse(rules).ok());
+        let policy = self
+            .network_policy
+            .as_ref()
+            .and_then(|p| NetworkPolicy::from_json(p).ok());
+        (allow_net, policy)
+    }
+}
+
+/// Validates a `network_policy` (Upstash shape; `null`/`{}` = allow-all)
+/// and an `allow_net` list, and returns their canonical stored forms.
+pub fn check_egress(
+    network_policy: Option<&Value>,
+    allow_net: Option<&[String]>,
+) -> ApiResult<(Option<Value>, Option<Vec<String>>)> {
+    let policy = match network_policy {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(m)) if m.is_empty() => None,
+        Some(v) => {
+            let p = NetworkPolicy::from_json(v)
+                .map_err(|e| ApiError::bad_request(format!("network_policy: {e}")))?;
+            Some(
+                serde_json::to_value(p.to_spec())
+                    .map_err(|e| ApiError::internal(format!("encode the network policy: {e}")))?,
+            )
+        }
+    };
+    let allow_net = match allow_net {
+        None => None,
+        Some(rules) => {
+            let parsed = AllowNet::parse(rules)
+                .map_err(|e| ApiError::bad_request(format!("allow_net: {e}")))?;
+            Some(parsed.rules().iter().map(|r| r.to_string()).collect())
+        }
+    };
+    Ok((policy, allow_net))
 }
 
 /// The wire status of a stored state.
@@ -77,7 +129,11 @@ pub fn box_data(row: &BoxRow) -> BoxData {
         created_at: row.created_at / 1000,
         updated_at: row.updated_at / 1000,
         metadata: meta.metadata,
-        network_policy: json!({"mode": "allow-all"}),
+        network_policy: meta
+            .network_policy
+            .clone()
+            .unwrap_or_else(|| json!({"mode": "allow-all"})),
+        allow_net: meta.allow_net.clone(),
     }
 }
 
@@ -124,11 +180,17 @@ impl FromRequestParts<Arc<AppState>> for Caller {
 }
 
 impl AppState {
-    pub fn new(config: Config, store: Store, runtime: Arc<Runtime>) -> AppState {
+    pub fn new(
+        config: Config,
+        store: Store,
+        runtime: Arc<Runtime>,
+        network: Option<Network>,
+    ) -> AppState {
         AppState {
             config,
             store,
             runtime,
+            network,
             metrics: Metrics::new(),
             boxes: RwLock::new(HashMap::new()),
             audit_seq: watch::channel(0).0,
@@ -258,6 +320,71 @@ impl AppState {
             }
             Err(e) => tracing::error!(kind, error = %e, "cannot append an audit event"),
         }
+    }
+
+    /// Records network events (DNS answers, proxied connections) as audit
+    /// events of their boxes' teams.
+    pub fn audit_net(&self, events: &[NetEvent]) {
+        for ev in events {
+            match self.store.box_by_id(ev.box_id()) {
+                Ok(Some(row)) => self.audit(&row.team_id, None, Some(&row), ev.kind(), ev.to_json()),
+                Ok(None) => tracing::debug!(box_id = ev.box_id(), "network event of a removed box"),
+                Err(e) => tracing::error!(error = %e, "cannot read a box for a network event"),
+            }
+        }
+    }
+
+    /// The full egress policy of a box: its rules and the operator's.
+    pub fn egress_policy(&self, meta: &BoxMeta) -> Option<EgressPolicy> {
+        let net = self.network.as_ref()?;
+        let (allow_net, policy) = meta.egress();
+        Some(net.policy(allow_net, policy))
+    }
+
+    /// Gives a running box its network (create, or adoption at start).
+    /// A box without a network reaches nothing, so failing here fails it.
+    pub async fn attach_network(&self, row: &BoxRow, live: &LiveBox, adopt: bool) -> ApiResult<()> {
+        let (Some(net), Some(policy)) = (&self.network, self.egress_policy(&BoxMeta::of(row))) else {
+            return Ok(());
+        };
+        let (slot, pid) = (live.handle.record().slot, live.handle.pid());
+        let done = if adopt {
+            net.adopt(&row.id, slot, pid, policy).await
+        } else {
+            net.attach(&row.id, slot, pid, policy).await
+        };
+        done.map(drop).map_err(|e| {
+            ApiError::internal(format!("could not set up the network of box {}: {e}", row.id))
+        })
+    }
+
+    /// Re-registers the networks of adopted boxes and removes links a
+    /// crash left behind.
+    pub async fn recover_network(&self) -> anyhow::Result<()> {
+        let Some(net) = &self.network else {
+            return Ok(());
+        };
+        let mut live_slots = std::collections::HashSet::new();
+        for row in self.store.all_boxes()? {
+            let Some(live) = self.live(&row.id) else { continue };
+            if row.state != BoxState::Running || !live.handle.is_alive() {
+                continue;
+            }
+            match self.attach_network(&row, &live, true).await {
+                Ok(()) => {
+                    live_slots.insert(live.handle.record().slot);
+                }
+                Err(e) => {
+                    tracing::error!(box_id = %row.id, error = %e.message, "cannot restore a box's network");
+                    self.mark_failed(&row, "its network could not be restored");
+                }
+            }
+        }
+        let removed = net.remove_leftovers(&live_slots).await?;
+        if removed > 0 {
+            tracing::warn!(removed, "removed box links left by an earlier run");
+        }
+        Ok(())
     }
 
     /// A receiver that changes whenever an audit event is appended.

@@ -219,6 +219,12 @@ impl Store {
         )
     }
 
+    /// Box `id` of whichever team (for events the network layer reports
+    /// by box id).
+    pub fn box_by_id(&self, id: &str) -> Result<Option<BoxRow>> {
+        self.one_box(&format!("SELECT {COLUMNS} FROM boxes WHERE id = ?1"), [id])
+    }
+
     /// The team's box called `name`, if the team has one.
     pub fn get_box_by_name(&self, team_id: &str, name: &str) -> Result<Option<BoxRow>> {
         self.one_box(
@@ -277,6 +283,15 @@ impl Store {
         let changed = self.conn().execute(
             "UPDATE boxes SET labels_json = ?1, updated_at = ?2 WHERE id = ?3",
             params![serde_json::to_string(labels)?, now_ms(), id],
+        )?;
+        found(changed, id)
+    }
+
+    /// Replaces the box's spec (what the server records beyond the columns).
+    pub fn update_box_spec(&self, id: &str, spec: &serde_json::Value) -> Result<()> {
+        let changed = self.conn().execute(
+            "UPDATE boxes SET spec_json = ?1, updated_at = ?2 WHERE id = ?3",
+            params![serde_json::to_string(spec)?, now_ms(), id],
         )?;
         found(changed, id)
     }

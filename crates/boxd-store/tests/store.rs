@@ -328,6 +328,8 @@ fn rows_for_an_unknown_team_are_not_found() {
     not_found(store.set_team_env("team_nope", &labels(&[("A", "1")])));
     not_found(store.set_box_state("nope", BoxState::Running));
     not_found(store.update_box_labels("nope", &BTreeMap::new()));
+    not_found(store.update_box_spec("nope", &serde_json::json!({})));
+    assert_eq!(store.box_by_id("nope").unwrap(), None);
 }
 
 #[test]
@@ -375,6 +377,11 @@ fn box_state_and_labels_are_recorded() {
     assert_eq!(row.labels, labels(&[("env", "prod"), ("tier", "1")]));
     assert_eq!(row.spec, spec.spec);
     assert_eq!(row.created_at, inserted.created_at);
+    assert_eq!(store.box_by_id("b1").unwrap(), Some(row.clone()));
+    let new_spec = serde_json::json!({"network_policy": {"mode": "deny-all"}});
+    store.update_box_spec("b1", &new_spec).unwrap();
+    assert_eq!(store.box_by_id("b1").unwrap().unwrap().spec, new_spec);
+    store.update_box_spec("b1", &spec.spec).unwrap();
     assert!(row.updated_at > inserted.updated_at);
 
     // The store records any state; the state machine is the server's.

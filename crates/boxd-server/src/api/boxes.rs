@@ -7,7 +7,7 @@
 //! nothing behind. Features later issues own are refused with 501.
 
 use crate::error::{ApiError, ApiResult};
-use crate::state::{box_data, status_of, AppState, BoxMeta, Caller};
+use crate::state::{box_data, check_egress, status_of, AppState, BoxMeta, Caller, LiveBox};
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use boxd_api::{
@@ -88,15 +88,8 @@ fn refuse_later_features(req: &CreateBoxRequest) -> ApiResult<()> {
             _ => true,
         })
     }
-    let policy_is_default = req
-        .network_policy
-        .as_ref()
-        .and_then(|p| p.get("mode"))
-        .and_then(Value::as_str)
-        .is_none_or(|m| m == "allow-all");
-    let checks: [(bool, &str); 13] = [
+    let checks: [(bool, &str); 11] = [
         (set(&req.attach_headers), "attach headers"),
-        (!policy_is_default, "network policy"),
         (
             req.agent.is_some() || req.model.is_some() || req.agent_api_key.is_some(),
             "coding agents (agent, model)",
@@ -115,7 +108,6 @@ fn refuse_later_features(req: &CreateBoxRequest) -> ApiResult<()> {
         ),
         (req.browser == Some(true), "browser boxes"),
         (set(&req.secrets), "placeholder secrets"),
-        (req.allow_net.is_some(), "allow_net egress rules"),
         (
             req.volumes.as_ref().is_some_and(|v| !v.is_empty()),
             "volumes",
@@ -162,12 +154,16 @@ pub async fn create(
     let mut env = st.store.team_env(&caller.team_id)?;
     env.extend(req.env_vars.clone().unwrap_or_default());
     boxd_runtime::env::validate(&env)?;
+    let (network_policy, allow_net) =
+        check_egress(req.network_policy.as_ref(), req.allow_net.as_deref())?;
 
     let id = new_box_id()?;
     let meta = BoxMeta {
         size,
         keep_alive: req.keep_alive.unwrap_or(false),
         metadata,
+        network_policy,
+        allow_net,
     };
     let spec_json = serde_json::to_value(&meta)
         .map_err(|e| ApiError::internal(format!("encode the box spec: {e}")))?;
@@ -193,18 +189,28 @@ pub async fn create(
     let created = tokio::task::spawn_blocking(move || rt.create(&spec))
         .await
         .map_err(|e| ApiError::internal(format!("the create task failed: {e}")))?;
+    // Nothing of a failed create stays.
+    let forget = |st: &AppState| {
+        if let Err(del) = st.store.delete_box(&caller.team_id, &id) {
+            tracing::error!(box_id = %id, error = %del, "cannot remove a failed box's record");
+        }
+        st.metrics.create_done(false, started.elapsed());
+    };
     let handle = match created {
         Ok(handle) => handle,
         Err(e) => {
-            // Nothing of a failed create stays.
-            if let Err(del) = st.store.delete_box(&caller.team_id, &id) {
-                tracing::error!(box_id = %id, error = %del, "cannot remove a failed box's record");
-            }
-            st.metrics.create_done(false, started.elapsed());
+            forget(&st);
             return Err(e.into());
         }
     };
-    st.insert_live(handle);
+    let live = LiveBox { handle };
+    if let Err(e) = st.attach_network(&row, &live, false).await {
+        let rt = st.runtime.clone();
+        let _ = tokio::task::spawn_blocking(move || rt.destroy(live.handle)).await;
+        forget(&st);
+        return Err(e);
+    }
+    st.insert_live_arc(Arc::new(live));
     st.store.set_box_state(&id, BoxState::Running)?;
     row.state = BoxState::Running;
     let took = started.elapsed();
@@ -222,6 +228,57 @@ pub async fn create(
         }),
     );
     tracing::info!(box_id = %id, took_ms = took.as_millis() as u64, "box created");
+    Ok(Json(box_data(&row)))
+}
+
+#[utoipa::path(put, path = "/v2/box/{id}/config/network-policy", tag = "boxes",
+    params(("id" = String, Path, description = "box id or name")),
+    request_body = Object,
+    responses((status = 200, body = BoxData), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+/// Changes a box's network policy (Upstash shape; `allow_net` may be sent
+/// alongside as a boxd extension). The next DNS query and connection of
+/// the box use it; connections already open keep going.
+pub async fn set_network_policy(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> ApiResult<Json<BoxData>> {
+    let mut row = st.find(&caller, &id)?;
+    let mut meta = BoxMeta::of(&row);
+    let allow_net: Option<Vec<String>> = match body.get("allow_net") {
+        None => meta.allow_net.clone(),
+        Some(Value::Null) => None,
+        Some(v) => Some(serde_json::from_value(v.clone()).map_err(|_| {
+            ApiError::bad_request("allow_net: expected a list of strings")
+        })?),
+    };
+    let mut policy = body.clone();
+    if let Value::Object(m) = &mut policy {
+        m.remove("allow_net");
+    }
+    let (network_policy, allow_net) = check_egress(Some(&policy), allow_net.as_deref())?;
+    meta.network_policy = network_policy;
+    meta.allow_net = allow_net;
+    row.spec = serde_json::to_value(&meta)
+        .map_err(|e| ApiError::internal(format!("encode the box spec: {e}")))?;
+    st.store.update_box_spec(&row.id, &row.spec)?;
+    if let (Some(net), Some(policy), Some(live)) =
+        (&st.network, st.egress_policy(&meta), st.live(&row.id))
+    {
+        net.set_policy(&row.id, live.handle.record().slot, policy);
+    }
+    st.audit(
+        &caller.team_id,
+        Some(&caller),
+        Some(&row),
+        "box.network_policy",
+        json!({
+            "network_policy": meta.network_policy.clone().unwrap_or_else(|| json!({"mode": "allow-all"})),
+            "allow_net": meta.allow_net,
+        }),
+    );
     Ok(Json(box_data(&row)))
 }
 
@@ -286,6 +343,9 @@ async fn delete_row(st: &Arc<AppState>, caller: &Caller, row: &BoxRow) -> ApiRes
             .map(|h| Arc::new(crate::state::LiveBox { handle: h })),
     };
     if let Some(live) = handle {
+        if let Some(net) = &st.network {
+            net.detach(&row.id, live.handle.record().slot);
+        }
         let rt = st.runtime.clone();
         let live2 = live.clone();
         let destroyed = tokio::task::spawn_blocking(move || rt.destroy(&live2.handle))
@@ -465,6 +525,27 @@ fn log_line(kind: &str, data: &Value) -> (String, String) {
             format!("box created ({}, {})", s("runtime"), s("size")),
         ),
         "box.failed" => ("error".into(), format!("box failed: {}", s("reason"))),
+        "net.dns" => (
+            if s("decision") == "allow" { "info" } else { "warn" }.into(),
+            format!("dns {} {}: {} ({}) {}", s("qtype"), s("name"), s("decision"), s("rule"), s("rcode")),
+        ),
+        "net.connect" => {
+            let dest = match data.get("name").and_then(Value::as_str) {
+                Some(name) => format!("{name}:{}", n("port")),
+                None => format!("{}:{}", s("dest_ip"), n("port")),
+            };
+            (
+                if s("decision") == "allow" { "info" } else { "warn" }.into(),
+                format!(
+                    "connect {dest}: {} ({}), {} bytes up, {} down, {} ms",
+                    s("decision"),
+                    s("rule"),
+                    n("bytes_up"),
+                    n("bytes_down"),
+                    n("duration_ms")
+                ),
+            )
+        }
         other => ("info".into(), format!("{other} {data}")),
     }
 }

@@ -19,7 +19,6 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/v2/box/snapshots/{*rest}", "snapshots"),
     ("/v2/box/from-snapshot", "snapshots"),
     ("/v2/box/{id}/startup", "init commands"),
-    ("/v2/box/{id}/config/network-policy", "network policy"),
     ("/v2/box/{id}/config/model", "coding agents"),
     ("/v2/box/{id}/config/custom-runner", "coding agents"),
     ("/v2/box/{id}/config/skills", "skills"),

@@ -43,6 +43,7 @@ use utoipa::OpenApi;
         boxes::remove_label,
         boxes::list_labels,
         boxes::logs,
+        boxes::set_network_policy,
         exec::exec,
         exec::exec_stream,
         exec::code,
@@ -121,6 +122,10 @@ pub fn router(st: Arc<AppState>) -> Router {
         .route("/v2/box/{id}", get(boxes::get).delete(boxes::delete))
         .route("/v2/box/{id}/status", get(boxes::status))
         .route("/v2/box/{id}/logs", get(boxes::logs))
+        .route(
+            "/v2/box/{id}/config/network-policy",
+            axum::routing::put(boxes::set_network_policy),
+        )
         .route(
             "/v2/box/{id}/config/labels",
             post(boxes::add_label).get(boxes::list_labels),
