@@ -211,6 +211,36 @@ impl Ruleset {
         )
     }
 
+    /// The table while boxd is stopped but boxes keep running: nothing
+    /// from or to a box interface is accepted or routed (no redirects, as
+    /// nothing listens), so a box reaches nothing until the next start
+    /// installs the full table again.
+    pub fn lockdown_script(&self) -> String {
+        let RulesetConfig {
+            table,
+            iface_prefix,
+            ..
+        } = &self.config;
+        format!(
+            "add table inet {table}\ndelete table inet {table}\n\
+             table inet {table} {{\n\
+             \tchain box_input {{\n\t\ttype filter hook input priority filter; policy accept;\n\
+             \t\tiifname \"{iface_prefix}*\" counter drop\n\t}}\n\
+             \tchain box_forward {{\n\t\ttype filter hook forward priority filter; policy accept;\n\
+             \t\tiifname \"{iface_prefix}*\" counter drop\n\
+             \t\toifname \"{iface_prefix}*\" counter drop\n\t}}\n}}\n"
+        )
+    }
+
+    /// Replaces the table with the lockdown table (clean shutdown while
+    /// boxes keep running).
+    pub async fn lock_down(&self, netns: Option<BorrowedFd<'_>>) -> Result<()> {
+        self.run_nft("lock down", &["-f", "-"], Some(self.lockdown_script()), netns)
+            .await?;
+        tracing::info!(table = %self.config.table, "box network ruleset locked down: boxes reach nothing until boxd starts");
+        Ok(())
+    }
+
     /// The removal script; succeeds whether or not the table exists.
     pub fn remove_script(&self) -> String {
         let table = &self.config.table;

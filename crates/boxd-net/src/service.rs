@@ -346,14 +346,18 @@ impl Network {
         self.veths.host_slots().await
     }
 
-    /// Clean shutdown: stops serving and removes the ruleset. Boxes keep
-    /// their veths (they keep running and are adopted by the next start);
-    /// until then they reach nothing.
+    /// Clean shutdown: stops serving, and removes the ruleset — or, while
+    /// boxes keep running (they are adopted by the next start), replaces
+    /// it with the lockdown table so they reach nothing in between.
     pub async fn shutdown(&self) -> Result<()> {
         for t in &self.tasks {
             t.abort();
         }
-        self.ruleset.remove(None).await
+        if self.veths.host_slots().await?.is_empty() {
+            self.ruleset.remove(None).await
+        } else {
+            self.ruleset.lock_down(None).await
+        }
     }
 }
 

@@ -307,3 +307,39 @@ async fn box_traffic_goes_to_proxy_and_resolver_only() {
 fn a_udp_port(s: &Socket) -> u16 {
     s.local_addr().unwrap().as_socket().unwrap().port()
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn lockdown_lets_boxes_reach_nothing_while_boxd_is_stopped() {
+    skip_unless_capable!();
+    let host = common::netns();
+    common::sysctl_in(&host, "/proc/sys/net/ipv4/ip_forward", "1");
+    let veths = Veths::new_in(AddressPlan::default(), host.as_fd()).expect("veths");
+    let ns_a = common::netns();
+    let a = veths.create(1, ns_a.as_fd()).await.expect("box a").addrs;
+    let any4 = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    let proxy = common::tcp_listener(&host, sa(any4, PROXY));
+    let service = common::tcp_listener(&host, sa(any4, 2222));
+    let rs = ruleset();
+    rs.install(Some(host.as_fd())).await.expect("install");
+    lands_on_proxy(&ns_a, &proxy, sa(Ipv4Addr::new(192, 0, 2, 1), 80));
+
+    rs.lock_down(Some(host.as_fd())).await.expect("lock down");
+    let text = rs.current(Some(host.as_fd())).await.unwrap().expect("table");
+    assert!(!text.contains("redirect"), "{text}");
+    for to in [
+        sa(Ipv4Addr::new(192, 0, 2, 1), 80),
+        sa(a.host_v4, 2222),
+        sa(a.host_v4, PROXY),
+    ] {
+        assert!(
+            common::connect_from(&ns_a, to, QUICK).is_err(),
+            "{to} reachable in lockdown"
+        );
+    }
+    nothing_pending(&proxy, "the proxy");
+    nothing_pending(&service, "the host service");
+    // The next start replaces the lockdown table whole.
+    rs.install(Some(host.as_fd())).await.expect("reinstall");
+    lands_on_proxy(&ns_a, &proxy, sa(Ipv4Addr::new(192, 0, 2, 1), 80));
+    rs.remove(Some(host.as_fd())).await.expect("remove");
+}
