@@ -179,9 +179,9 @@ fn events(d: &TestDaemon, id: &str, kind: &str) -> Vec<Value> {
     // Network events are written in batches right after the fact.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let (status, v) = d.get(&format!("/v2/audit?box_id={id}&kind={kind}&limit=1000"));
+        let (status, v) = d.get(&format!("/v2/audit?box={id}&kind={kind}&limit=1000"));
         assert_eq!(status, 200, "{v}");
-        let list = v.as_array().cloned().unwrap_or_default();
+        let list = v["events"].as_array().cloned().unwrap_or_default();
         if !list.is_empty() || Instant::now() > deadline {
             return list;
         }
