@@ -15,105 +15,20 @@
 #[path = "shared.rs"]
 mod shared;
 
+#[path = "daemon.rs"]
+mod daemon;
+
 use boxd_agent::protocol::SpawnRequest;
 use boxd_runtime::{BoxSpec, Runtime, RuntimeConfig};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use daemon::{net_config, BenchDaemon, Http, AGENT};
 use std::time::{Duration, Instant};
 
-const AGENT: &str = env!("CARGO_BIN_EXE_boxd-agent");
-const BOXD: &str = env!("CARGO_BIN_EXE_boxd");
+/// The library baseline's data dir and cgroups, removed on drop.
+struct LibState(std::path::PathBuf, String);
 
-/// One keep-alive HTTP/1.1 connection.
-struct Http {
-    r: BufReader<TcpStream>,
-    w: TcpStream,
-    key: String,
-}
-
-impl Http {
-    fn connect(addr: &str, key: &str) -> Http {
-        let s = TcpStream::connect(addr).expect("connect to boxd");
-        s.set_nodelay(true).expect("nodelay");
-        Http {
-            r: BufReader::new(s.try_clone().expect("clone socket")),
-            w: s,
-            key: key.into(),
-        }
-    }
-
-    /// Sends a request; returns (status, body).
-    fn call(&mut self, method: &str, path: &str, body: &str) -> (u16, String) {
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nhost: boxd\r\nx-box-api-key: {}\r\n\
-             content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-            self.key,
-            body.len()
-        );
-        self.w.write_all(req.as_bytes()).expect("send");
-        let mut line = String::new();
-        self.r.read_line(&mut line).expect("status line");
-        let status: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .expect("status code");
-        let mut len = 0usize;
-        loop {
-            line.clear();
-            self.r.read_line(&mut line).expect("header");
-            if line == "\r\n" {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    len = v.trim().parse().expect("content-length");
-                }
-            }
-        }
-        let mut buf = vec![0u8; len];
-        self.r.read_exact(&mut buf).expect("body");
-        (status, String::from_utf8_lossy(&buf).into_owned())
-    }
-
-    fn create(&mut self) -> String {
-        let (s, body) = self.call("POST", "/v2/box", "{}");
-        assert_eq!(s, 200, "create: {body}");
-        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
-        v["id"].as_str().expect("id").to_string()
-    }
-
-    fn exec_true(&mut self, id: &str) {
-        let (s, body) = self.call(
-            "POST",
-            &format!("/v2/box/{id}/exec"),
-            r#"{"command":["/bin/true"]}"#,
-        );
-        assert!(s == 200 && body.contains("\"exit_code\":0"), "exec: {body}");
-    }
-
-    fn delete(&mut self, id: &str) {
-        let (s, body) = self.call("DELETE", &format!("/v2/box/{id}"), "");
-        assert_eq!(s, 200, "delete: {body}");
-    }
-}
-
-/// The daemon, its data dir and cgroups, and the library baseline's:
-/// all removed on drop, also when a step panics.
-struct Setup {
-    daemon: Child,
-    dirs: Vec<std::path::PathBuf>,
-    parents: Vec<String>,
-}
-
-impl Drop for Setup {
+impl Drop for LibState {
     fn drop(&mut self) {
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
-        for (dir, parent) in self.dirs.iter().zip(&self.parents) {
-            shared::remove_bench_state(dir, parent, AGENT);
-        }
+        shared::remove_bench_state(&self.0, &self.1, AGENT);
     }
 }
 
@@ -124,37 +39,15 @@ fn main() {
     }
     let runs = shared::runs_arg(100);
     let pid = std::process::id();
-    let http_dir = std::env::temp_dir().join(format!("boxd-bench-api-{pid}"));
+    let daemon = BenchDaemon::start(
+        "api",
+        &net_config("boxd_bench_api", "bba", "10.98.0.0/24", "fd42:b0c8::/48"),
+        Some("boxd_bench_api"),
+    );
+    let (addr, key) = (daemon.addr.clone(), daemon.key.clone());
     let lib_dir = std::env::temp_dir().join(format!("boxd-bench-lib-{pid}"));
-    let http_parent = format!("boxd-bench-api-{pid}");
     let lib_parent = format!("boxd-bench-lib-{pid}");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let key = format!("bench-key-{pid}-0123456789abcdef0123456789");
-    let daemon = Command::new(BOXD)
-        .arg("--data-dir")
-        .arg(&http_dir)
-        .args(["--agent", AGENT, "serve", "--listen", &addr])
-        .args(["--cgroup-parent", &http_parent])
-        .env("BOXD_API_KEY", &key)
-        .env("BOXD_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start boxd serve");
-    let _setup = Setup {
-        daemon,
-        dirs: vec![http_dir, lib_dir.clone()],
-        parents: vec![http_parent, lib_parent.clone()],
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "boxd serve did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let _lib_state = LibState(lib_dir.clone(), lib_parent.clone());
     let mut cfg = RuntimeConfig::new(&lib_dir, AGENT);
     cfg.cgroup_parent = lib_parent;
     let rt = Runtime::new(cfg).expect("runtime");

@@ -246,7 +246,11 @@ fn allowed_names_are_reached_through_the_proxy_and_nothing_else_is() {
     // A denied name is not resolved at all, and a connection to an
     // address the resolver never gave out is reset at once.
     assert!(probe(&d, &id, &["tcp", "other.example.test", "80"]).starts_with("dns:"));
-    let r = probe(&d, &id, &["tcp", "198.18.200.1", "80", "GET / HTTP/1.0\r\n\r\n"]);
+    let r = probe(
+        &d,
+        &id,
+        &["tcp", "198.18.200.1", "80", "GET / HTTP/1.0\r\n\r\n"],
+    );
     assert!(refused(&r), "{r}");
 
     // Any TCP protocol, including ones where the server speaks first.
@@ -280,7 +284,10 @@ fn allowed_names_are_reached_through_the_proxy_and_nothing_else_is() {
         .any(|e| e["data"]["name"] == "other.example.test" && e["data"]["decision"] == "deny"));
     let (_, logs) = d.get(&format!("/v2/box/{id}/logs?limit=1000"));
     let text = logs.to_string();
-    assert!(text.contains("connect api.example.test:80: allow"), "{text}");
+    assert!(
+        text.contains("connect api.example.test:80: allow"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -302,16 +309,20 @@ fn policies_deny_all_custom_cidrs_and_live_changes() {
         )
     };
     // Custom: only the listed domain.
-    let (status, v) = put(json!({"mode": "custom", "allowed_domains": ["api.example.test"],
-                                 "allowed_cidrs": null, "denied_cidrs": null}));
+    let (status, v) = put(
+        json!({"mode": "custom", "allowed_domains": ["api.example.test"],
+                                 "allowed_cidrs": null, "denied_cidrs": null}),
+    );
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["network_policy"]["mode"], "custom");
     assert_eq!(curl(&d, &id, "http://api.example.test/").0, 0);
     assert_ne!(curl(&d, &id, "http://other.example.test/").0, 0);
 
     // A denied CIDR wins over an allowed name that resolves into it.
-    let (status, v) = put(json!({"mode": "custom", "allowed_domains": ["api.example.test"],
-                                 "denied_cidrs": ["127.0.0.0/8"]}));
+    let (status, v) = put(
+        json!({"mode": "custom", "allowed_domains": ["api.example.test"],
+                                 "denied_cidrs": ["127.0.0.0/8"]}),
+    );
     assert_eq!(status, 200, "{v}");
     let (code, out) = curl(&d, &id, "http://api.example.test/");
     assert_ne!(code, 0, "{out}");
@@ -381,7 +392,11 @@ fn escape_attempts_reach_nothing() {
     );
     assert_eq!(code, 0);
     let b_addr = probe(&d, &b, &["myaddr"]);
-    let r = probe(&d, &b, &["tcp", "127.0.0.1", "8080", "GET / HTTP/1.0\r\n\r\n"]);
+    let r = probe(
+        &d,
+        &b,
+        &["tcp", "127.0.0.1", "8080", "GET / HTTP/1.0\r\n\r\n"],
+    );
     assert!(reached(&r), "box b's own server works: {r}");
     let r = probe(&d, &a, &["tcp", &b_addr, "8080", "GET / HTTP/1.0\r\n\r\n"]);
     assert!(refused(&r), "box to box: {r}");
@@ -404,7 +419,10 @@ fn escape_attempts_reach_nothing() {
     let r = probe(&d, &a, &["udp", &gw, &udp_port, "hello"]);
     assert!(!r.starts_with("ok:"), "{r}");
     let mut buf = [0u8; 64];
-    assert!(host_udp.recv_from(&mut buf).is_err(), "UDP reached the host");
+    assert!(
+        host_udp.recv_from(&mut buf).is_err(),
+        "UDP reached the host"
+    );
     let r = probe(&d, &a, &["udp", "192.0.2.1", "443", "quic"]);
     assert!(!r.starts_with("ok:"), "{r}");
     assert!(!probe(&d, &a, &["icmp", &gw]).starts_with("ok:"));
@@ -422,7 +440,11 @@ fn escape_attempts_reach_nothing() {
         &["dnsq", "8.8.8.8", "exfil-c2VjcmV0.other.example.test"],
     );
     assert!(r.starts_with("ok:rcode=3"), "NXDOMAIN expected: {r}");
-    let r = probe(&d, &restricted, &["dnsq", "1.1.1.1", "exfil-2.other.example.test", "65"]);
+    let r = probe(
+        &d,
+        &restricted,
+        &["dnsq", "1.1.1.1", "exfil-2.other.example.test", "65"],
+    );
     assert!(r.starts_with("ok:rcode=3"), "{r}");
     assert!(
         !outside.dns.asked().iter().any(|n| n.contains("exfil")),
@@ -435,13 +457,18 @@ fn escape_attempts_reach_nothing() {
     assert!(refused(&r) || r == "ok:", "DNS over TCP to 8.8.8.8: {r}");
 
     // Root in the box may rewrite its own network: it gains nothing.
-    if std::path::Path::new("/usr/sbin/ip").exists() || std::path::Path::new("/usr/bin/ip").exists() {
+    if std::path::Path::new("/usr/sbin/ip").exists() || std::path::Path::new("/usr/bin/ip").exists()
+    {
         let (code, _, err) = d.sh(
             &restricted,
             "ip addr add 10.250.0.9/32 dev eth0 && ip route replace default dev eth0",
         );
         assert_eq!(code, 0, "box root manages its own netns: {err}");
-        let r = probe(&d, &restricted, &["tcp", &gw, &host_port, "x", "4", "10.250.0.9"]);
+        let r = probe(
+            &d,
+            &restricted,
+            &["tcp", &gw, &host_port, "x", "4", "10.250.0.9"],
+        );
         assert!(refused(&r), "spoofed source: {r}");
         let (code, _, _) = d.sh(&restricted, "nft flush ruleset 2>/dev/null; true");
         assert_eq!(code, 0);

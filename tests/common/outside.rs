@@ -155,8 +155,8 @@ impl DnsServer {
                 let mut out = buf[..qend].to_vec();
                 out[2] = 0x81; // QR, RD
                 out[3] = match answer {
-                    Some(_) => 0x80,        // RA, NOERROR
-                    None => 0x80 | 3,       // RA, NXDOMAIN
+                    Some(_) => 0x80,  // RA, NOERROR
+                    None => 0x80 | 3, // RA, NXDOMAIN
                 };
                 out[6..12].copy_from_slice(&[0, 0, 0, 0, 0, 0]);
                 if let (Some(ip), 1) = (answer, qtype) {

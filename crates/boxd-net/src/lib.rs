@@ -28,7 +28,7 @@ pub use addr::{AddressPlan, SlotAddrs};
 pub use error::{NetError, Result};
 pub use events::{ConnEvent, DnsEvent, EventSink, EventStream, NetEvent};
 pub use registry::{BoxNet, Registry};
-pub use upstream::{UpstreamConfig, UpstreamTarget, Upstreams};
 pub use ruleset::{Ruleset, RulesetConfig};
 pub use service::{Network, NetworkConfig, NetworkSettings};
+pub use upstream::{UpstreamConfig, UpstreamTarget, Upstreams};
 pub use veth::{BoxLink, Veths};

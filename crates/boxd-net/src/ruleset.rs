@@ -235,8 +235,13 @@ impl Ruleset {
     /// Replaces the table with the lockdown table (clean shutdown while
     /// boxes keep running).
     pub async fn lock_down(&self, netns: Option<BorrowedFd<'_>>) -> Result<()> {
-        self.run_nft("lock down", &["-f", "-"], Some(self.lockdown_script()), netns)
-            .await?;
+        self.run_nft(
+            "lock down",
+            &["-f", "-"],
+            Some(self.lockdown_script()),
+            netns,
+        )
+        .await?;
         tracing::info!(table = %self.config.table, "box network ruleset locked down: boxes reach nothing until boxd starts");
         Ok(())
     }

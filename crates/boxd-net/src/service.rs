@@ -122,8 +122,8 @@ impl NetworkSettings {
     pub fn validate(&self) -> Result<NetworkConfig> {
         let (v4, v4_len) = parse_pool::<Ipv4Addr>("ipv4_pool", &self.ipv4_pool)?;
         let (v6, v6_len) = parse_pool::<Ipv6Addr>("ipv6_pool", &self.ipv6_pool)?;
-        let plan = AddressPlan::new(v4, v4_len, v6, v6_len)?
-            .with_ifname_prefix(&self.interface_prefix)?;
+        let plan =
+            AddressPlan::new(v4, v4_len, v6, v6_len)?.with_ifname_prefix(&self.interface_prefix)?;
         let ranges = |key: &str, list: &[String]| -> Result<Vec<ipnet::IpNet>> {
             list.iter()
                 .map(|s| parse_cidr(s).map_err(|e| invalid(key, s, e)))
@@ -370,9 +370,12 @@ mod tests {
         let ok = NetworkSettings {
             upstream_dns: vec!["192.0.2.53".into(), "[2001:db8::1]:5353".into()],
             allow_ranges: vec!["127.0.0.0/8".into()],
-            upstreams: [("API.Example.test.".to_string(), "127.0.0.1:9443".to_string())]
-                .into_iter()
-                .collect(),
+            upstreams: [(
+                "API.Example.test.".to_string(),
+                "127.0.0.1:9443".to_string(),
+            )]
+            .into_iter()
+            .collect(),
             ..Default::default()
         };
         let cfg = ok.validate().unwrap();

@@ -128,8 +128,14 @@ mod tests {
         assert_eq!(t.assign(&name("A.Example.com.")).unwrap(), a);
         assert_eq!(a.v4, Ipv4Addr::new(198, 18, 1, 0));
         assert_eq!(a.v6, "fd42:b0c5:ff::100".parse::<Ipv6Addr>().unwrap());
-        assert_eq!(t.name_of(IpAddr::V4(a.v4)).unwrap().as_str(), "a.example.com");
-        assert_eq!(t.name_of(IpAddr::V6(b.v6)).unwrap().as_str(), "b.example.com");
+        assert_eq!(
+            t.name_of(IpAddr::V4(a.v4)).unwrap().as_str(),
+            "a.example.com"
+        );
+        assert_eq!(
+            t.name_of(IpAddr::V6(b.v6)).unwrap().as_str(),
+            "b.example.com"
+        );
         let mapped = IpAddr::V6(a.v4.to_ipv6_mapped());
         assert_eq!(t.name_of(mapped).unwrap().as_str(), "a.example.com");
         assert!(t.name_of("198.18.0.0".parse().unwrap()).is_none());

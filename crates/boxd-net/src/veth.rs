@@ -30,9 +30,7 @@ use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute,
 use rtnetlink::{LinkUnspec, LinkVeth, RouteMessageBuilder};
 use tokio::task::JoinHandle;
 
-use crate::addr::{
-    AddressPlan, SlotAddrs, V4_PAIR_PREFIX_LEN, V6_BOX_PREFIX_LEN,
-};
+use crate::addr::{AddressPlan, SlotAddrs, V4_PAIR_PREFIX_LEN, V6_BOX_PREFIX_LEN};
 use crate::error::{NetError, Result};
 use crate::netns;
 

@@ -324,7 +324,11 @@ async fn lockdown_lets_boxes_reach_nothing_while_boxd_is_stopped() {
     lands_on_proxy(&ns_a, &proxy, sa(Ipv4Addr::new(192, 0, 2, 1), 80));
 
     rs.lock_down(Some(host.as_fd())).await.expect("lock down");
-    let text = rs.current(Some(host.as_fd())).await.unwrap().expect("table");
+    let text = rs
+        .current(Some(host.as_fd()))
+        .await
+        .unwrap()
+        .expect("table");
     assert!(!text.contains("redirect"), "{text}");
     for to in [
         sa(Ipv4Addr::new(192, 0, 2, 1), 80),

@@ -203,7 +203,9 @@ async fn run(config: Config) -> Result<()> {
         } => tracing::warn!("closing the connections still open after the grace period"),
     }
     if let Some(net) = &state.network {
-        net.shutdown().await.context("remove the box network ruleset")?;
+        net.shutdown()
+            .await
+            .context("remove the box network ruleset")?;
     }
     // The last network events reach the store; a stuck writer is cut.
     let _ = tokio::time::timeout(std::time::Duration::from_millis(500), &mut recorder).await;

@@ -327,7 +327,9 @@ impl AppState {
     pub fn audit_net(&self, events: &[NetEvent]) {
         for ev in events {
             match self.store.box_by_id(ev.box_id()) {
-                Ok(Some(row)) => self.audit(&row.team_id, None, Some(&row), ev.kind(), ev.to_json()),
+                Ok(Some(row)) => {
+                    self.audit(&row.team_id, None, Some(&row), ev.kind(), ev.to_json())
+                }
                 Ok(None) => tracing::debug!(box_id = ev.box_id(), "network event of a removed box"),
                 Err(e) => tracing::error!(error = %e, "cannot read a box for a network event"),
             }
@@ -344,7 +346,8 @@ impl AppState {
     /// Gives a running box its network (create, or adoption at start).
     /// A box without a network reaches nothing, so failing here fails it.
     pub async fn attach_network(&self, row: &BoxRow, live: &LiveBox, adopt: bool) -> ApiResult<()> {
-        let (Some(net), Some(policy)) = (&self.network, self.egress_policy(&BoxMeta::of(row))) else {
+        let (Some(net), Some(policy)) = (&self.network, self.egress_policy(&BoxMeta::of(row)))
+        else {
             return Ok(());
         };
         let (slot, pid) = (live.handle.record().slot, live.handle.pid());
@@ -354,7 +357,10 @@ impl AppState {
             net.attach(&row.id, slot, pid, policy).await
         };
         done.map(drop).map_err(|e| {
-            ApiError::internal(format!("could not set up the network of box {}: {e}", row.id))
+            ApiError::internal(format!(
+                "could not set up the network of box {}: {e}",
+                row.id
+            ))
         })
     }
 
@@ -366,7 +372,9 @@ impl AppState {
         };
         let mut live_slots = std::collections::HashSet::new();
         for row in self.store.all_boxes()? {
-            let Some(live) = self.live(&row.id) else { continue };
+            let Some(live) = self.live(&row.id) else {
+                continue;
+            };
             if row.state != BoxState::Running || !live.handle.is_alive() {
                 continue;
             }

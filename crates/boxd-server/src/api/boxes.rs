@@ -250,9 +250,10 @@ pub async fn set_network_policy(
     let allow_net: Option<Vec<String>> = match body.get("allow_net") {
         None => meta.allow_net.clone(),
         Some(Value::Null) => None,
-        Some(v) => Some(serde_json::from_value(v.clone()).map_err(|_| {
-            ApiError::bad_request("allow_net: expected a list of strings")
-        })?),
+        Some(v) => Some(
+            serde_json::from_value(v.clone())
+                .map_err(|_| ApiError::bad_request("allow_net: expected a list of strings"))?,
+        ),
     };
     let mut policy = body.clone();
     if let Value::Object(m) = &mut policy {
@@ -526,8 +527,20 @@ fn log_line(kind: &str, data: &Value) -> (String, String) {
         ),
         "box.failed" => ("error".into(), format!("box failed: {}", s("reason"))),
         "net.dns" => (
-            if s("decision") == "allow" { "info" } else { "warn" }.into(),
-            format!("dns {} {}: {} ({}) {}", s("qtype"), s("name"), s("decision"), s("rule"), s("rcode")),
+            if s("decision") == "allow" {
+                "info"
+            } else {
+                "warn"
+            }
+            .into(),
+            format!(
+                "dns {} {}: {} ({}) {}",
+                s("qtype"),
+                s("name"),
+                s("decision"),
+                s("rule"),
+                s("rcode")
+            ),
         ),
         "net.connect" => {
             let dest = match data.get("name").and_then(Value::as_str) {
@@ -535,7 +548,12 @@ fn log_line(kind: &str, data: &Value) -> (String, String) {
                 None => format!("{}:{}", s("dest_ip"), n("port")),
             };
             (
-                if s("decision") == "allow" { "info" } else { "warn" }.into(),
+                if s("decision") == "allow" {
+                    "info"
+                } else {
+                    "warn"
+                }
+                .into(),
                 format!(
                     "connect {dest}: {} ({}), {} bytes up, {} down, {} ms",
                     s("decision"),

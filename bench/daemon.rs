@@ -1,0 +1,171 @@
+//! A `boxd serve` for benchmarks (this build, a private data dir, port,
+//! cgroup parent and `[network]` table), and a minimal keep-alive HTTP/1.1
+//! client, so the numbers are the daemon's, not a client library's.
+//! Everything the daemon made is removed on drop, also when a step panics.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const AGENT: &str = env!("CARGO_BIN_EXE_boxd-agent");
+pub const BOXD: &str = env!("CARGO_BIN_EXE_boxd");
+
+/// A `[network]` table of its own for a bench daemon (so it never meets
+/// a real boxd's table, interfaces or addresses), appended to by the caller.
+pub fn net_config(table: &str, prefix: &str, v4: &str, v6: &str) -> String {
+    format!(
+        "[network]\ntable = \"{table}\"\ninterface_prefix = \"{prefix}\"\n\
+         ipv4_pool = \"{v4}\"\nipv6_pool = \"{v6}\"\n"
+    )
+}
+
+pub struct BenchDaemon {
+    child: Child,
+    pub addr: String,
+    pub key: String,
+    pub dir: PathBuf,
+    pub cgroup_parent: String,
+    table: Option<String>,
+}
+
+impl BenchDaemon {
+    /// Starts `boxd serve` named `name` with `config` (TOML) and waits
+    /// until it answers. `table` is its `[network]` table, if the config
+    /// names one, so drop can remove it after a kill.
+    pub fn start(name: &str, config: &str, table: Option<&str>) -> BenchDaemon {
+        let pid = std::process::id();
+        let dir = std::env::temp_dir().join(format!("boxd-bench-{name}-{pid}"));
+        let cgroup_parent = format!("boxd-bench-{name}-{pid}");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let key = format!("bench-key-{pid}-0123456789abcdef0123456789");
+        let config_path = dir.with_extension("toml");
+        std::fs::write(&config_path, config).expect("write the bench config");
+        let child = Command::new(BOXD)
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--agent", AGENT, "serve", "--listen", &addr])
+            .args(["--cgroup-parent", &cgroup_parent])
+            .arg("--config")
+            .arg(&config_path)
+            .env("BOXD_API_KEY", &key)
+            .env("BOXD_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start boxd serve");
+        let d = BenchDaemon {
+            child,
+            addr,
+            key,
+            dir,
+            cgroup_parent,
+            table: table.map(str::to_string),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(&d.addr).is_err() {
+            assert!(Instant::now() < deadline, "boxd serve did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d
+    }
+
+    pub fn http(&self) -> Http {
+        Http::connect(&self.addr, &self.key)
+    }
+}
+
+impl Drop for BenchDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        super::shared::remove_bench_state(&self.dir, &self.cgroup_parent, AGENT);
+        let _ = std::fs::remove_file(self.dir.with_extension("toml"));
+        if let Some(table) = &self.table {
+            let _ = Command::new("nft")
+                .args(["delete", "table", "inet", table])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection.
+pub struct Http {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+    key: String,
+}
+
+impl Http {
+    pub fn connect(addr: &str, key: &str) -> Http {
+        let s = TcpStream::connect(addr).expect("connect to boxd");
+        s.set_nodelay(true).expect("nodelay");
+        Http {
+            r: BufReader::new(s.try_clone().expect("clone socket")),
+            w: s,
+            key: key.into(),
+        }
+    }
+
+    /// Sends a request; returns (status, body).
+    pub fn call(&mut self, method: &str, path: &str, body: &str) -> (u16, String) {
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nhost: boxd\r\nx-box-api-key: {}\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            self.key,
+            body.len()
+        );
+        self.w.write_all(req.as_bytes()).expect("send");
+        let mut line = String::new();
+        self.r.read_line(&mut line).expect("status line");
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status code");
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            self.r.read_line(&mut line).expect("header");
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().expect("content-length");
+                }
+            }
+        }
+        let mut buf = vec![0u8; len];
+        self.r.read_exact(&mut buf).expect("body");
+        (status, String::from_utf8_lossy(&buf).into_owned())
+    }
+
+    pub fn create(&mut self) -> String {
+        let (s, body) = self.call("POST", "/v2/box", "{}");
+        assert_eq!(s, 200, "create: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        v["id"].as_str().expect("id").to_string()
+    }
+
+    pub fn exec_true(&mut self, id: &str) {
+        let (s, body) = self.call(
+            "POST",
+            &format!("/v2/box/{id}/exec"),
+            r#"{"command":["/bin/true"]}"#,
+        );
+        assert!(s == 200 && body.contains("\"exit_code\":0"), "exec: {body}");
+    }
+
+    pub fn delete(&mut self, id: &str) {
+        let (s, body) = self.call("DELETE", &format!("/v2/box/{id}"), "");
+        assert_eq!(s, 200, "delete: {body}");
+    }
+}
