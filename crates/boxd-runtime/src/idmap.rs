@@ -21,17 +21,40 @@ pub fn host_base(slot: u32) -> u32 {
     FIRST_HOST_ID + slot * IDS_PER_BOX
 }
 
-/// Which slots are taken.
-#[derive(Debug, Default)]
+/// Which slots are taken. Slots are handed out round-robin (the next
+/// free one after the last taken), so a slot just released — whose
+/// network namespace the kernel may still be tearing down — is reused
+/// as late as possible.
+#[derive(Debug)]
 pub struct Slots {
     used: BTreeSet<u32>,
+    next: u32,
+    limit: u32,
+}
+
+impl Default for Slots {
+    fn default() -> Self {
+        Slots::new(MAX_SLOTS)
+    }
 }
 
 impl Slots {
-    /// Takes the lowest free slot.
+    /// Slots `0..limit` (at most [`MAX_SLOTS`]).
+    pub fn new(limit: u32) -> Self {
+        Slots {
+            used: BTreeSet::new(),
+            next: 0,
+            limit: limit.clamp(1, MAX_SLOTS),
+        }
+    }
+
+    /// Takes the next free slot.
     pub fn take(&mut self) -> Option<u32> {
-        let slot = (0..MAX_SLOTS).find(|s| !self.used.contains(s))?;
+        let slot = (self.next..self.limit)
+            .chain(0..self.next)
+            .find(|s| !self.used.contains(s))?;
         self.used.insert(slot);
+        self.next = (slot + 1) % self.limit;
         Some(slot)
     }
     /// Marks a slot used (re-adoption of an existing box).
@@ -119,14 +142,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slots_are_reused_lowest_first() {
-        let mut s = Slots::default();
+    fn slots_go_round_robin_within_the_limit() {
+        let mut s = Slots::new(4);
         assert_eq!(s.take(), Some(0));
         assert_eq!(s.take(), Some(1));
         s.mark(2);
         s.release(0);
+        assert_eq!(s.take(), Some(3), "a released slot waits its turn");
         assert_eq!(s.take(), Some(0));
-        assert_eq!(s.take(), Some(3));
+        assert_eq!(s.take(), None, "all four taken");
+        s.release(1);
+        assert_eq!(s.take(), Some(1));
+        assert_eq!(Slots::new(u32::MAX).limit, MAX_SLOTS);
         assert!(host_base(MAX_SLOTS - 1).checked_add(IDS_PER_BOX).is_some());
     }
 }

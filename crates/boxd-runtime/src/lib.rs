@@ -42,6 +42,9 @@ pub struct RuntimeConfig {
     pub agent_path: PathBuf,
     /// Name of the parent cgroup of all boxes.
     pub cgroup_parent: String,
+    /// How many boxes may exist at once (at most `idmap::MAX_SLOTS`; the
+    /// daemon lowers it to what its network address plan holds).
+    pub max_boxes: u32,
 }
 
 impl RuntimeConfig {
@@ -50,6 +53,7 @@ impl RuntimeConfig {
             data_dir: data_dir.into(),
             agent_path: agent_path.into(),
             cgroup_parent: "boxd".into(),
+            max_boxes: idmap::MAX_SLOTS,
         }
     }
 }
@@ -244,7 +248,7 @@ impl Runtime {
         cgroups.prepare_parent(&cfg.cgroup_parent)?;
         image::ensure_host_image(&dd.join("images"))?;
         Self::remove_half_created(dd, &cgroups, &cfg.cgroup_parent);
-        let mut slots = idmap::Slots::default();
+        let mut slots = idmap::Slots::new(cfg.max_boxes);
         for rec in Self::records(dd) {
             slots.mark(rec.slot);
         }

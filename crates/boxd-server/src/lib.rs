@@ -133,6 +133,9 @@ async fn run(config: Config) -> Result<()> {
 
     let mut rcfg = RuntimeConfig::new(&config.data_dir, &config.agent);
     rcfg.cgroup_parent = config.cgroup_parent.clone();
+    if let Some(net) = &config.network {
+        rcfg.max_boxes = rcfg.max_boxes.min(net.plan.capacity());
+    }
     let runtime = tokio::task::spawn_blocking(move || Runtime::new(rcfg))
         .await
         .context("start the box runtime")?
