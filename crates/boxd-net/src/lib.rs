@@ -27,6 +27,6 @@ pub use error::{NetError, Result};
 pub use events::{ConnEvent, DnsEvent, EventSink, EventStream, NetEvent};
 pub use proxy::Proxy;
 pub use registry::{BoxNet, Registry};
-pub use ruleset::{Ruleset, RulesetConfig};
 pub use upstream::{UpstreamConfig, UpstreamTarget, Upstreams};
+pub use ruleset::{Ruleset, RulesetConfig};
 pub use veth::{BoxLink, Veths};
