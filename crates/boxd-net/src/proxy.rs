@@ -405,9 +405,9 @@ impl Proxy {
 
         let connect = self.open_upstream(&target, port, &policy, early.clone());
         tokio::pin!(connect);
-        let (first, buffered, upstream) =
-            self.first_bytes(client, connect.as_mut(), &early).await?;
-        rec.protocol = first.protocol();
+        let (first, buffered, upstream) = self
+            .first_bytes(client, connect.as_mut(), &early, &mut rec.protocol)
+            .await?;
         let checked = check_first_bytes(&target, &first);
         rec.sni_or_host = checked.shown;
         if let Some(deny) = checked.deny {
@@ -449,11 +449,13 @@ impl Proxy {
     /// The first client bytes, read while `connect` runs: returns them
     /// classified, the bytes themselves, and the upstream connection if it
     /// is already open. Returns as soon as the upstream speaks first.
+    /// Keeps `protocol` up to date with what the bytes look like.
     async fn first_bytes<F>(
         &self,
         client: &mut TcpStream,
         mut connect: Pin<&mut F>,
         early: &Decision,
+        protocol: &mut &'static str,
     ) -> std::result::Result<(FirstBytes, Vec<u8>, Option<Connected>), Stop>
     where
         F: Future<Output = std::result::Result<Connected, Stop>>,
@@ -488,14 +490,20 @@ impl Proxy {
                     return Err(Stop::failed(early.clone(), format!("read client: {e}")));
                 }
                 Step::Read(Ok(0)) => {
-                    let first = sniffer.finish().map_err(bad_bytes)?;
+                    let first = sniffer.finish();
+                    *protocol = sniffer.protocol();
+                    let first = first.map_err(bad_bytes)?;
+                    *protocol = first.protocol();
                     return Ok((first, sniffer.into_buffered(), upstream));
                 }
                 Step::Read(Ok(n)) => {
                     deadline.get_or_insert_with(|| {
                         tokio::time::Instant::now() + self.timeouts.first_bytes
                     });
-                    if let Progress::Done(first) = sniffer.push(&chunk[..n]).map_err(bad_bytes)? {
+                    let progress = sniffer.push(&chunk[..n]);
+                    *protocol = sniffer.protocol();
+                    if let Progress::Done(first) = progress.map_err(bad_bytes)? {
+                        *protocol = first.protocol();
                         return Ok((first, sniffer.into_buffered(), upstream));
                     }
                 }

@@ -173,6 +173,17 @@ impl Sniffer {
         self.buf
     }
 
+    /// What the bytes so far look like, as audit events name it: `tls`
+    /// or `http` as soon as the start is recognised (even if the rest
+    /// turns out malformed), `tcp` otherwise.
+    pub fn protocol(&self) -> &'static str {
+        match self.kind {
+            Kind::Tls => "tls",
+            Kind::Http => "http",
+            Kind::Unknown => "tcp",
+        }
+    }
+
     /// How many more bytes may be pushed before [`MAX_BUFFERED`].
     pub fn room(&self) -> usize {
         MAX_BUFFERED.saturating_sub(self.buf.len())
