@@ -47,6 +47,7 @@
 
 mod intercept;
 pub mod sniff;
+mod splice;
 
 use std::future::Future;
 use std::io;
@@ -72,8 +73,8 @@ use crate::upstream::Upstreams;
 use intercept::Handling;
 use sniff::{FirstBytes, Progress, Sniffer};
 
-/// Copy buffer per direction while splicing.
-pub const SPLICE_BUFFER: usize = 64 * 1024;
+/// Copy buffer per direction when `splice(2)` cannot be used.
+pub const COPY_BUFFER: usize = 64 * 1024;
 /// Listen backlog of each proxy listener.
 const BACKLOG: i32 = 1024;
 /// Longest SNI/Host kept for the audit event.
@@ -433,7 +434,7 @@ impl Proxy {
                 .map_err(|e| Stop::failed(decision.clone(), format!("write upstream: {e}")))?;
             rec.bytes_up = buffered.len() as u64;
         }
-        let (up, down, err) = splice(client, &mut upstream).await;
+        let (up, down, err) = carry(client, &mut upstream).await;
         rec.bytes_up += up;
         rec.bytes_down = down;
         match err {
@@ -797,11 +798,25 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     }
 }
 
-/// Copies both ways until both sides have closed (a half-close is passed
-/// on as a shutdown of the other side's write half). No idle timeout.
-/// Returns the bytes delivered upstream and to the client, and the error
-/// that cut the connection, if one did.
-async fn splice(client: &mut TcpStream, upstream: &mut TcpStream) -> (u64, u64, Option<io::Error>) {
+/// Carries bytes both ways until both sides have closed (a half-close is
+/// passed on as a shutdown of the other side's write half). No idle
+/// timeout. `splice(2)` when pipes can be had, a userspace copy
+/// otherwise. Returns the bytes delivered upstream and to the client, and
+/// the error that cut the connection, if one did.
+async fn carry(client: &mut TcpStream, upstream: &mut TcpStream) -> (u64, u64, Option<io::Error>) {
+    match splice::pipes() {
+        Ok(pipes) => splice::bidirectional(client, upstream, pipes).await,
+        Err(e) => {
+            tracing::debug!(error = %e, "no pipes for splice(2): copying through userspace");
+            copy_both(client, upstream).await
+        }
+    }
+}
+
+async fn copy_both(
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
+) -> (u64, u64, Option<io::Error>) {
     let mut c = Counted {
         inner: client,
         written: 0,
@@ -810,8 +825,8 @@ async fn splice(client: &mut TcpStream, upstream: &mut TcpStream) -> (u64, u64, 
         inner: upstream,
         written: 0,
     };
-    let r = tokio::io::copy_bidirectional_with_sizes(&mut c, &mut u, SPLICE_BUFFER, SPLICE_BUFFER)
-        .await;
+    let r =
+        tokio::io::copy_bidirectional_with_sizes(&mut c, &mut u, COPY_BUFFER, COPY_BUFFER).await;
     (u.written, c.written, r.err())
 }
 
