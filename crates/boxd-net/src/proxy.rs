@@ -44,6 +44,23 @@
 //!
 //! TLS interception (DESIGN §6) will hook in at [`intercept::handling`],
 //! called once the SNI is known and checked.
+//!
+//! Limits of first-bytes inspection (what a splice cannot see):
+//! - only the *first* request of a plaintext HTTP/1.x connection is
+//!   checked; later requests on a kept-alive connection pass unseen
+//!   (checking each one means parsing the stream, which is the
+//!   interception path's job);
+//! - inside TLS, the HTTP Host / `:authority` is encrypted: only the SNI
+//!   is checked. With ECH the SNI is the client-facing (outer) name;
+//! - HTTP/2 with prior knowledge (`PRI * HTTP/2.0`, h2c) is plain TCP here;
+//! - bytes that could still become an HTTP request line (a bare token such
+//!   as `PING` with no space or line end yet) are held until the line is
+//!   complete or [`ProxyTimeouts::first_bytes`] passes; forwarding them
+//!   early would let `GET`, a pause, then ` / HTTP/1.1 … Host: other`
+//!   skip the check. Client-first protocols that send a bare token and
+//!   wait for an answer are therefore cut. Line-based and binary ones are
+//!   not: a line end, or any byte that cannot continue a request line
+//!   (`METHOD SP target SP HTTP/1.x`), decides at once.
 
 mod intercept;
 pub mod sniff;
@@ -337,6 +354,8 @@ impl Proxy {
                 (stop.decision, stop.error)
             }
         };
+        // Every connection is an audit event; the log stays at debug so a
+        // box opening refused connections in a loop cannot flood it.
         if decision.is_allowed() && error.is_none() {
             tracing::debug!(
                 box_id = %rec.box_id,
@@ -349,7 +368,7 @@ impl Proxy {
                 "egress connection closed"
             );
         } else {
-            tracing::info!(
+            tracing::debug!(
                 box_id = %rec.box_id,
                 name = rec.name.as_deref(),
                 dest = %rec.dest_ip,
@@ -922,5 +941,77 @@ mod tests {
         assert_eq!(authority_host(b"2001:db8::1"), None);
         assert_eq!(authority_host(b"a.test:1:2"), None);
         assert_eq!(escape_shown(&[b'a'; 600]).len(), MAX_SHOWN_NAME);
+    }
+
+    async fn tcp_pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        (a, b)
+    }
+
+    /// A box app, the proxy's two sockets, and a server; the carrier in
+    /// between. Returns what the carrier reported.
+    async fn carry_with(spliced: bool, reset_by_server: bool) -> (u64, u64, Option<io::Error>) {
+        let (mut app, mut from_box) = tcp_pair().await;
+        let (mut to_server, mut server) = tcp_pair().await;
+        let carrier = tokio::spawn(async move {
+            if spliced {
+                let pipes = splice::pipes().unwrap();
+                splice::bidirectional(&from_box, &to_server, pipes).await
+            } else {
+                copy_both(&mut from_box, &mut to_server).await
+            }
+        });
+        let up = vec![7u8; 3 << 20];
+        let sent = up.clone();
+        let app_side = tokio::spawn(async move {
+            app.write_all(&sent).await.unwrap();
+            // Half-close: the answer must still come back.
+            app.shutdown().await.unwrap();
+            let mut back = Vec::new();
+            let r = app.read_to_end(&mut back).await;
+            (r.is_ok(), back.len())
+        });
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, up, "upload passed intact, then EOF");
+        if reset_by_server {
+            server.write_all(&[1; 1000]).await.unwrap();
+            server.set_zero_linger().unwrap();
+            drop(server);
+        } else {
+            server.write_all(&vec![9u8; 1 << 20]).await.unwrap();
+            server.shutdown().await.unwrap();
+        }
+        let (clean, back) = app_side.await.unwrap();
+        let result = carrier.await.unwrap();
+        if !reset_by_server {
+            assert!(clean);
+            assert_eq!(back, 1 << 20);
+        }
+        result
+    }
+
+    #[tokio::test]
+    async fn splice_and_copy_count_bytes_and_pass_half_closes_on() {
+        for spliced in [true, false] {
+            let (up, down, err) = carry_with(spliced, false).await;
+            assert_eq!((up, down), (3 << 20, 1 << 20), "spliced: {spliced}");
+            assert!(err.is_none(), "spliced: {spliced}: {err:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reset_cuts_the_carried_connection() {
+        for spliced in [true, false] {
+            let (up, down, err) = carry_with(spliced, true).await;
+            assert_eq!(up, 3 << 20);
+            assert!(down <= 1000);
+            assert!(
+                err.is_some(),
+                "spliced: {spliced}: the reset went unnoticed"
+            );
+        }
     }
 }
