@@ -27,6 +27,7 @@ pub mod veth;
 pub use addr::{AddressPlan, SlotAddrs};
 pub use error::{NetError, Result};
 pub use events::{ConnEvent, DnsEvent, EventSink, EventStream, NetEvent};
+pub use proxy::Proxy;
 pub use registry::{BoxNet, Registry};
 pub use ruleset::{Ruleset, RulesetConfig};
 pub use service::{Network, NetworkConfig, NetworkSettings};

@@ -200,3 +200,47 @@ pub fn sysctl_in(ns: &OwnedFd, path: &str, value: &str) {
         .expect("enter netns")
         .expect("write sysctl");
 }
+
+/// Brings the loopback interface of `ns` up, so 127.0.0.1 and ::1 work
+/// there (a new namespace's `lo` is down).
+pub fn lo_up(ns: &OwnedFd) {
+    run_in(ns.as_fd(), || -> std::io::Result<()> {
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, None)?;
+        // SAFETY: ifreq is plain old data; all-zero is a valid value.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (dst, src) in req.ifr_name.iter_mut().zip(b"lo") {
+            *dst = *src as libc::c_char;
+        }
+        use std::os::fd::AsRawFd;
+        // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own.
+        unsafe {
+            if libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            if libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS, &req) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    })
+    .expect("enter netns")
+    .expect("bring lo up");
+}
+
+/// A multi-thread tokio runtime whose every thread lives in `ns`: sockets
+/// its tasks open (a proxy's upstream connections, test servers) belong
+/// to that namespace. Only *spawned* tasks run there: `block_on` runs its
+/// future on the calling thread, in the caller's namespace.
+pub fn runtime_in(ns: &OwnedFd) -> tokio::runtime::Runtime {
+    let fd = std::sync::Arc::new(ns.try_clone().expect("dup netns fd"));
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(move || {
+            nix::sched::setns(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .expect("runtime thread joins the network namespace");
+        })
+        .build()
+        .expect("tokio runtime")
+}
