@@ -291,3 +291,121 @@ fn combine(name: &HostName, v4: Outcome, v6: Outcome) -> Result<Vec<IpAddr>> {
         (Outcome::Addrs(_), _) | (_, Outcome::Addrs(_)) => Ok(ips),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::dns::testdns::FakeUpstream;
+
+    fn name(s: &str) -> HostName {
+        HostName::parse(s).unwrap()
+    }
+
+    async fn upstreams(fake: &FakeUpstream) -> Upstreams {
+        let mut overrides = BTreeMap::new();
+        overrides.insert(
+            name("pinned.example.test"),
+            UpstreamTarget {
+                ip: Ipv4Addr::LOCALHOST.into(),
+                port: None,
+            },
+        );
+        Upstreams::new(UpstreamConfig {
+            dns: vec![fake.addr],
+            overrides,
+        })
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn resolves_exactly_the_name_asked() {
+        let ip = Ipv4Addr::new(93, 184, 216, 34);
+        let fake = FakeUpstream::start(&[("www.example.com", ip)]).await;
+        let up = upstreams(&fake).await;
+        assert_eq!(up.servers(), [fake.addr]);
+        let got = up.resolve(&name("WWW.example.com."), 443).await.unwrap();
+        assert_eq!(got, [SocketAddr::new(ip.into(), 443)]);
+        // A and AAAA for that one name, nothing with a search suffix.
+        assert_eq!(fake.names(), ["www.example.com"]);
+        let mut types: Vec<RecordType> = fake.asked().into_iter().map(|(_, t)| t).collect();
+        types.sort_by_key(|t| u16::from(*t));
+        assert_eq!(types, [RecordType::A, RecordType::AAAA]);
+        // Cached: no second round trip.
+        up.resolve(&name("www.example.com"), 80).await.unwrap();
+        assert_eq!(fake.asked().len(), 2);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn not_found_is_not_a_failure() {
+        let fake = FakeUpstream::start(&[]).await;
+        let up = upstreams(&fake).await;
+        let e = up
+            .resolve(&name("nope.example.com"), 443)
+            .await
+            .unwrap_err();
+        assert!(e.is_name_not_found(), "{e}");
+        assert!(matches!(e, NetError::NameNotFound { .. }));
+        let e = up
+            .resolve(&name("servfail.example.com"), 443)
+            .await
+            .unwrap_err();
+        assert!(!e.is_name_not_found(), "{e}");
+        assert!(matches!(e, NetError::Resolve { .. }), "{e}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn overrides_come_first_and_never_go_upstream() {
+        let fake = FakeUpstream::start(&[]).await;
+        let up = upstreams(&fake).await;
+        assert!(up.is_overridden(&name("pinned.example.test")));
+        let got = up
+            .resolve(&name("pinned.example.test"), 8443)
+            .await
+            .unwrap();
+        assert_eq!(got, [SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 8443)]);
+        assert!(fake.asked().is_empty());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_silent_upstream_fails_within_the_deadline() {
+        // A socket that never answers (bound, never read).
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let up = Upstreams::new(UpstreamConfig {
+            dns: vec![silent.local_addr().unwrap()],
+            overrides: BTreeMap::new(),
+        })
+        .unwrap();
+        let start = Instant::now();
+        let e = up.resolve(&name("www.example.com"), 443).await.unwrap_err();
+        let took = start.elapsed();
+        assert!(matches!(e, NetError::Resolve { .. }), "{e}");
+        assert!(
+            took <= UPSTREAM_DEADLINE + Duration::from_millis(500),
+            "{took:?}"
+        );
+        assert!(
+            took >= UPSTREAM_TIMEOUT,
+            "it did wait for an answer: {took:?}"
+        );
+    }
+
+    #[test]
+    fn no_servers_is_an_error_per_lookup_not_at_start() {
+        let up = Upstreams {
+            config: UpstreamConfig::default(),
+            dns: None,
+            servers: Vec::new(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let e = rt
+            .block_on(up.resolve(&name("www.example.com"), 443))
+            .unwrap_err();
+        assert!(e.to_string().contains("no upstream DNS servers"), "{e}");
+    }
+}
