@@ -11,6 +11,7 @@
 //! pointed at.
 
 pub mod addr;
+pub mod dns;
 pub mod error;
 pub mod events;
 pub mod netns;
@@ -22,6 +23,7 @@ pub mod upstream;
 pub mod veth;
 
 pub use addr::{AddressPlan, SlotAddrs};
+pub use dns::Resolver;
 pub use error::{NetError, Result};
 pub use events::{ConnEvent, DnsEvent, EventSink, EventStream, NetEvent};
 pub use registry::{BoxNet, Registry};
