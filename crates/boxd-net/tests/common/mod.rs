@@ -200,3 +200,32 @@ pub fn sysctl_in(ns: &OwnedFd, path: &str, value: &str) {
         .expect("enter netns")
         .expect("write sysctl");
 }
+
+/// Brings the loopback interface of `ns` up (a new namespace has it
+/// down), so services there can listen on 127.0.0.1 and ::1.
+pub fn lo_up(ns: &OwnedFd) {
+    run_in(ns.as_fd(), || {
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, None).expect("socket");
+        // SAFETY: a zeroed ifreq is valid; the name is NUL-terminated
+        // (2 bytes of 16) and both ioctls only read and write `req`.
+        unsafe {
+            let mut req: libc::ifreq = std::mem::zeroed();
+            for (d, b) in req.ifr_name.iter_mut().zip(b"lo") {
+                *d = *b as libc::c_char;
+            }
+            use std::os::fd::AsRawFd;
+            assert_eq!(
+                libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req),
+                0,
+                "SIOCGIFFLAGS lo"
+            );
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            assert_eq!(
+                libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS, &req),
+                0,
+                "SIOCSIFFLAGS lo"
+            );
+        }
+    })
+    .expect("enter netns");
+}
