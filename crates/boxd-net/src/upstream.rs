@@ -213,15 +213,16 @@ fn build_resolver(servers: &[SocketAddr]) -> Result<TokioResolver> {
     // upstream connection (the default, 32, answers "busy" beyond that).
     opts.max_active_requests = 512;
     opts.try_tcp_on_error = true;
-    let mut builder = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
-        .with_options(opts);
-    // Explicitly on (it is the default): the cache is why per-query
-    // existence checks from the box resolver are cheap.
-    builder.options_mut().cache_size = 8_192;
-    builder.build().map_err(|e| NetError::Resolve {
-        name: String::new(),
-        reason: format!("cannot set up the upstream DNS resolver: {e}"),
-    })
+    // The cache (explicit, though it is the default) is why the box
+    // resolver's per-query existence checks are cheap.
+    opts.cache_size = 8_192;
+    TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
+        .with_options(opts)
+        .build()
+        .map_err(|e| NetError::Resolve {
+            name: String::new(),
+            reason: format!("cannot set up the upstream DNS resolver: {e}"),
+        })
 }
 
 async fn lookup(dns: &TokioResolver, name: Name, rtype: RecordType) -> Outcome {
