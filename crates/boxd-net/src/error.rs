@@ -30,8 +30,14 @@ pub enum NetError {
         #[source]
         source: std::io::Error,
     },
+    /// Upstream resolution failed (no answer, timeout, SERVFAIL, no
+    /// upstream servers): whether the name exists is unknown.
     #[error("cannot resolve {name}: {reason}")]
     Resolve { name: String, reason: String },
+    /// Upstream DNS answered: the name does not exist (NXDOMAIN) or has
+    /// no IPv4 or IPv6 address.
+    #[error("{name} {reason}")]
+    NameNotFound { name: String, reason: &'static str },
     #[error("nft {action} failed ({status}): {stderr}")]
     Nft {
         action: &'static str,
@@ -52,6 +58,13 @@ impl NetError {
     ) -> impl FnOnce(rtnetlink::Error) -> NetError {
         let target = target.into();
         move |source| NetError::Netlink { op, target, source }
+    }
+
+    /// True when upstream DNS said the name does not exist or has no
+    /// addresses (the resolver answers NXDOMAIN), false for every other
+    /// error, including failed resolution (SERVFAIL).
+    pub fn is_name_not_found(&self) -> bool {
+        matches!(self, NetError::NameNotFound { .. })
     }
 
     /// The errno of a failed netlink request, if the kernel sent one.

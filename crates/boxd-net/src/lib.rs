@@ -25,6 +25,7 @@ pub mod upstream;
 pub mod veth;
 
 pub use addr::{AddressPlan, SlotAddrs};
+pub use dns::Resolver;
 pub use error::{NetError, Result};
 pub use events::{ConnEvent, DnsEvent, EventSink, EventStream, NetEvent};
 pub use proxy::Proxy;

@@ -206,15 +206,14 @@ impl Network {
         tasks.push(tokio::spawn(proxy.clone().serve(p4)));
         tasks.push(tokio::spawn(proxy.serve(p6)));
 
-        let (resolver_sockets, resolver_port) = crate::dns::Resolver::bind_pair(cfg.resolver_port)?;
+        let resolver_sockets = crate::dns::Resolver::bind_pair(cfg.resolver_port)?;
+        let resolver_port = resolver_sockets.port();
         let resolver = Arc::new(crate::dns::Resolver::new(
             registry.clone(),
             upstreams,
             events,
         ));
-        for sockets in resolver_sockets {
-            tasks.push(tokio::spawn(resolver.clone().serve(sockets)));
-        }
+        tasks.push(tokio::spawn(resolver.serve(resolver_sockets)));
 
         let ruleset = Ruleset::new(RulesetConfig {
             table: cfg.table,
