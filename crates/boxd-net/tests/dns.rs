@@ -302,7 +302,7 @@ async fn box_dns_goes_to_boxds_resolver_whatever_the_server() {
     let v4 = answer_ips(&r);
     assert_eq!(
         v4,
-        [IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1))],
+        [IpAddr::V4(Ipv4Addr::new(198, 18, 1, 0))],
         "synthetic, never {WWW}"
     );
     let host53 = sa(a.host_v4, 53);
@@ -314,7 +314,7 @@ async fn box_dns_goes_to_boxds_resolver_whatever_the_server() {
     .expect("udp answer via the host end");
     assert_eq!(from, host53);
     let v6 = answer_ips(&r);
-    assert_eq!(v6, [IpAddr::V6("fd42:b0c5:ff::1".parse().unwrap())]);
+    assert_eq!(v6, [IpAddr::V6("fd42:b0c5:ff::100".parse().unwrap())]);
     assert_eq!(net.name_of(v4[0]).unwrap().as_str(), "www.example.com");
 
     // UDP over IPv6.
