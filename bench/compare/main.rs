@@ -225,11 +225,13 @@ fn not_yet_measured() -> Table {
          not yet a column of these tables"
             .into(),
     ]);
+    t.row(vec![
+        "4. egress: latency and throughput through boxd's proxy vs from the host".into(),
+        "measured by `cargo bench --bench net` (its own section: the same client in a box \
+         and on the host, interleaved)"
+            .into(),
+    ]);
     for (what, needs) in [
-        (
-            "4. egress: latency and throughput through boxd's proxy vs from the host",
-            "box networking and the egress proxy (issue 4)",
-        ),
         (
             "4. injection: boxd's attach header vs mitmproxy with an addon",
             "secrets (issue 5)",
