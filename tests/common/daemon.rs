@@ -198,11 +198,15 @@ impl TestDaemon {
     /// Sends a request and returns the status and the JSON body (`Null`
     /// when the body is empty).
     pub fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let what = format!(
+            "{method} {path} {}",
+            body.as_ref().map(Value::to_string).unwrap_or_default()
+        );
         let mut rb = self.req(method, path);
         if let Some(b) = body {
             rb = rb.json(&b);
         }
-        json_of(rb.send().expect("request"))
+        json_of(rb.send().unwrap_or_else(|e| panic!("{what}: {e:?}")))
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {

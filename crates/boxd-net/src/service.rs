@@ -352,7 +352,9 @@ impl Network {
         for t in &self.tasks {
             t.abort();
         }
-        if self.veths.host_slots().await?.is_empty() {
+        // Boxes still attached keep running after boxd stops; links of
+        // deleted boxes may linger while the kernel reaps their netns.
+        if self.registry.is_empty() {
             self.ruleset.remove(None).await
         } else {
             self.ruleset.lock_down(None).await

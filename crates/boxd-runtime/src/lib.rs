@@ -317,6 +317,18 @@ impl Runtime {
 
     /// Creates and starts a box; returns once its agent is serving.
     pub fn create(&self, spec: &BoxSpec) -> Result<BoxHandle> {
+        self.create_notify(spec, |_, _| {})
+    }
+
+    /// [`Runtime::create`], calling `started(slot, agent pid)` as soon as
+    /// the box's first process (and so its namespaces) exists, while the
+    /// box is still being built: the caller can prepare things that need
+    /// those namespaces (its network) in parallel.
+    pub fn create_notify(
+        &self,
+        spec: &BoxSpec,
+        started: impl FnOnce(u32, i32),
+    ) -> Result<BoxHandle> {
         if !check_name(&spec.id, &['_']) {
             return Err(RuntimeError::InvalidId(spec.id.clone()));
         }
@@ -357,7 +369,7 @@ impl Runtime {
             }
         }
         let cgroup = self.cgroups.box_cgroup(&self.cfg.cgroup_parent, &spec.id);
-        let result = self.start(spec, &image, &dir, slot, hostname, cgroup.clone());
+        let result = self.start(spec, &image, &dir, slot, hostname, cgroup.clone(), started);
         if result.is_err() {
             let _ = cgroup.kill();
             let _ = cgroup.remove();
@@ -375,6 +387,7 @@ impl Runtime {
         slot: u32,
         hostname: String,
         cgroup: BoxCgroup,
+        started: impl FnOnce(u32, i32),
     ) -> Result<BoxHandle> {
         let root_id = idmap::host_base(slot);
         let socket = dir.join("agent.sock");
@@ -384,6 +397,7 @@ impl Runtime {
         // The agent binary is exec'd first; the host-side preparation runs
         // while it loads (on another core) and is handed over when ready.
         let prepare = |pid: i32| -> Result<(setup::SetupConfig, OwnedFd)> {
+            started(slot, pid);
             let mk = |p: &Path, owner: Option<u32>| -> Result<()> {
                 std::fs::create_dir_all(p)
                     .map_err(RuntimeError::io(format!("create {}", p.display())))?;

@@ -159,5 +159,13 @@ pub async fn json_errors(response: Response) -> Response {
         HeaderValue::from_static("application/json"),
     );
     parts.headers.remove(header::CONTENT_LENGTH);
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        // The rest of the body is never read, so the connection cannot
+        // carry another request: say so, or a keep-alive client reuses it
+        // and its next request fails.
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     Response::from_parts(parts, Body::from(body))
 }

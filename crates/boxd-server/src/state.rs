@@ -343,24 +343,28 @@ impl AppState {
         Some(net.policy(allow_net, policy))
     }
 
-    /// Gives a running box its network (create, or adoption at start).
-    /// A box without a network reaches nothing, so failing here fails it.
-    pub async fn attach_network(&self, row: &BoxRow, live: &LiveBox, adopt: bool) -> ApiResult<()> {
-        let (Some(net), Some(policy)) = (&self.network, self.egress_policy(&BoxMeta::of(row)))
-        else {
+    /// Gives box `box_id` (agent `pid`, in `slot`) its network — at
+    /// create, or at adoption after a restart (`adopt`: its veth is
+    /// probably still there). A box without a network reaches nothing, so
+    /// failing here fails it.
+    pub async fn attach_network(
+        &self,
+        box_id: &str,
+        meta: &BoxMeta,
+        slot: u32,
+        pid: i32,
+        adopt: bool,
+    ) -> ApiResult<()> {
+        let (Some(net), Some(policy)) = (&self.network, self.egress_policy(meta)) else {
             return Ok(());
         };
-        let (slot, pid) = (live.handle.record().slot, live.handle.pid());
         let done = if adopt {
-            net.adopt(&row.id, slot, pid, policy).await
+            net.adopt(box_id, slot, pid, policy).await
         } else {
-            net.attach(&row.id, slot, pid, policy).await
+            net.attach(box_id, slot, pid, policy).await
         };
         done.map(drop).map_err(|e| {
-            ApiError::internal(format!(
-                "could not set up the network of box {}: {e}",
-                row.id
-            ))
+            ApiError::internal(format!("could not set up the network of box {box_id}: {e}"))
         })
     }
 
@@ -378,7 +382,11 @@ impl AppState {
             if row.state != BoxState::Running || !live.handle.is_alive() {
                 continue;
             }
-            match self.attach_network(&row, &live, true).await {
+            let (slot, pid) = (live.handle.record().slot, live.handle.pid());
+            match self
+                .attach_network(&row.id, &BoxMeta::of(&row), slot, pid, true)
+                .await
+            {
                 Ok(()) => {
                     live_slots.insert(live.handle.record().slot);
                 }

@@ -185,12 +185,27 @@ pub async fn create(
         cpu_millis: Some(u64::from(size.cpu_millis())),
         ..spec.limits
     };
+    // The box's network is made while the runtime builds the box: both
+    // start as soon as its namespaces exist.
     let rt = st.runtime.clone();
-    let created = tokio::task::spawn_blocking(move || rt.create(&spec))
-        .await
-        .map_err(|e| ApiError::internal(format!("the create task failed: {e}")))?;
-    // Nothing of a failed create stays.
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let creating = tokio::task::spawn_blocking(move || {
+        rt.create_notify(&spec, move |slot, pid| {
+            let _ = started_tx.send((slot, pid));
+        })
+    });
+    let networking = async {
+        let (slot, pid) = started_rx.await.ok()?;
+        Some((slot, st.attach_network(&id, &meta, slot, pid, false).await))
+    };
+    let (created, networked) = tokio::join!(creating, networking);
+    let created =
+        created.map_err(|e| ApiError::internal(format!("the create task failed: {e}")))?;
+    // Nothing of a failed create stays (its veth goes with its netns).
     let forget = |st: &AppState| {
+        if let (Some(net), Some((slot, _))) = (&st.network, &networked) {
+            net.detach(&id, *slot);
+        }
         if let Err(del) = st.store.delete_box(&caller.team_id, &id) {
             tracing::error!(box_id = %id, error = %del, "cannot remove a failed box's record");
         }
@@ -204,7 +219,14 @@ pub async fn create(
         }
     };
     let live = LiveBox { handle };
-    if let Err(e) = st.attach_network(&row, &live, false).await {
+    let network_error = match &networked {
+        Some((_, Err(e))) => Some(ApiError::new(e.status, e.message.clone())),
+        Some((_, Ok(()))) => None,
+        None => Some(ApiError::internal(
+            "the box started without reporting its process",
+        )),
+    };
+    if let Some(e) = network_error {
         let rt = st.runtime.clone();
         let _ = tokio::task::spawn_blocking(move || rt.destroy(live.handle)).await;
         forget(&st);
