@@ -369,7 +369,7 @@ impl Runtime {
             }
         }
         let cgroup = self.cgroups.box_cgroup(&self.cfg.cgroup_parent, &spec.id);
-        let result = self.start(spec, &image, &dir, slot, hostname, cgroup.clone(), started);
+        let result = self.start(spec, &image, slot, hostname, cgroup.clone(), started);
         if result.is_err() {
             let _ = cgroup.kill();
             let _ = cgroup.remove();
@@ -383,12 +383,12 @@ impl Runtime {
         &self,
         spec: &BoxSpec,
         image: &image::Image,
-        dir: &Path,
         slot: u32,
         hostname: String,
         cgroup: BoxCgroup,
         started: impl FnOnce(u32, i32),
     ) -> Result<BoxHandle> {
+        let dir = &self.boxes_dir().join(&spec.id);
         let root_id = idmap::host_base(slot);
         let socket = dir.join("agent.sock");
         let listener = std::os::unix::net::UnixListener::bind(&socket)

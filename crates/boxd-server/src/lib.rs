@@ -125,8 +125,24 @@ fn ensure_admin_key(store: &Store, data_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Raises the open-file limit to its hard maximum: every proxied box
+/// connection holds two sockets and two splice pipes.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
+}
+
 async fn run(config: Config) -> Result<()> {
     let _lock = lock_data_dir(&config.data_dir)?;
+    raise_fd_limit();
     let store = Store::open(config.data_dir.join(DATABASE_FILE))
         .with_context(|| format!("open the database in {}", config.data_dir.display()))?;
     ensure_admin_key(&store, &config.data_dir)?;
