@@ -356,29 +356,18 @@ impl Proxy {
         };
         // Every connection is an audit event; the log stays at debug so a
         // box opening refused connections in a loop cannot flood it.
-        if decision.is_allowed() && error.is_none() {
-            tracing::debug!(
-                box_id = %rec.box_id,
-                name = rec.name.as_deref(),
-                dest = %rec.dest_ip,
-                port = rec.port,
-                protocol = rec.protocol,
-                bytes_up = rec.bytes_up,
-                bytes_down = rec.bytes_down,
-                "egress connection closed"
-            );
-        } else {
-            tracing::debug!(
-                box_id = %rec.box_id,
-                name = rec.name.as_deref(),
-                dest = %rec.dest_ip,
-                port = rec.port,
-                protocol = rec.protocol,
-                decision = %decision,
-                error = error.as_deref(),
-                "egress connection refused or failed"
-            );
-        }
+        tracing::debug!(
+            box_id = %rec.box_id,
+            name = rec.name.as_deref(),
+            dest = %rec.dest_ip,
+            port = rec.port,
+            protocol = rec.protocol,
+            bytes_up = rec.bytes_up,
+            bytes_down = rec.bytes_down,
+            decision = %decision,
+            error = error.as_deref(),
+            "egress connection closed"
+        );
         let event = rec.event(&decision, error, started);
         self.events.emit(NetEvent::Connection(event)).await;
     }

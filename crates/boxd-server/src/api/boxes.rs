@@ -516,6 +516,15 @@ pub struct LogsQuery {
 fn log_line(kind: &str, data: &Value) -> (String, String) {
     let s = |k: &str| data.get(k).and_then(Value::as_str).unwrap_or("");
     let n = |k: &str| data.get(k).and_then(Value::as_i64).unwrap_or(0);
+    // Network decisions: refusals are warnings.
+    let decided = || {
+        if s("decision") == "allow" {
+            "info"
+        } else {
+            "warn"
+        }
+        .to_string()
+    };
     match kind {
         "exec" => {
             let code = n("exit_code");
@@ -549,12 +558,7 @@ fn log_line(kind: &str, data: &Value) -> (String, String) {
         ),
         "box.failed" => ("error".into(), format!("box failed: {}", s("reason"))),
         "net.dns" => (
-            if s("decision") == "allow" {
-                "info"
-            } else {
-                "warn"
-            }
-            .into(),
+            decided(),
             format!(
                 "dns {} {}: {} ({}) {}",
                 s("qtype"),
@@ -570,12 +574,7 @@ fn log_line(kind: &str, data: &Value) -> (String, String) {
                 None => format!("{}:{}", s("dest_ip"), n("port")),
             };
             (
-                if s("decision") == "allow" {
-                    "info"
-                } else {
-                    "warn"
-                }
-                .into(),
+                decided(),
                 format!(
                     "connect {dest}: {} ({}), {} bytes up, {} down, {} ms",
                     s("decision"),
