@@ -207,8 +207,8 @@ impl Veths {
         v4?;
         v6?;
         let (r4, r6) = futures_util::join!(
-            default_route_v4(nl, index, a.host_v4, &target),
-            default_route_v6(nl, index, a.host_v6, &target),
+            default_route(nl, index, IpAddr::V4(a.host_v4), &target),
+            default_route(nl, index, IpAddr::V6(a.host_v6), &target),
         );
         r4?;
         r6?;
@@ -309,36 +309,24 @@ async fn add_addr(nl: &rtnetlink::Handle, index: u32, target: &str, addr: IpAddr
     ))
 }
 
-async fn default_route_v4(
+/// The box's default route (IPv4 or IPv6, by `via`'s family) through
+/// the host end of its veth.
+async fn default_route(
     nl: &rtnetlink::Handle,
     index: u32,
-    via: Ipv4Addr,
+    via: IpAddr,
     target: &str,
 ) -> Result<()> {
-    let route = RouteMessageBuilder::<Ipv4Addr>::new()
-        .output_interface(index)
-        .gateway(via)
-        .build();
-    nl.route()
-        .add(route)
-        .execute()
-        .await
-        .map_err(NetError::netlink(
-            "add default route",
-            format!("via {via} on {target}"),
-        ))
-}
-
-async fn default_route_v6(
-    nl: &rtnetlink::Handle,
-    index: u32,
-    via: Ipv6Addr,
-    target: &str,
-) -> Result<()> {
-    let route = RouteMessageBuilder::<Ipv6Addr>::new()
-        .output_interface(index)
-        .gateway(via)
-        .build();
+    let route = match via {
+        IpAddr::V4(v4) => RouteMessageBuilder::<Ipv4Addr>::new()
+            .output_interface(index)
+            .gateway(v4)
+            .build(),
+        IpAddr::V6(v6) => RouteMessageBuilder::<Ipv6Addr>::new()
+            .output_interface(index)
+            .gateway(v6)
+            .build(),
+    };
     nl.route()
         .add(route)
         .execute()
