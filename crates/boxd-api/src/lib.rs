@@ -86,8 +86,8 @@ impl BoxSize {
 }
 
 /// `POST /v2/box`. Fields owned by features not built yet (agents, git,
-/// network policy, attach headers, skills, MCP, browser, snapshots) are
-/// accepted on the wire so the server can answer 501 naming the feature.
+/// attach headers, skills, MCP, browser, snapshots) are accepted on the
+/// wire so the server can answer 501 naming the feature.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(default)]
 pub struct CreateBoxRequest {
@@ -111,6 +111,8 @@ pub struct CreateBoxRequest {
     pub metadata: Option<BTreeMap<String, String>>,
     #[schema(value_type = Object)]
     pub attach_headers: Option<serde_json::Value>,
+    /// Upstash egress policy: `{"mode": "allow-all" | "deny-all" | "custom",
+    /// "allowed_domains"?, "allowed_cidrs"?, "denied_cidrs"?}`.
     #[schema(value_type = Object)]
     pub network_policy: Option<serde_json::Value>,
     pub agent: Option<String>,
@@ -128,7 +130,9 @@ pub struct CreateBoxRequest {
     /// boxd extension (Deno): placeholder secrets.
     #[schema(value_type = Object)]
     pub secrets: Option<serde_json::Value>,
-    /// boxd extension (Deno): egress allow-list.
+    /// boxd extension (Deno): egress allow-list (`host`, `host:port`,
+    /// `*.host`, IPv4, `[IPv6]`, `[IPv6]:port`); omitted = every public
+    /// destination.
     pub allow_net: Option<Vec<String>>,
     /// boxd extension (Deno): volume mounts.
     #[schema(value_type = Vec<Object>)]

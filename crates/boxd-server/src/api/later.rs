@@ -1,5 +1,5 @@
 //! Endpoints of the Upstash Box API that later parts of boxd own (pause and
-//! resume, snapshots, network policy, git, coding agents, schedules,
+//! resume, snapshots, git, coding agents, schedules,
 //! previews, exec sessions, …). Each answers 501 with a JSON error naming
 //! the feature: never a fake success.
 
