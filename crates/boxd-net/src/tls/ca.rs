@@ -19,6 +19,8 @@ use rcgen::{
 };
 use rustls::client::danger::ServerCertVerifier;
 use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::ring::sign::any_ecdsa_type;
+use rustls::sign::SigningKey;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
@@ -166,13 +168,14 @@ impl BoxdCa {
 
     /// Signs a leaf certificate for exactly `dns_name` (one dNSName in the
     /// subject alternative names, empty subject, serverAuth, not a CA) on a
-    /// fresh P-256 key, valid from `not_before` to `not_after`.
+    /// fresh P-256 key, valid from `not_before` to `not_after`. The key is
+    /// returned only as a rustls signing key, never as bytes.
     pub(crate) fn issue_leaf(
         &self,
         dns_name: &str,
         not_before: SystemTime,
         not_after: SystemTime,
-    ) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>)> {
+    ) -> Result<(CertificateDer<'static>, Arc<dyn SigningKey>)> {
         let what = || format!("mint a leaf certificate for {dns_name}");
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(cert_err(what()))?;
         let san = dns_name.try_into().map_err(cert_err(what()))?;
@@ -190,8 +193,16 @@ impl BoxdCa {
         let cert = params
             .signed_by(&key, &self.issuer)
             .map_err(cert_err(what()))?;
-        let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        Ok((cert.der().clone(), key_der))
+        // The TLS signing key is made from a borrow of the key pair's own
+        // bytes: no further copy of the private key is made.
+        let signing_key = any_ecdsa_type(&PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            key.serialized_der(),
+        )))
+        .map_err(|source| NetError::Tls {
+            context: format!("leaf key for {dns_name}"),
+            source,
+        })?;
+        Ok((cert.der().clone(), signing_key))
     }
 
     /// Signs a short-lived leaf and verifies it against the certificate

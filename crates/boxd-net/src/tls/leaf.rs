@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use rustls::server::NoServerSessionStorage;
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::ServerConfig;
 use rustls_pki_types::CertificateDer;
 
@@ -204,12 +205,13 @@ impl LeafCache {
             context: format!("leaf for {name}"),
             source,
         };
+        let certified = CertifiedKey::new(vec![cert.clone(), self.ca.cert_der().clone()], key);
+        certified.keys_match().map_err(tls_err)?;
         let mut config = ServerConfig::builder_with_provider(super::provider())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(tls_err)?
             .with_no_client_auth()
-            .with_single_cert(vec![cert.clone(), self.ca.cert_der().clone()], key)
-            .map_err(tls_err)?;
+            .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
         config.alpn_protocols = vec![HTTP_1_1.to_vec()];
         config.max_early_data_size = 0;
         config.send_half_rtt_data = false;
