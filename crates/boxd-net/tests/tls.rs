@@ -355,7 +355,11 @@ async fn curl_trusts_leaf_with_bundle_only() {
         eprintln!("SKIPPED curl_trusts_leaf_with_bundle_only: no working `curl` on PATH");
         return;
     }
-    let ca = Arc::new(BoxdCa::generate("boxd curl CA").expect("CA"));
+    // A CA restored from its parts, as after a daemon restart: the leaf's
+    // authority key identifier must still match the CA for OpenSSL.
+    let generated = BoxdCa::generate("boxd curl CA").expect("CA");
+    let (pem, key) = generated.to_parts();
+    let ca = Arc::new(BoxdCa::from_parts(&pem, &key).expect("restored CA"));
     let cache = LeafCache::new(Arc::clone(&ca), DEFAULT_LEAF_LIFETIME);
     let host = "box-curl.example.test";
     let acceptor = TlsAcceptor::from(cache.server_config(&name(host)).expect("config"));
@@ -443,5 +447,80 @@ async fn curl_trusts_leaf_with_bundle_only() {
     );
 
     server.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// OpenSSL's strict X.509 checks (what Python 3.13 turns on by default:
+/// authority/subject key identifiers, critical SAN with an empty subject,
+/// CA key usage) pass for a leaf and the CA, for the leaf's name and the
+/// TLS server purpose. Skipped, loudly, where `openssl` is missing.
+#[test]
+fn openssl_strict_verify_accepts_the_chain() {
+    let works = std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !works {
+        eprintln!("SKIPPED openssl_strict_verify_accepts_the_chain: no working `openssl` on PATH");
+        return;
+    }
+    let ca = Arc::new(BoxdCa::generate("boxd strict CA").expect("CA"));
+    let cache = LeafCache::new(Arc::clone(&ca), DEFAULT_LEAF_LIFETIME);
+    let leaf = cache.leaf(&name("strict.example.test")).expect("leaf");
+    let dir = std::env::temp_dir().join(format!("boxd-tls-openssl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (ca_file, der_file, leaf_file) = (
+        dir.join("ca.pem"),
+        dir.join("leaf.der"),
+        dir.join("leaf.pem"),
+    );
+    std::fs::write(&ca_file, ca.cert_pem()).expect("write CA");
+    std::fs::write(&der_file, leaf.cert_der().as_ref()).expect("write leaf");
+    let run = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("run openssl")
+    };
+    let out = run(&[
+        "x509".as_ref(),
+        "-inform".as_ref(),
+        "DER".as_ref(),
+        "-in".as_ref(),
+        der_file.as_os_str(),
+        "-out".as_ref(),
+        leaf_file.as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verify = |host: &str| {
+        run(&[
+            "verify".as_ref(),
+            "-x509_strict".as_ref(),
+            "-purpose".as_ref(),
+            "sslserver".as_ref(),
+            "-verify_hostname".as_ref(),
+            host.as_ref(),
+            "-CAfile".as_ref(),
+            ca_file.as_os_str(),
+            leaf_file.as_os_str(),
+        ])
+    };
+    let ok = verify("strict.example.test");
+    assert!(
+        ok.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&ok.stdout),
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let wrong = verify("other.example.test");
+    assert!(
+        !wrong.status.success(),
+        "openssl accepted the leaf for another name"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
