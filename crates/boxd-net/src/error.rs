@@ -44,6 +44,26 @@ pub enum NetError {
         status: String,
         stderr: String,
     },
+    /// Making a certificate (boxd's CA or a leaf) failed in the
+    /// certificate generator.
+    #[error("cannot {op}: {source}")]
+    Certificate {
+        op: String,
+        #[source]
+        source: rcgen::Error,
+    },
+    /// A stored CA certificate or key cannot be read, or the two do not
+    /// form a working CA (wrong key, not a CA, expired).
+    #[error("boxd CA unusable: {0}")]
+    InvalidCa(String),
+    /// The TLS stack refused a configuration boxd built (a leaf's server
+    /// config, a verifier).
+    #[error("TLS setup for {context}: {source}")]
+    Tls {
+        context: String,
+        #[source]
+        source: rustls::Error,
+    },
 }
 
 impl NetError {

@@ -21,6 +21,7 @@ pub mod registry;
 pub mod ruleset;
 pub mod service;
 pub mod synth;
+pub mod tls;
 pub mod upstream;
 pub mod veth;
 
