@@ -389,3 +389,280 @@ fn write_new(path: &Path, text: &str) -> std::io::Result<()> {
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
+
+    const VALUE: &[u8] = b"sk-live-very-secret-value-0123456789";
+
+    /// A fresh folder under the temp dir, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(test: &str) -> TempDir {
+            let dir = std::env::temp_dir().join(format!(
+                "boxd-crypto-{test}-{}-{}",
+                std::process::id(),
+                crate::hex(&random_bytes::<6>().unwrap())
+            ));
+            fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+
+        fn key_file(&self) -> PathBuf {
+            self.0.join("master.key")
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn aad() -> Aad {
+        Aad {
+            team_id: "team_a".into(),
+            box_id: Some("box_1".into()),
+            kind: SecretKind::Secret,
+            name: "OPENAI_API_KEY".into(),
+            scope: r#"["api.openai.com"]"#.into(),
+        }
+    }
+
+    fn keys(dir: &TempDir) -> MasterKeys {
+        MasterKeys::load_or_create(&dir.key_file()).unwrap()
+    }
+
+    #[test]
+    fn seal_then_open_round_trips_with_a_fresh_nonce_each_time() {
+        let dir = TempDir::new("roundtrip");
+        let keys = keys(&dir);
+        let a = keys.seal(&aad(), VALUE).unwrap();
+        let b = keys.seal(&aad(), VALUE).unwrap();
+        assert_eq!(a.key_id, "k1");
+        assert_ne!(a.nonce, b.nonce);
+        assert_ne!(a.ciphertext, b.ciphertext);
+        assert_eq!(a.ciphertext.len(), VALUE.len() + 16);
+        assert_eq!(keys.open(&aad(), &a).unwrap().as_slice(), VALUE);
+        assert_eq!(keys.open(&aad(), &b).unwrap().as_slice(), VALUE);
+    }
+
+    #[test]
+    fn a_value_does_not_open_under_any_other_binding() {
+        let dir = TempDir::new("aad");
+        let keys = keys(&dir);
+        let sealed = keys.seal(&aad(), VALUE).unwrap();
+        let others = [
+            Aad {
+                team_id: "team_b".into(),
+                ..aad()
+            },
+            Aad {
+                box_id: Some("box_2".into()),
+                ..aad()
+            },
+            Aad {
+                box_id: None,
+                ..aad()
+            },
+            Aad {
+                kind: SecretKind::AttachHeader,
+                ..aad()
+            },
+            Aad {
+                name: "OPENAI_API_KEY2".into(),
+                ..aad()
+            },
+            Aad {
+                scope: r#"["evil.example"]"#.into(),
+                ..aad()
+            },
+        ];
+        for other in others {
+            let err = keys.open(&other, &sealed).unwrap_err();
+            assert!(matches!(err, StoreError::Decrypt(_)), "{other:?}: {err:?}");
+            let text = format!("{err} {err:?}");
+            assert!(!text.contains("sk-live"), "{text}");
+        }
+    }
+
+    #[test]
+    fn the_aad_encoding_is_unambiguous() {
+        // Moving bytes between neighbouring fields changes the encoding.
+        let a = Aad {
+            team_id: "ab".into(),
+            name: "c".into(),
+            ..aad()
+        };
+        let b = Aad {
+            team_id: "a".into(),
+            name: "bc".into(),
+            ..aad()
+        };
+        assert_ne!(a.encode(), b.encode());
+        let none = Aad {
+            box_id: None,
+            ..aad()
+        };
+        let empty = Aad {
+            box_id: Some(String::new()),
+            ..aad()
+        };
+        assert_ne!(none.encode(), empty.encode());
+    }
+
+    #[test]
+    fn tampered_ciphertext_nonce_or_key_id_fails() {
+        let dir = TempDir::new("tamper");
+        let keys = keys(&dir);
+        let sealed = keys.seal(&aad(), VALUE).unwrap();
+        for i in 0..sealed.ciphertext.len() {
+            let mut bad = sealed.clone();
+            bad.ciphertext[i] ^= 0x01;
+            assert!(matches!(
+                keys.open(&aad(), &bad),
+                Err(StoreError::Decrypt(_))
+            ));
+        }
+        let mut bad = sealed.clone();
+        bad.ciphertext.truncate(bad.ciphertext.len() - 1);
+        assert!(matches!(
+            keys.open(&aad(), &bad),
+            Err(StoreError::Decrypt(_))
+        ));
+        let mut bad = sealed.clone();
+        bad.nonce[0] ^= 0x80;
+        assert!(matches!(
+            keys.open(&aad(), &bad),
+            Err(StoreError::Decrypt(_))
+        ));
+        let mut bad = sealed.clone();
+        bad.key_id = "k9".into();
+        assert!(matches!(keys.open(&aad(), &bad), Err(StoreError::UnknownKey(id)) if id == "k9"));
+    }
+
+    #[test]
+    fn another_key_file_cannot_open_a_value() {
+        let (one, two) = (TempDir::new("other1"), TempDir::new("other2"));
+        let sealed = keys(&one).seal(&aad(), VALUE).unwrap();
+        // Same id `k1`, different key bytes.
+        assert!(matches!(
+            keys(&two).open(&aad(), &sealed),
+            Err(StoreError::Decrypt(_))
+        ));
+    }
+
+    #[test]
+    fn a_created_key_file_is_0600_and_loads_back_the_same_keys() {
+        let dir = TempDir::new("create");
+        let first = keys(&dir);
+        let meta = fs::metadata(dir.key_file()).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let text = fs::read_to_string(dir.key_file()).unwrap();
+        assert!(text.starts_with("k1:") && text.ends_with('\n'), "format");
+        assert_eq!(text.lines().count(), 1);
+        let sealed = first.seal(&aad(), VALUE).unwrap();
+        let again = keys(&dir);
+        assert_eq!(again.open(&aad(), &sealed).unwrap().as_slice(), VALUE);
+    }
+
+    #[test]
+    fn a_key_file_readable_by_group_or_others_is_refused() {
+        let dir = TempDir::new("perms");
+        keys(&dir);
+        for mode in [0o644, 0o640, 0o604, 0o660] {
+            fs::set_permissions(dir.key_file(), fs::Permissions::from_mode(mode)).unwrap();
+            let err = MasterKeys::load_or_create(&dir.key_file()).unwrap_err();
+            assert!(matches!(err, StoreError::KeyFile { .. }), "{err:?}");
+            assert!(err.to_string().contains("0600"), "{err}");
+        }
+        fs::set_permissions(dir.key_file(), fs::Permissions::from_mode(0o400)).unwrap();
+        MasterKeys::load(&dir.key_file()).unwrap();
+    }
+
+    #[test]
+    fn malformed_key_files_are_refused_without_echoing_them() {
+        let dir = TempDir::new("format");
+        let short = STANDARD.encode([7u8; 31]);
+        let good = STANDARD.encode([7u8; 32]);
+        let cases = [
+            String::new(),
+            "\n\n".to_owned(),
+            format!("k1:{short}\n"),
+            format!("k1:{good}AA\n"),
+            format!("k1:{good}\nk1:{good}\n"),
+            format!("key1:{good}\n"),
+            format!("{good}\n"),
+            "k1:not base64!\n".to_owned(),
+        ];
+        for text in cases {
+            let _ = fs::remove_file(dir.key_file());
+            write_new(&dir.key_file(), &text).unwrap();
+            let err = MasterKeys::load_or_create(&dir.key_file()).unwrap_err();
+            assert!(
+                matches!(err, StoreError::KeyFile { .. }),
+                "{text:?}: {err:?}"
+            );
+            assert!(!err.to_string().contains(&good), "{err}");
+            // The bad file is left alone, never overwritten.
+            assert_eq!(fs::read_to_string(dir.key_file()).unwrap(), text);
+        }
+    }
+
+    #[test]
+    fn a_symlinked_key_file_is_refused() {
+        let dir = TempDir::new("symlink");
+        keys(&dir);
+        let link = dir.0.join("link.key");
+        std::os::unix::fs::symlink(dir.key_file(), &link).unwrap();
+        assert!(matches!(
+            MasterKeys::load_or_create(&link),
+            Err(StoreError::KeyFile { .. })
+        ));
+        // A dangling link is not replaced by a new file either.
+        let dangling = dir.0.join("dangling.key");
+        std::os::unix::fs::symlink(dir.0.join("nowhere"), &dangling).unwrap();
+        assert!(MasterKeys::load_or_create(&dangling).is_err());
+        assert!(!dir.0.join("nowhere").exists());
+    }
+
+    #[test]
+    fn rotation_adds_a_current_key_and_old_values_still_open() {
+        let dir = TempDir::new("rotate");
+        let before = keys(&dir);
+        let old = before.seal(&aad(), VALUE).unwrap();
+        assert_eq!(MasterKeys::rotate(&dir.key_file()).unwrap(), "k2");
+        assert_eq!(MasterKeys::rotate(&dir.key_file()).unwrap(), "k3");
+        let after = keys(&dir);
+        assert_eq!(after.key_ids(), ["k1", "k2", "k3"]);
+        assert_eq!(after.current_id(), "k3");
+        let meta = fs::metadata(dir.key_file()).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(after.open(&aad(), &old).unwrap().as_slice(), VALUE);
+        assert_eq!(after.seal(&aad(), VALUE).unwrap().key_id, "k3");
+        // No temporary file is left next to the key file.
+        assert_eq!(fs::read_dir(&dir.0).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn debug_output_shows_no_key_and_no_plaintext() {
+        let dir = TempDir::new("debug");
+        let keys = keys(&dir);
+        let sealed = keys.seal(&aad(), VALUE).unwrap();
+        let opened = keys.open(&aad(), &sealed).unwrap();
+        let text = fs::read_to_string(dir.key_file()).unwrap();
+        let b64 = text.trim().split_once(':').unwrap().1;
+        let raw = STANDARD.decode(b64).unwrap();
+        let shown = format!("{keys:?} {sealed:?} {:?}", aad());
+        assert!(shown.contains("k1"), "{shown}");
+        assert!(!shown.contains(b64), "{shown}");
+        assert!(!shown.contains(&format!("{:?}", &raw[..8])), "{shown}");
+        assert!(!shown.contains(&format!("{:?}", &sealed.ciphertext[..8])));
+        assert!(!shown.contains("sk-live"), "{shown}");
+        assert_eq!(opened.as_slice(), VALUE);
+    }
+}
