@@ -203,6 +203,9 @@ impl MasterKeys {
     /// atomically: a new 0600 file, fsynced, renamed over the old one).
     /// Values sealed before stay readable under their old key id until
     /// [`crate::Store::reseal_all`] moves them. Returns the new key's id.
+    /// Not safe against a concurrent `rotate` of the same file (one of the
+    /// two new keys would be lost): run it from the one process that owns
+    /// the data directory.
     pub fn rotate(path: &Path) -> Result<KeyId> {
         let mut keys = MasterKeys::load(path)?;
         let next = keys

@@ -2,8 +2,9 @@
 //! phrased so the server can map it to an HTTP status (`NotFound` → 404,
 //! `Conflict` → 409, the rest → 500).
 //!
-//! It never carries secret material: no plaintext key, no key hash and no
-//! environment value ever appears in an error message.
+//! It never carries secret material: no plaintext key, no key hash, no
+//! environment value, no master key and no secret value (sealed or opened)
+//! ever appears in an error message.
 
 /// Result alias for every fallible store operation.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
