@@ -2,8 +2,9 @@
 //! phrased so the server can map it to an HTTP status (`NotFound` → 404,
 //! `Conflict` → 409, the rest → 500).
 //!
-//! It never carries secret material: no plaintext key, no key hash and no
-//! environment value ever appears in an error message.
+//! It never carries secret material: no plaintext key, no key hash, no
+//! environment value, no master key and no secret value (sealed or opened)
+//! ever appears in an error message.
 
 /// Result alias for every fallible store operation.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -31,6 +32,19 @@ pub enum StoreError {
     /// The operating system's random number generator failed.
     #[error("the system random number generator failed: {0}")]
     Random(String),
+    /// The master key file cannot be used: unreadable, wrong permissions,
+    /// wrong format. The text names the file and the reason, never a key.
+    #[error("master key file {path}: {reason}")]
+    KeyFile { path: String, reason: String },
+    /// A sealed value names a key id the loaded master keys do not hold
+    /// (the key was dropped before every row was resealed).
+    #[error("master key {0} is not loaded")]
+    UnknownKey(String),
+    /// A sealed value failed authentication: wrong key, a different
+    /// binding (team, box, kind, name, pattern) or tampered bytes. It says
+    /// which value by its binding, never its contents.
+    #[error("a sealed value could not be opened (wrong key, binding or tampered): {0}")]
+    Decrypt(String),
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("stored JSON: {0}")]

@@ -1,7 +1,9 @@
 //! `boxd-store`: the daemon's SQLite database.
 //!
-//! It owns persistence only: teams and their API keys, boxes, the audit log
-//! and team settings, plus the schema migrations. It enforces what the data
+//! It owns persistence only: teams and their API keys, boxes, the audit log,
+//! team settings and encrypted secret values (sealed with the master keys
+//! of [`crypto`], kept in a file outside the database), plus the schema
+//! migrations. It enforces what the data
 //! itself must satisfy — unique names, foreign keys, API keys kept only as
 //! SHA-256 hashes, an audit log that cannot be changed — and nothing else.
 //! It never makes business decisions: who may do what, which box state
@@ -15,9 +17,11 @@
 
 mod audit;
 mod boxes;
+pub mod crypto;
 pub mod error;
 mod keys;
 mod schema;
+mod secrets;
 mod settings;
 mod teams;
 
@@ -26,6 +30,9 @@ pub use boxes::{BoxRow, BoxState, NewBox};
 pub use error::{Result, StoreError};
 pub use keys::{ApiKeyInfo, KEY_PREFIX, MIN_SUPPLIED_KEY_LEN};
 pub use schema::SCHEMA_VERSION;
+pub use secrets::{
+    new_placeholder, SealedValue, SecretInfo, StoredAttachHeader, StoredSecret, PLACEHOLDER_PREFIX,
+};
 pub use teams::{Team, DEFAULT_TEAM};
 
 use rusqlite::Connection;

@@ -88,6 +88,33 @@ CREATE TABLE team_env (
     PRIMARY KEY (team_id, name)
 ) STRICT, WITHOUT ROWID;
 "#,
+    // 2: encrypted secret values (attach headers, placeholder secrets).
+    r#"
+-- One sealed value per row. `name` is the header name (attach_header) or
+-- the env var name (secret); `pattern` the host pattern of an attach
+-- header ('' otherwise); `hosts_json` a secret's hosts. Only `nonce` and
+-- `ciphertext` depend on the value; everything else is non-secret
+-- metadata, authenticated as associated data when the value is opened.
+CREATE TABLE secret_values (
+    id          INTEGER PRIMARY KEY,
+    team_id     TEXT NOT NULL REFERENCES teams(id),
+    box_id      TEXT REFERENCES boxes(id) ON DELETE CASCADE,
+    kind        TEXT NOT NULL CHECK (kind IN ('attach_header', 'secret', 'ca_key')),
+    name        TEXT NOT NULL,
+    pattern     TEXT NOT NULL DEFAULT '',
+    hosts_json  TEXT,
+    placeholder TEXT UNIQUE,
+    key_id      TEXT NOT NULL,
+    nonce       BLOB NOT NULL CHECK (length(nonce) = 24),
+    ciphertext  BLOB NOT NULL CHECK (length(ciphertext) >= 16),
+    created_at  INTEGER NOT NULL
+) STRICT;
+-- NULLs are distinct in a UNIQUE constraint, so team-level rows (no box)
+-- are made unique through an expression.
+CREATE UNIQUE INDEX secret_values_unique
+    ON secret_values(team_id, ifnull(box_id, ''), kind, name, pattern);
+CREATE INDEX secret_values_by_box ON secret_values(box_id);
+"#,
 ];
 
 /// The schema version this build of the store writes.
@@ -149,6 +176,7 @@ mod tests {
             "audit_events_no_replace",
             "audit_events_no_update",
             "boxes",
+            "secret_values",
             "team_env",
             "teams",
         ] {

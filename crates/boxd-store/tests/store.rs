@@ -4,9 +4,10 @@
 //! File-backed tests use a fresh file under the system temp dir, removed
 //! afterwards.
 
+use boxd_store::crypto::MasterKeys;
 use boxd_store::{
-    AuditFilter, BoxRow, BoxState, NewAuditEvent, NewBox, Store, StoreError, KEY_PREFIX,
-    SCHEMA_VERSION,
+    new_placeholder, AuditFilter, BoxRow, BoxState, NewAuditEvent, NewBox, Store, StoreError,
+    KEY_PREFIX, PLACEHOLDER_PREFIX, SCHEMA_VERSION,
 };
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -689,4 +690,498 @@ fn one_store_is_shared_by_many_threads() {
     assert_eq!(seqs.len(), 200);
     assert_eq!(store.list_audit(&all_of(&team.id)).unwrap().len(), 200);
     assert_eq!(store.list_boxes(&team.id, &[]).unwrap().len(), 8);
+}
+
+/// A master key file next to the test database, removed when dropped.
+struct TempKeys(PathBuf);
+
+impl TempKeys {
+    fn new(db: &TempDb) -> TempKeys {
+        let mut p = db.path().to_path_buf().into_os_string();
+        p.push(".key");
+        let keys = TempKeys(PathBuf::from(p));
+        let _ = std::fs::remove_file(&keys.0);
+        keys
+    }
+
+    fn load(&self) -> MasterKeys {
+        MasterKeys::load_or_create(&self.0).unwrap()
+    }
+}
+
+impl Drop for TempKeys {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A store with one team and box `b-1`, file-backed.
+fn store_with_box(db: &TempDb) -> (Store, String) {
+    let store = Store::open(db.path()).unwrap();
+    let team = store.ensure_default_team().unwrap();
+    store.insert_box(&new_box(&team.id, "b-1", None)).unwrap();
+    (store, team.id)
+}
+
+const STRIPE: &str = "Bearer sk_live_STRIPEVALUE_4f1e2d3c2b1a";
+const SUPABASE: &str = "supabase-anon-key-SUPAVALUE-9a8b7c6d";
+const OPENAI: &str = "sk-OPENAIVALUE-0123456789abcdefghij";
+const BOX_STRIPE: &str = "Bearer sk_live_BOXSTRIPE_aaaabbbbcccc";
+
+/// Writes team and box headers and a box secret; returns the placeholder.
+fn write_values(store: &Store, keys: &MasterKeys, team: &str) -> String {
+    store
+        .put_team_attach_header(
+            keys,
+            team,
+            "api.stripe.com",
+            "Authorization",
+            STRIPE.as_bytes(),
+        )
+        .unwrap();
+    store
+        .put_team_attach_header(keys, team, "*.supabase.co", "apikey", SUPABASE.as_bytes())
+        .unwrap();
+    store
+        .put_box_attach_header(
+            keys,
+            team,
+            "b-1",
+            "api.stripe.com",
+            "Authorization",
+            BOX_STRIPE.as_bytes(),
+        )
+        .unwrap();
+    let placeholder = new_placeholder().unwrap();
+    store
+        .put_box_secret(
+            keys,
+            team,
+            "b-1",
+            "OPENAI_API_KEY",
+            r#"["api.openai.com"]"#,
+            &placeholder,
+            OPENAI.as_bytes(),
+        )
+        .unwrap();
+    placeholder
+}
+
+#[test]
+fn secret_values_never_reach_the_database_files() {
+    let db = TempDb::new("secrets-bytes");
+    let key_file = TempKeys::new(&db);
+    let keys = key_file.load();
+    let (store, team) = store_with_box(&db);
+    let placeholder = write_values(&store, &keys, &team);
+    // Overwrite and delete some, so freed pages and WAL frames are searched
+    // too.
+    store
+        .delete_team_attach_header(&team, "*.supabase.co")
+        .unwrap();
+    store
+        .put_team_attach_header(&keys, &team, "*.supabase.co", "apikey", SUPABASE.as_bytes())
+        .unwrap();
+    let values = [STRIPE, SUPABASE, OPENAI, BOX_STRIPE];
+    let check = |bytes: &[u8]| {
+        assert!(!bytes.is_empty());
+        for v in values {
+            assert!(!contains(bytes, v.as_bytes()), "{v} on disk");
+            // The distinctive middle part, in case of a partial write.
+            assert!(!contains(bytes, &v.as_bytes()[8..24]), "{v} on disk");
+        }
+    };
+    check(&db.bytes());
+    // Non-secret metadata is there, so the search does look at the rows.
+    assert!(contains(&db.bytes(), placeholder.as_bytes()));
+    assert!(contains(&db.bytes(), b"api.stripe.com"));
+
+    // Debug output of everything the store hands out, and listings.
+    let shown = format!(
+        "{:?} {:?} {:?} {:?} {:?} {:?} {keys:?} {store:?}",
+        store.list_team_attach_headers(&team).unwrap(),
+        store.sealed_team_attach_headers(&team).unwrap(),
+        store.box_attach_headers("b-1").unwrap(),
+        store.box_attach_header_names("b-1").unwrap(),
+        store.box_secrets("b-1").unwrap(),
+        store.box_secret_names("b-1").unwrap(),
+    );
+    for v in values {
+        assert!(!shown.contains(v), "{v} in {shown}");
+        assert!(!shown.contains(&v[8..24]), "{v} in {shown}");
+    }
+    // Errors mention names, not values.
+    let errors = [
+        store
+            .put_box_secret(
+                &keys,
+                &team,
+                "b-1",
+                "OPENAI_API_KEY",
+                "[]",
+                &new_placeholder().unwrap(),
+                OPENAI.as_bytes(),
+            )
+            .unwrap_err(),
+        store
+            .put_box_secret(
+                &keys,
+                &team,
+                "b-1",
+                "OTHER",
+                "[]",
+                &placeholder,
+                OPENAI.as_bytes(),
+            )
+            .unwrap_err(),
+        store
+            .put_team_attach_header(
+                &keys,
+                &team,
+                "api.stripe.com",
+                "Authorization",
+                STRIPE.as_bytes(),
+            )
+            .unwrap_err(),
+        store
+            .put_box_secret(&keys, &team, "b-1", "X", "not json", "p", OPENAI.as_bytes())
+            .unwrap_err(),
+        {
+            let mut s = store.box_secrets("b-1").unwrap().remove(0).value;
+            s.aad.box_id = Some("b-2".into());
+            s.open(&keys).unwrap_err()
+        },
+    ];
+    for err in errors {
+        let text = format!("{err} {err:?}");
+        for v in values {
+            assert!(!text.contains(&v[8..24]), "{v} in {text}");
+        }
+    }
+
+    // Checkpointed into the main file and closed: still not there.
+    drop(store);
+    let store = Store::open(db.path()).unwrap();
+    drop(store);
+    check(&db.bytes());
+    assert!(contains(&db.bytes(), placeholder.as_bytes()));
+}
+
+#[test]
+fn sealed_values_open_with_the_keys_and_listings_show_names_only() {
+    let db = TempDb::new("secrets-open");
+    let key_file = TempKeys::new(&db);
+    let keys = key_file.load();
+    let (store, team) = store_with_box(&db);
+    let placeholder = write_values(&store, &keys, &team);
+    assert!(placeholder.starts_with(PLACEHOLDER_PREFIX));
+    assert_eq!(placeholder.len(), PLACEHOLDER_PREFIX.len() + 32); // 128 bits
+    assert_ne!(placeholder, new_placeholder().unwrap());
+
+    assert_eq!(
+        store.list_team_attach_headers(&team).unwrap(),
+        [
+            ("*.supabase.co".to_owned(), "apikey".to_owned()),
+            ("api.stripe.com".to_owned(), "Authorization".to_owned()),
+        ]
+    );
+    assert_eq!(
+        store.box_attach_header_names("b-1").unwrap(),
+        [("api.stripe.com".to_owned(), "Authorization".to_owned())]
+    );
+    let names = store.box_secret_names("b-1").unwrap();
+    assert_eq!(names.len(), 1);
+    assert_eq!(names[0].name, "OPENAI_API_KEY");
+    assert_eq!(names[0].hosts_json, r#"["api.openai.com"]"#);
+    assert_eq!(names[0].placeholder, placeholder);
+
+    let team_headers = store.sealed_team_attach_headers(&team).unwrap();
+    let opened: Vec<(String, Vec<u8>)> = team_headers
+        .iter()
+        .map(|h| (h.pattern.clone(), h.value.open(&keys).unwrap().to_vec()))
+        .collect();
+    assert_eq!(
+        opened,
+        [
+            ("api.stripe.com".to_owned(), STRIPE.as_bytes().to_vec()),
+            ("*.supabase.co".to_owned(), SUPABASE.as_bytes().to_vec()),
+        ]
+    );
+    let box_headers = store.box_attach_headers("b-1").unwrap();
+    assert_eq!(box_headers.len(), 1);
+    assert_eq!(
+        box_headers[0].value.open(&keys).unwrap().as_slice(),
+        BOX_STRIPE.as_bytes()
+    );
+    let secrets = store.box_secrets("b-1").unwrap();
+    assert_eq!(secrets.len(), 1);
+    assert_eq!(secrets[0].placeholder, placeholder);
+    assert_eq!(
+        secrets[0].value.open(&keys).unwrap().as_slice(),
+        OPENAI.as_bytes()
+    );
+
+    // Another master key file opens nothing.
+    let other_db = TempDb::new("secrets-open-other");
+    let other = TempKeys::new(&other_db).load();
+    assert!(matches!(
+        secrets[0].value.open(&other),
+        Err(StoreError::Decrypt(_))
+    ));
+
+    // Deleting a pattern removes all of its headers, and only them.
+    store
+        .put_team_attach_header(&keys, &team, "*.supabase.co", "x-extra", b"v")
+        .unwrap();
+    assert_eq!(
+        store
+            .delete_team_attach_header(&team, "*.supabase.co")
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .delete_team_attach_header(&team, "*.supabase.co")
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store.list_team_attach_headers(&team).unwrap(),
+        [("api.stripe.com".to_owned(), "Authorization".to_owned())]
+    );
+    assert_eq!(store.box_attach_header_names("b-1").unwrap().len(), 1);
+}
+
+#[test]
+fn a_value_moved_to_another_row_in_the_database_does_not_open() {
+    let db = TempDb::new("secrets-moved");
+    let key_file = TempKeys::new(&db);
+    let keys = key_file.load();
+    let (store, team) = store_with_box(&db);
+    write_values(&store, &keys, &team);
+    drop(store);
+    // Someone with write access to the database re-points the secret at
+    // another host and copies a header value to another pattern.
+    let conn = rusqlite::Connection::open(db.path()).unwrap();
+    conn.execute(
+        "UPDATE secret_values SET hosts_json = '[\"evil.example\"]' WHERE kind = 'secret'",
+        [],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE secret_values SET pattern = 'evil.example' WHERE pattern = '*.supabase.co'",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let store = Store::open(db.path()).unwrap();
+    let secret = store.box_secrets("b-1").unwrap().remove(0);
+    assert!(matches!(
+        secret.value.open(&keys),
+        Err(StoreError::Decrypt(_))
+    ));
+    let moved = store
+        .sealed_team_attach_headers(&team)
+        .unwrap()
+        .into_iter()
+        .find(|h| h.pattern == "evil.example")
+        .unwrap();
+    assert!(matches!(
+        moved.value.open(&keys),
+        Err(StoreError::Decrypt(_))
+    ));
+    // And resealing under a new key refuses to launder them: nothing moves.
+    MasterKeys::rotate(&key_file.0).unwrap();
+    let rotated = key_file.load();
+    assert!(matches!(
+        store.reseal_all(&rotated),
+        Err(StoreError::Decrypt(_))
+    ));
+    assert_eq!(store.sealed_key_ids().unwrap(), ["k1"]);
+}
+
+#[test]
+fn rotation_then_reseal_moves_every_row_so_the_old_key_can_go() {
+    let db = TempDb::new("secrets-rotate");
+    let key_file = TempKeys::new(&db);
+    let keys = key_file.load();
+    let (store, team) = store_with_box(&db);
+    write_values(&store, &keys, &team);
+    assert_eq!(store.sealed_key_ids().unwrap(), ["k1"]);
+
+    assert_eq!(MasterKeys::rotate(&key_file.0).unwrap(), "k2");
+    let rotated = key_file.load();
+    // Before resealing, old rows open under their old key id.
+    let before = store.box_secrets("b-1").unwrap().remove(0);
+    assert_eq!(before.value.sealed.key_id, "k1");
+    assert_eq!(
+        before.value.open(&rotated).unwrap().as_slice(),
+        OPENAI.as_bytes()
+    );
+
+    assert_eq!(store.reseal_all(&rotated).unwrap(), 4);
+    assert_eq!(store.sealed_key_ids().unwrap(), ["k2"]);
+    assert_eq!(store.reseal_all(&rotated).unwrap(), 0);
+    let after = store.box_secrets("b-1").unwrap().remove(0);
+    assert_ne!(after.value.sealed.nonce, before.value.sealed.nonce);
+
+    // Drop k1 from the key file: everything still opens.
+    let text = std::fs::read_to_string(&key_file.0).unwrap();
+    let only_k2: String = text.lines().filter(|l| l.starts_with("k2:")).collect();
+    std::fs::remove_file(&key_file.0).unwrap();
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key_file.0)
+            .unwrap();
+        writeln!(f, "{only_k2}").unwrap();
+    }
+    let only_new = key_file.load();
+    assert_eq!(only_new.key_ids(), ["k2"]);
+    assert_eq!(
+        after.value.open(&only_new).unwrap().as_slice(),
+        OPENAI.as_bytes()
+    );
+    for h in store
+        .sealed_team_attach_headers(&team)
+        .unwrap()
+        .into_iter()
+        .chain(store.box_attach_headers("b-1").unwrap())
+    {
+        h.value.open(&only_new).unwrap();
+    }
+    // The pre-reseal copy names k1, which is gone.
+    assert!(matches!(
+        before.value.open(&only_new),
+        Err(StoreError::UnknownKey(id)) if id == "k1"
+    ));
+}
+
+#[test]
+fn deleting_a_box_deletes_its_secrets_and_headers_only() {
+    let db = TempDb::new("secrets-delete");
+    let key_file = TempKeys::new(&db);
+    let keys = key_file.load();
+    let (store, team) = store_with_box(&db);
+    write_values(&store, &keys, &team);
+    store.insert_box(&new_box(&team, "b-2", None)).unwrap();
+    store
+        .put_box_secret(
+            &keys,
+            &team,
+            "b-2",
+            "T",
+            "[]",
+            &new_placeholder().unwrap(),
+            b"v2",
+        )
+        .unwrap();
+
+    assert!(store.delete_box(&team, "b-1").unwrap());
+    assert!(store.box_secrets("b-1").unwrap().is_empty());
+    assert!(store.box_attach_headers("b-1").unwrap().is_empty());
+    assert!(store.box_secret_names("b-1").unwrap().is_empty());
+    assert_eq!(store.box_secrets("b-2").unwrap().len(), 1);
+    assert_eq!(store.list_team_attach_headers(&team).unwrap().len(), 2);
+    // The rows are gone, not hidden.
+    drop(store);
+    let conn = rusqlite::Connection::open(db.path()).unwrap();
+    let left: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM secret_values WHERE box_id = 'b-1'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
+#[test]
+fn duplicate_or_misplaced_secrets_are_typed_errors() {
+    let db = TempDb::new("secrets-unique");
+    let key_file = TempKeys::new(&db);
+    let keys = key_file.load();
+    let (store, team) = store_with_box(&db);
+    let placeholder = write_values(&store, &keys, &team);
+    let other_team = store.create_team("other").unwrap();
+    store
+        .insert_box(&new_box(&other_team.id, "b-9", None))
+        .unwrap();
+
+    // Same team pattern + header twice.
+    assert!(matches!(
+        store.put_team_attach_header(&keys, &team, "api.stripe.com", "Authorization", b"x"),
+        Err(StoreError::Conflict(_))
+    ));
+    // Same box pattern + header twice.
+    assert!(matches!(
+        store.put_box_attach_header(&keys, &team, "b-1", "api.stripe.com", "Authorization", b"x"),
+        Err(StoreError::Conflict(_))
+    ));
+    // Same secret name twice in a box.
+    assert!(matches!(
+        store.put_box_secret(
+            &keys,
+            &team,
+            "b-1",
+            "OPENAI_API_KEY",
+            "[]",
+            &new_placeholder().unwrap(),
+            b"x"
+        ),
+        Err(StoreError::Conflict(_))
+    ));
+    // A placeholder reused, even in another team's box.
+    assert!(matches!(
+        store.put_box_secret(&keys, &other_team.id, "b-9", "A", "[]", &placeholder, b"x"),
+        Err(StoreError::Conflict(_))
+    ));
+    // The same pattern in another team, or per box, is fine.
+    store
+        .put_team_attach_header(
+            &keys,
+            &other_team.id,
+            "api.stripe.com",
+            "Authorization",
+            b"x",
+        )
+        .unwrap();
+    // Unknown team, unknown box, a box of another team.
+    assert!(matches!(
+        store.put_team_attach_header(&keys, "team_nope", "a.example", "h", b"x"),
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.put_box_secret(
+            &keys,
+            &team,
+            "b-404",
+            "A",
+            "[]",
+            &new_placeholder().unwrap(),
+            b"x"
+        ),
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.put_box_attach_header(&keys, &team, "b-9", "a.example", "h", b"x"),
+        Err(StoreError::NotFound(_))
+    ));
+    // Hosts must be JSON.
+    assert!(matches!(
+        store.put_box_secret(
+            &keys,
+            &team,
+            "b-1",
+            "B",
+            "[",
+            &new_placeholder().unwrap(),
+            b"x"
+        ),
+        Err(StoreError::Json(_))
+    ));
 }
