@@ -27,9 +27,17 @@ impl FakeUpstream {
         let zone: Arc<HashMap<String, Ipv4Addr>> =
             Arc::new(zone.iter().map(|(n, ip)| (n.to_string(), *ip)).collect());
         let asked = Arc::new(Mutex::new(Vec::new()));
-        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = udp.local_addr().unwrap();
-        let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
+        // A free UDP port may be taken for TCP: try a few (bounded).
+        let mut bound = None;
+        for _ in 0..50 {
+            let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = udp.local_addr().unwrap();
+            if let Ok(tcp) = tokio::net::TcpListener::bind(addr).await {
+                bound = Some((udp, addr, tcp));
+                break;
+            }
+        }
+        let (udp, addr, tcp) = bound.expect("a port free for both UDP and TCP");
         let mut tasks = JoinSet::new();
         let (z, a) = (zone.clone(), asked.clone());
         tasks.spawn(async move {
