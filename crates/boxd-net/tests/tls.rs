@@ -395,8 +395,8 @@ async fn curl_trusts_leaf_with_bundle_only() {
         }
     });
 
-    let dir = std::env::temp_dir().join(format!("boxd-tls-curl-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = TempDir::new("curl");
+    let dir = &dir.0;
     let system = boxd_net::tls::BUNDLE_PATHS
         .iter()
         .find_map(|p| std::fs::read(p).ok())
@@ -447,7 +447,6 @@ async fn curl_trusts_leaf_with_bundle_only() {
     );
 
     server.abort();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// OpenSSL's strict X.509 checks (what Python 3.13 turns on by default:
@@ -468,8 +467,8 @@ fn openssl_strict_verify_accepts_the_chain() {
     let ca = Arc::new(BoxdCa::generate("boxd strict CA").expect("CA"));
     let cache = LeafCache::new(Arc::clone(&ca), DEFAULT_LEAF_LIFETIME);
     let leaf = cache.leaf(&name("strict.example.test")).expect("leaf");
-    let dir = std::env::temp_dir().join(format!("boxd-tls-openssl-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = TempDir::new("openssl");
+    let dir = &dir.0;
     let (ca_file, der_file, leaf_file) = (
         dir.join("ca.pem"),
         dir.join("leaf.der"),
@@ -522,5 +521,21 @@ fn openssl_strict_verify_accepts_the_chain() {
         !wrong.status.success(),
         "openssl accepted the leaf for another name"
     );
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A scratch directory removed on drop, also when the test fails.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(what: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("boxd-tls-{what}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
