@@ -275,16 +275,10 @@ impl Store {
     /// The team-level attach headers as `(pattern, header_name)`, sorted:
     /// names only.
     pub fn list_team_attach_headers(&self, team_id: &str) -> Result<Vec<(String, String)>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT pattern, name FROM secret_values
-             WHERE team_id = ?1 AND box_id IS NULL AND kind = 'attach_header'
-             ORDER BY pattern, name",
-        )?;
-        let rows = stmt
-            .query_map([team_id], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+        self.attach_header_names(
+            "team_id = ?1 AND box_id IS NULL AND kind = 'attach_header'",
+            team_id,
+        )
     }
 
     /// The team-level attach headers, sealed, for the daemon to open.
@@ -322,13 +316,18 @@ impl Store {
 
     /// The box's own attach headers as `(pattern, header_name)`: names only.
     pub fn box_attach_header_names(&self, box_id: &str) -> Result<Vec<(String, String)>> {
+        self.attach_header_names("box_id = ?1 AND kind = 'attach_header'", box_id)
+    }
+
+    /// `(pattern, header_name)` of the rows matching `filter` (one `?1`
+    /// parameter), sorted: names only, never a value.
+    fn attach_header_names(&self, filter: &str, param: &str) -> Result<Vec<(String, String)>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT pattern, name FROM secret_values
-             WHERE box_id = ?1 AND kind = 'attach_header' ORDER BY pattern, name",
-        )?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT pattern, name FROM secret_values WHERE {filter} ORDER BY pattern, name"
+        ))?;
         let rows = stmt
-            .query_map([box_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .query_map([param], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }
