@@ -19,6 +19,7 @@ pub mod policy;
 pub mod proxy;
 pub mod registry;
 pub mod ruleset;
+pub mod secrets;
 pub mod service;
 pub mod synth;
 pub mod tls;

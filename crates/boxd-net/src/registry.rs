@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 
 use crate::addr::{AddressPlan, SlotAddrs};
 use crate::policy::{EgressPolicy, HostName};
+use crate::secrets::SecretRules;
 use crate::synth::{SyntheticAddrs, SyntheticNames};
 
 /// Concurrent proxied connections one box may hold open.
@@ -30,6 +31,8 @@ pub struct BoxNet {
     names: Mutex<SyntheticNames>,
     /// Permits for concurrent proxied connections.
     pub conns: Arc<Semaphore>,
+    /// Attach headers and placeholder secrets, fixed for the box's life.
+    pub secrets: Arc<SecretRules>,
 }
 
 impl BoxNet {
@@ -40,7 +43,14 @@ impl BoxNet {
             policy: RwLock::new(Arc::new(policy)),
             names: Mutex::new(SyntheticNames::default()),
             conns: Arc::new(Semaphore::new(MAX_CONNS_PER_BOX)),
+            secrets: Arc::new(SecretRules::default()),
         }
+    }
+
+    /// The same box with its secret rules.
+    pub fn with_secrets(mut self, secrets: Arc<SecretRules>) -> Self {
+        self.secrets = secrets;
+        self
     }
 
     /// The policy now (a new connection reads it once, at its start).

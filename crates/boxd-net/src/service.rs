@@ -24,6 +24,7 @@ use crate::events::EventSink;
 use crate::policy::{parse_cidr, AllowNet, EgressPolicy, HostName, NetworkPolicy, OperatorNet};
 use crate::registry::{BoxNet, Registry};
 use crate::ruleset::{Ruleset, RulesetConfig};
+use crate::secrets::SecretRules;
 use crate::upstream::{UpstreamConfig, UpstreamTarget, Upstreams};
 use crate::veth::Veths;
 
@@ -276,10 +277,12 @@ impl Network {
         slot: u32,
         pid: i32,
         policy: EgressPolicy,
+        secrets: Arc<SecretRules>,
     ) -> Result<SlotAddrs> {
         let link = self.veths.create_for_pid(slot, pid).await?;
-        self.registry
-            .insert(Arc::new(BoxNet::new(box_id, link.addrs, policy)));
+        self.registry.insert(Arc::new(
+            BoxNet::new(box_id, link.addrs, policy).with_secrets(secrets),
+        ));
         Ok(link.addrs)
     }
 
@@ -291,14 +294,16 @@ impl Network {
         slot: u32,
         pid: i32,
         policy: EgressPolicy,
+        secrets: Arc<SecretRules>,
     ) -> Result<SlotAddrs> {
         let addrs = self.registry.plan().slot(slot)?;
         let present = self.veths.host_slots().await?.contains(&slot);
         if !present {
-            return self.attach(box_id, slot, pid, policy).await;
+            return self.attach(box_id, slot, pid, policy, secrets).await;
         }
-        self.registry
-            .insert(Arc::new(BoxNet::new(box_id, addrs, policy)));
+        self.registry.insert(Arc::new(
+            BoxNet::new(box_id, addrs, policy).with_secrets(secrets),
+        ));
         Ok(addrs)
     }
 

@@ -359,9 +359,11 @@ impl AppState {
             return Ok(());
         };
         let done = if adopt {
-            net.adopt(box_id, slot, pid, policy).await
+            net.adopt(box_id, slot, pid, policy, Default::default())
+                .await
         } else {
-            net.attach(box_id, slot, pid, policy).await
+            net.attach(box_id, slot, pid, policy, Default::default())
+                .await
         };
         done.map(drop).map_err(|e| {
             ApiError::internal(format!("could not set up the network of box {box_id}: {e}"))
