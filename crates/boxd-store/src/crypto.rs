@@ -394,7 +394,7 @@ fn write_new(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
     use std::path::PathBuf;
@@ -402,10 +402,10 @@ mod tests {
     const VALUE: &[u8] = b"sk-live-very-secret-value-0123456789";
 
     /// A fresh folder under the temp dir, removed when dropped.
-    struct TempDir(PathBuf);
+    pub(crate) struct TempDir(PathBuf);
 
     impl TempDir {
-        fn new(test: &str) -> TempDir {
+        pub(crate) fn new(test: &str) -> TempDir {
             let dir = std::env::temp_dir().join(format!(
                 "boxd-crypto-{test}-{}-{}",
                 std::process::id(),
@@ -415,7 +415,7 @@ mod tests {
             TempDir(dir)
         }
 
-        fn key_file(&self) -> PathBuf {
+        pub(crate) fn key_file(&self) -> PathBuf {
             self.0.join("master.key")
         }
     }

@@ -17,6 +17,7 @@
 
 mod audit;
 mod boxes;
+mod ca;
 pub mod crypto;
 pub mod error;
 mod keys;
@@ -27,6 +28,7 @@ mod teams;
 
 pub use audit::{AuditEvent, AuditFilter, NewAuditEvent};
 pub use boxes::{BoxRow, BoxState, NewBox};
+pub use ca::StoredCa;
 pub use error::{Result, StoreError};
 pub use keys::{ApiKeyInfo, KEY_PREFIX, MIN_SUPPLIED_KEY_LEN};
 pub use schema::SCHEMA_VERSION;

@@ -115,6 +115,18 @@ CREATE UNIQUE INDEX secret_values_unique
     ON secret_values(team_id, ifnull(box_id, ''), kind, name, pattern);
 CREATE INDEX secret_values_by_box ON secret_values(box_id);
 "#,
+    // 3: the egress proxy's CA (one row): the certificate in clear, the
+    // private key sealed like any secret value.
+    r#"
+CREATE TABLE boxd_ca (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    cert_pem    TEXT NOT NULL,
+    key_id      TEXT NOT NULL,
+    nonce       BLOB NOT NULL CHECK (length(nonce) = 24),
+    ciphertext  BLOB NOT NULL CHECK (length(ciphertext) >= 16),
+    created_at  INTEGER NOT NULL
+) STRICT;
+"#,
 ];
 
 /// The schema version this build of the store writes.

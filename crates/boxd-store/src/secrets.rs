@@ -406,16 +406,20 @@ impl Store {
     /// not listed here can be dropped from the key file.
     pub fn sealed_key_ids(&self) -> Result<Vec<String>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT DISTINCT key_id FROM secret_values ORDER BY key_id")?;
+        let mut stmt = conn.prepare(
+            "SELECT key_id FROM secret_values UNION SELECT key_id FROM boxd_ca ORDER BY key_id",
+        )?;
         let ids = stmt
             .query_map([], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         Ok(ids)
     }
 
-    /// Re-encrypts every stored value under `keys`' current key, in one
-    /// transaction: either all rows move or none. Returns how many rows
-    /// were rewritten (rows already under the current key are left alone).
+    /// Re-encrypts every stored value under `keys`' current key — the
+    /// secret values in one transaction (all rows move or none), then the
+    /// CA key. Returns how many values were rewritten (those already under
+    /// the current key are left alone, so an interrupted run is finished by
+    /// running it again).
     pub fn reseal_all(&self, keys: &MasterKeys) -> Result<usize> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -443,7 +447,8 @@ impl Store {
             )?;
         }
         tx.commit()?;
-        Ok(rows.len())
+        drop(conn);
+        Ok(rows.len() + usize::from(self.reseal_ca(keys)?))
     }
 }
 
