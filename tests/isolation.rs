@@ -385,3 +385,46 @@ async fn hostname_is_the_box_id_and_the_network_is_loopback_only() {
         "ok"
     );
 }
+
+#[tokio::test]
+async fn trust_bundle_is_mounted_read_only_over_the_system_bundles() {
+    let Some(rt) = runtime() else { return };
+    let bundle = rt.dir.join("trust-bundle.pem");
+    let pem = "-----BEGIN CERTIFICATE-----\nboxd-test-bundle\n-----END CERTIFICATE-----\n";
+    std::fs::write(&bundle, pem).unwrap();
+    let mut spec = BoxSpec::new(unique("trust"));
+    spec.trust = Some(boxd_runtime::TrustBundle {
+        file: bundle.clone(),
+        // The first path is created when the image lacks it; the others
+        // only replace files that exist.
+        paths: vec![
+            "/etc/boxd-test/certs/bundle.pem".into(),
+            "/etc/ssl/certs/ca-certificates.crt".into(),
+            "/etc/pki/tls/certs/ca-bundle.crt".into(),
+        ],
+    });
+    let b = TestBox::new(&rt, spec);
+    assert_eq!(b.ok("cat /etc/boxd-test/certs/bundle.pem").await, pem);
+    if std::path::Path::new("/etc/ssl/certs/ca-certificates.crt").exists() {
+        assert_eq!(b.ok("cat /etc/ssl/certs/ca-certificates.crt").await, pem);
+    }
+    assert_ne!(
+        b.sh("test -e /etc/pki/tls/certs/ca-bundle.crt")
+            .await
+            .status
+            .code,
+        0
+    );
+    // Box root can neither write, replace nor unmount it.
+    for cmd in [
+        "echo evil > /etc/boxd-test/certs/bundle.pem",
+        "rm -f /etc/boxd-test/certs/bundle.pem",
+        "umount /etc/boxd-test/certs/bundle.pem",
+        "mv /etc/boxd-test/certs/bundle.pem /tmp/x",
+    ] {
+        assert_ne!(b.sh(cmd).await.status.code, 0, "{cmd} succeeded");
+    }
+    assert_eq!(b.ok("cat /etc/boxd-test/certs/bundle.pem").await, pem);
+    assert_eq!(std::fs::read_to_string(&bundle).unwrap(), pem);
+    b.destroy();
+}

@@ -72,6 +72,19 @@ pub struct BoxSpec {
     pub limits: Limits,
     /// Size of `/tmp` and `/dev/shm` (tmpfs, charged to the box's memory).
     pub tmp_bytes: u64,
+    /// A CA bundle the box must trust, mounted read-only over its system
+    /// bundles.
+    pub trust: Option<TrustBundle>,
+}
+
+/// A host file (PEM certificates) put read-only over the box's CA bundle
+/// files: over each of `paths` that is a regular file in the box's image,
+/// and always at the first of `paths` (created if the image lacks it), so
+/// the environment variables can name it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustBundle {
+    pub file: PathBuf,
+    pub paths: Vec<String>,
 }
 
 impl BoxSpec {
@@ -88,6 +101,7 @@ impl BoxSpec {
                 pids: Some(2048),
             },
             tmp_bytes: 512 << 20,
+            trust: None,
         }
     }
 }
@@ -430,6 +444,7 @@ impl Runtime {
                 overlays,
                 host_root_id: root_id,
                 tmp_bytes: spec.tmp_bytes,
+                trust: spec.trust.clone(),
                 seccomp: self.seccomp.clone(),
                 agent: AgentConfig {
                     env: spec.env.clone(),

@@ -52,6 +52,8 @@ pub struct SetupConfig {
     pub host_root_id: u32,
     /// Size of `/tmp` and `/dev/shm`, in bytes.
     pub tmp_bytes: u64,
+    /// The CA bundle mounted read-only over the image's.
+    pub trust: Option<crate::TrustBundle>,
     /// The seccomp filters, compiled once by the daemon.
     pub seccomp: Vec<crate::seccomp::EncodedProgram>,
     pub agent: AgentConfig,
@@ -338,6 +340,9 @@ fn build_root(cfg: &SetupConfig, userns: &OwnedFd) -> Result<()> {
         )?;
     }
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if let Some(trust) = &cfg.trust {
+        mount_trust(root, trust, id)?;
+    }
     mnt(
         "proc",
         &root.join("proc"),
@@ -429,6 +434,77 @@ fn build_root(cfg: &SetupConfig, userns: &OwnedFd) -> Result<()> {
         )
         .map_err(setup_err("make a path read-only"))?;
     }
+    Ok(())
+}
+
+/// Binds `trust.file` read-only over each bundle path that is a regular
+/// file in the box's root (never through a symlink: a link is resolved
+/// by the bundle it points at, if that is on the list), creating the
+/// first path if the image has nothing there.
+fn mount_trust(root: &Path, trust: &crate::TrustBundle, id: u32) -> Result<()> {
+    let ro = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | MsFlags::MS_RDONLY
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV
+        | MsFlags::MS_NOEXEC;
+    for (i, p) in trust.paths.iter().enumerate() {
+        let target = inside(root, p);
+        let is_file = match std::fs::symlink_metadata(&target) {
+            Ok(md) => md.file_type().is_file(),
+            Err(_) if i == 0 => {
+                create_bundle_stub(root, p, id)?;
+                true
+            }
+            Err(_) => false,
+        };
+        if !is_file {
+            continue;
+        }
+        mount(
+            Some(&trust.file),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(setup_err("bind the CA bundle"))?;
+        mount(None::<&str>, &target, None::<&str>, ro, None::<&str>)
+            .map_err(setup_err("make the CA bundle read-only"))?;
+    }
+    Ok(())
+}
+
+/// An empty file at `path` in the box's root (directories owned by box
+/// root), to mount the bundle on. Refuses to go through a symlink.
+fn create_bundle_stub(root: &Path, path: &str, id: u32) -> Result<()> {
+    let mut dir = root.to_path_buf();
+    let rel = Path::new(path.trim_start_matches('/'));
+    if let Some(parent) = rel.parent() {
+        for part in parent.components() {
+            dir.push(part);
+            match std::fs::symlink_metadata(&dir) {
+                Ok(md) if md.is_dir() => {}
+                Ok(_) => {
+                    return Err(RuntimeError::Setup(format!(
+                        "CA bundle path {path}: {} is not a directory",
+                        dir.display()
+                    )))
+                }
+                Err(_) => {
+                    std::fs::create_dir(&dir)
+                        .map_err(RuntimeError::io("create the CA bundle directory"))?;
+                    nix::unistd::chown(&dir, Some(id.into()), Some(id.into()))
+                        .map_err(setup_err("chown the CA bundle directory"))?;
+                }
+            }
+        }
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(root.join(rel))
+        .map_err(RuntimeError::io("create the CA bundle mountpoint"))?;
     Ok(())
 }
 

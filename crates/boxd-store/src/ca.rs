@@ -128,7 +128,12 @@ mod tests {
         ));
         let ca = store.ca().unwrap().unwrap();
         assert_eq!(ca.cert_pem, "CERT PEM");
-        assert!(!ca.key.sealed.ciphertext.windows(key.len()).any(|w| w == key));
+        assert!(!ca
+            .key
+            .sealed
+            .ciphertext
+            .windows(key.len())
+            .any(|w| w == key));
         assert_eq!(ca.key.open(&keys).unwrap().as_slice(), key);
         // The key does not open against another certificate.
         let mut swapped = ca.key.clone();
