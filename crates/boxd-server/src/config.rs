@@ -16,7 +16,8 @@ pub struct ServeArgs {
     #[arg(long, env = "BOXD_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// TOML config file (keys: listen, log_format, cgroup_parent,
-    /// max_json_body_bytes, max_upload_bytes, and a [network] table).
+    /// max_json_body_bytes, max_upload_bytes, master_key_file, and the
+    /// [network] and [tls] tables).
     #[arg(long, env = "BOXD_CONFIG")]
     pub config: Option<PathBuf>,
     /// Log format: text or json [default: text].
@@ -44,7 +45,17 @@ struct FileConfig {
     cgroup_parent: Option<String>,
     max_json_body_bytes: Option<usize>,
     max_upload_bytes: Option<usize>,
+    master_key_file: Option<PathBuf>,
     network: Option<NetworkSettings>,
+    tls: Option<TlsSettings>,
+}
+
+/// The `[tls]` table: how the egress proxy verifies upstream servers.
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields, default)]
+struct TlsSettings {
+    /// PEM files of roots trusted besides the system's (a test CA).
+    extra_roots: Vec<PathBuf>,
 }
 
 /// The settings in effect.
@@ -61,6 +72,12 @@ pub struct Config {
     pub max_upload_bytes: usize,
     /// Box networking (`[network]`), validated.
     pub network: Option<NetworkConfig>,
+    /// The file of master keys that seal secret values (outside the
+    /// database) [default: `<data>/master.key`].
+    pub master_key_file: PathBuf,
+    /// `[tls] extra_roots`: roots trusted when verifying upstreams,
+    /// besides the system's.
+    pub extra_roots: Vec<PathBuf>,
 }
 
 impl Config {
@@ -87,8 +104,21 @@ impl Config {
         } else {
             None
         };
+        let extra_roots = file.tls.unwrap_or_default().extra_roots;
+        for root in &extra_roots {
+            if !root.is_file() {
+                bail!(
+                    "[tls] extra_roots: {} is not a readable file",
+                    root.display()
+                );
+            }
+        }
         Ok(Config {
             network,
+            master_key_file: file
+                .master_key_file
+                .unwrap_or_else(|| data_dir.join("master.key")),
+            extra_roots,
             data_dir,
             agent,
             listen: args
@@ -150,6 +180,16 @@ mod tests {
         std::fs::write(&path, "[network]\nenabled = false\n").unwrap();
         let c = Config::load(&args, "/d".into(), "/a".into()).unwrap();
         assert!(c.network.is_none());
+        assert_eq!(c.master_key_file, PathBuf::from("/d/master.key"));
+        std::fs::write(&path, "[tls]\nextra_roots = [\"/nonexistent/ca.pem\"]\n").unwrap();
+        let err = Config::load(&args, "/d".into(), "/a".into()).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("/nonexistent/ca.pem"),
+            "{err:#}"
+        );
+        std::fs::write(&path, format!("[tls]\nextra_roots = [{:?}]\n", path)).unwrap();
+        let c = Config::load(&args, "/d".into(), "/a".into()).unwrap();
+        assert_eq!(c.extra_roots, [path.clone()]);
         std::fs::write(&path, "lisen = \"x\"\n").unwrap();
         let err = Config::load(&args, "/d".into(), "/a".into()).unwrap_err();
         assert!(format!("{err:#}").contains("lisen"), "{err:#}");

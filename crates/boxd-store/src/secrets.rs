@@ -174,58 +174,95 @@ struct NewRow<'a> {
     placeholder: Option<&'a str>,
 }
 
+impl<'a> NewRow<'a> {
+    fn attach_header(
+        team_id: &'a str,
+        box_id: Option<&'a str>,
+        pattern: &'a str,
+        name: &'a str,
+    ) -> Self {
+        NewRow {
+            team_id,
+            box_id,
+            kind: SecretKind::AttachHeader,
+            name,
+            pattern,
+            hosts_json: None,
+            placeholder: None,
+        }
+    }
+
+    fn secret(
+        team_id: &'a str,
+        box_id: &'a str,
+        name: &'a str,
+        hosts_json: &'a str,
+        placeholder: &'a str,
+    ) -> Result<Self> {
+        serde_json::from_str::<serde_json::Value>(hosts_json)?;
+        Ok(NewRow {
+            team_id,
+            box_id: Some(box_id),
+            kind: SecretKind::Secret,
+            name,
+            pattern: "",
+            hosts_json: Some(hosts_json),
+            placeholder: Some(placeholder),
+        })
+    }
+}
+
 impl Store {
     fn insert_sealed(&self, keys: &MasterKeys, row: NewRow<'_>, value: &[u8]) -> Result<()> {
-        let binding = aad(
-            row.team_id,
-            row.box_id,
-            row.kind,
-            row.name,
-            row.pattern,
-            row.hosts_json,
-        );
-        let sealed = keys.seal(&binding, value)?;
-        let conn = self.conn();
-        // A box row must exist and belong to the team.
-        if let Some(box_id) = row.box_id {
-            let owned: bool = conn.query_row(
-                "SELECT EXISTS (SELECT 1 FROM boxes WHERE id = ?1 AND team_id = ?2)",
-                [box_id, row.team_id],
-                |r| r.get(0),
-            )?;
-            if !owned {
-                return Err(StoreError::NotFound(format!("box {box_id}")));
-            }
+        insert_sealed(&self.conn(), keys, row, value)
+    }
+
+    /// Stores a new box's attach headers (`(pattern, header_name, value)`)
+    /// and placeholder secrets (`(name, hosts_json, placeholder, value)`)
+    /// in one transaction: all of them or none.
+    pub fn put_box_secret_rules(
+        &self,
+        keys: &MasterKeys,
+        team_id: &str,
+        box_id: &str,
+        headers: &[(&str, &str, &[u8])],
+        secrets: &[(&str, &str, &str, &[u8])],
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for (pattern, name, value) in headers {
+            let row = NewRow::attach_header(team_id, Some(box_id), pattern, name);
+            insert_sealed(&tx, keys, row, value)?;
         }
-        conn.execute(
-            "INSERT INTO secret_values (team_id, box_id, kind, name, pattern, hosts_json,
-                 placeholder, key_id, nonce, ciphertext, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![
-                row.team_id,
-                row.box_id,
-                row.kind.as_str(),
-                row.name,
-                row.pattern,
-                row.hosts_json,
-                row.placeholder,
-                sealed.key_id,
-                sealed.nonce.as_slice(),
-                sealed.ciphertext,
-                now_ms()
-            ],
-        )
-        .map_err(|e| match sqlite_code(&e) {
-            Some(UNIQUE) if e.to_string().contains("placeholder") => {
-                StoreError::Conflict("this placeholder is already in use".into())
-            }
-            Some(UNIQUE) => StoreError::Conflict(match row.kind {
-                SecretKind::Secret => format!("secret {} is already set", row.name),
-                _ => format!("header {} for {} is already set", row.name, row.pattern),
-            }),
-            Some(FOREIGN_KEY) => StoreError::NotFound(format!("team {}", row.team_id)),
-            _ => e.into(),
-        })?;
+        for (name, hosts_json, placeholder, value) in secrets {
+            let row = NewRow::secret(team_id, box_id, name, hosts_json, placeholder)?;
+            insert_sealed(&tx, keys, row, value)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Replaces every team-level header of `pattern` with `headers`
+    /// (`(header_name, value)`), in one transaction.
+    pub fn replace_team_attach_headers(
+        &self,
+        keys: &MasterKeys,
+        team_id: &str,
+        pattern: &str,
+        headers: &[(&str, &[u8])],
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "DELETE FROM secret_values
+             WHERE team_id = ?1 AND box_id IS NULL AND kind = 'attach_header' AND pattern = ?2",
+            [team_id, pattern],
+        )?;
+        for (name, value) in headers {
+            let row = NewRow::attach_header(team_id, None, pattern, name);
+            insert_sealed(&tx, keys, row, value)?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -251,15 +288,7 @@ impl Store {
         header_name: &str,
         value: &[u8],
     ) -> Result<()> {
-        let row = NewRow {
-            team_id,
-            box_id: None,
-            kind: SecretKind::AttachHeader,
-            name: header_name,
-            pattern,
-            hosts_json: None,
-            placeholder: None,
-        };
+        let row = NewRow::attach_header(team_id, None, pattern, header_name);
         self.insert_sealed(keys, row, value)
     }
 
@@ -302,15 +331,7 @@ impl Store {
         header_name: &str,
         value: &[u8],
     ) -> Result<()> {
-        let row = NewRow {
-            team_id,
-            box_id: Some(box_id),
-            kind: SecretKind::AttachHeader,
-            name: header_name,
-            pattern,
-            hosts_json: None,
-            placeholder: None,
-        };
+        let row = NewRow::attach_header(team_id, Some(box_id), pattern, header_name);
         self.insert_sealed(keys, row, value)
     }
 
@@ -355,16 +376,7 @@ impl Store {
         placeholder: &str,
         value: &[u8],
     ) -> Result<()> {
-        serde_json::from_str::<serde_json::Value>(hosts_json)?;
-        let row = NewRow {
-            team_id,
-            box_id: Some(box_id),
-            kind: SecretKind::Secret,
-            name,
-            pattern: "",
-            hosts_json: Some(hosts_json),
-            placeholder: Some(placeholder),
-        };
+        let row = NewRow::secret(team_id, box_id, name, hosts_json, placeholder)?;
         self.insert_sealed(keys, row, value)
     }
 
@@ -458,4 +470,64 @@ fn attach_header(raw: RawRow) -> Result<StoredAttachHeader> {
         pattern: raw.pattern,
         header_name: raw.name,
     })
+}
+
+/// Seals `value` under the row's binding and inserts the row on `conn`
+/// (a connection or a transaction).
+fn insert_sealed(
+    conn: &rusqlite::Connection,
+    keys: &MasterKeys,
+    row: NewRow<'_>,
+    value: &[u8],
+) -> Result<()> {
+    let binding = aad(
+        row.team_id,
+        row.box_id,
+        row.kind,
+        row.name,
+        row.pattern,
+        row.hosts_json,
+    );
+    let sealed = keys.seal(&binding, value)?;
+    // A box row must exist and belong to the team.
+    if let Some(box_id) = row.box_id {
+        let owned: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM boxes WHERE id = ?1 AND team_id = ?2)",
+            [box_id, row.team_id],
+            |r| r.get(0),
+        )?;
+        if !owned {
+            return Err(StoreError::NotFound(format!("box {box_id}")));
+        }
+    }
+    conn.execute(
+        "INSERT INTO secret_values (team_id, box_id, kind, name, pattern, hosts_json,
+             placeholder, key_id, nonce, ciphertext, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![
+            row.team_id,
+            row.box_id,
+            row.kind.as_str(),
+            row.name,
+            row.pattern,
+            row.hosts_json,
+            row.placeholder,
+            sealed.key_id,
+            sealed.nonce.as_slice(),
+            sealed.ciphertext,
+            now_ms()
+        ],
+    )
+    .map_err(|e| match sqlite_code(&e) {
+        Some(UNIQUE) if e.to_string().contains("placeholder") => {
+            StoreError::Conflict("this placeholder is already in use".into())
+        }
+        Some(UNIQUE) => StoreError::Conflict(match row.kind {
+            SecretKind::Secret => format!("secret {} is already set", row.name),
+            _ => format!("header {} for {} is already set", row.name, row.pattern),
+        }),
+        Some(FOREIGN_KEY) => StoreError::NotFound(format!("team {}", row.team_id)),
+        _ => e.into(),
+    })?;
+    Ok(())
 }

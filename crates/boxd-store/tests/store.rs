@@ -1185,3 +1185,73 @@ fn duplicate_or_misplaced_secrets_are_typed_errors() {
         Err(StoreError::Json(_))
     ));
 }
+
+#[test]
+fn a_boxs_rules_are_stored_all_or_nothing_and_team_rules_replaced_whole() {
+    let db = TempDb::new("secrets-atomic");
+    let key_file = TempKeys::new(&db);
+    let keys = key_file.load();
+    let (store, team) = store_with_box(&db);
+    let ph = new_placeholder().unwrap();
+    // The second secret repeats the first's name: nothing of the call stays.
+    let err = store
+        .put_box_secret_rules(
+            &keys,
+            &team,
+            "b-1",
+            &[("api.stripe.com", "Authorization", STRIPE.as_bytes())],
+            &[
+                (
+                    "OPENAI_API_KEY",
+                    "[\"api.openai.com\"]",
+                    &ph,
+                    OPENAI.as_bytes(),
+                ),
+                (
+                    "OPENAI_API_KEY",
+                    "[\"api.openai.com\"]",
+                    "other",
+                    OPENAI.as_bytes(),
+                ),
+            ],
+        )
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert!(store.box_attach_headers("b-1").unwrap().is_empty());
+    assert!(store.box_secrets("b-1").unwrap().is_empty());
+    store
+        .put_box_secret_rules(
+            &keys,
+            &team,
+            "b-1",
+            &[("api.stripe.com", "Authorization", STRIPE.as_bytes())],
+            &[(
+                "OPENAI_API_KEY",
+                "[\"api.openai.com\"]",
+                &ph,
+                OPENAI.as_bytes(),
+            )],
+        )
+        .unwrap();
+    assert_eq!(store.box_attach_headers("b-1").unwrap().len(), 1);
+    let secrets = store.box_secrets("b-1").unwrap();
+    assert_eq!(
+        secrets[0].value.open(&keys).unwrap().as_slice(),
+        OPENAI.as_bytes()
+    );
+
+    store
+        .replace_team_attach_headers(
+            &keys,
+            &team,
+            "*.supabase.co",
+            &[("apikey", b"one"), ("x-extra", b"two")],
+        )
+        .unwrap();
+    store
+        .replace_team_attach_headers(&keys, &team, "*.supabase.co", &[("apikey", b"three")])
+        .unwrap();
+    let rows = store.sealed_team_attach_headers(&team).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].value.open(&keys).unwrap().as_slice(), b"three");
+}
