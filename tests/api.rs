@@ -173,11 +173,25 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     let (s, v) = d.post("/v2/box", json!({"size": "huge"}));
     assert_eq!(s, 422, "{v}");
     // Features other parts of boxd own answer 501, naming the feature.
-    let (s, v) = d.post("/v2/box", json!({"attach_headers": {"a.com": {"X": "y"}}}));
+    let (s, v) = d.post("/v2/box", json!({"agent": "claude-code"}));
     assert!(
-        s == 501 && v["error"].as_str().unwrap().contains("attach headers"),
+        s == 501 && v["error"].as_str().unwrap().contains("coding agents"),
         "{v}"
     );
+    // Bad rules are named (never their values).
+    let (s, v) = d.post(
+        "/v2/box",
+        json!({"attach_headers": {"API.example.com": {"X-Key": "sekrit-1"}}}),
+    );
+    assert!(
+        s == 400 && v["error"].as_str().unwrap().contains("API.example.com"),
+        "{v}"
+    );
+    let (s, v) = d.post(
+        "/v2/box",
+        json!({"attach_headers": {"api.example.com": {"Host": "sekrit-2"}}}),
+    );
+    assert!(s == 400 && !v.to_string().contains("sekrit"), "{v}");
     let (s, v) = d.post(&format!("/v2/box/{id}/pause"), json!({}));
     assert!(
         s == 501 && v["error"].as_str().unwrap().contains("paus"),

@@ -109,8 +109,9 @@ pub struct CreateBoxRequest {
     pub timeout: Option<u64>,
     /// boxd extension: string metadata returned with the box.
     pub metadata: Option<BTreeMap<String, String>>,
+    /// Host pattern → header → value (write-only).
     #[schema(value_type = Object)]
-    pub attach_headers: Option<serde_json::Value>,
+    pub attach_headers: Option<WriteOnly>,
     /// Upstash egress policy: `{"mode": "allow-all" | "deny-all" | "custom",
     /// "allowed_domains"?, "allowed_cidrs"?, "denied_cidrs"?}`.
     #[schema(value_type = Object)]
@@ -127,9 +128,11 @@ pub struct CreateBoxRequest {
     #[schema(value_type = Vec<Object>)]
     pub mcp_servers: Option<Vec<serde_json::Value>>,
     pub browser: Option<bool>,
-    /// boxd extension (Deno): placeholder secrets.
+    /// boxd extension (Deno): placeholder secrets, `{"NAME": {"hosts":
+    /// [...], "value": "...", "in_query"?: false, "in_body"?: false}}`
+    /// (write-only; see [`SecretSpec`]).
     #[schema(value_type = Object)]
-    pub secrets: Option<serde_json::Value>,
+    pub secrets: Option<WriteOnly>,
     /// boxd extension (Deno): egress allow-list (`host`, `host:port`,
     /// `*.host`, IPv4, `[IPv6]`, `[IPv6]:port`); omitted = every public
     /// destination.
@@ -163,6 +166,68 @@ pub struct BoxData {
     /// boxd extension: the box's Deno-style `allowNet` rules, canonical.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_net: Option<Vec<String>>,
+    /// boxd extension: the box's attach headers (team rules merged in at
+    /// create), host pattern → header names. Never a value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attach_headers: BTreeMap<String, Vec<String>>,
+    /// boxd extension: the box's placeholder secrets, name → hosts and
+    /// substitution settings. Never a value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, SecretInfo>,
+}
+
+/// JSON holding secret values, as received: its `Debug` never shows it,
+/// so a logged request cannot leak a value. Parsed by the server with
+/// error messages that never quote it.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WriteOnly(pub serde_json::Value);
+
+impl std::fmt::Debug for WriteOnly {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteOnly(..)")
+    }
+}
+
+/// A placeholder secret as the API shows it: everything but the value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct SecretInfo {
+    /// Host patterns the value is sent to (exact or `*.` wildcard).
+    pub hosts: Vec<String>,
+    /// Also substituted in request query strings.
+    pub in_query: bool,
+    /// Also substituted in request bodies.
+    pub in_body: bool,
+}
+
+/// One placeholder secret of a create request (`secrets: {"NAME": …}`).
+#[derive(Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecretSpec {
+    pub hosts: Vec<String>,
+    /// Write-only: never returned.
+    pub value: String,
+    pub in_query: bool,
+    pub in_body: bool,
+}
+
+impl std::fmt::Debug for SecretSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretSpec")
+            .field("hosts", &self.hosts)
+            .field("in_query", &self.in_query)
+            .field("in_body", &self.in_body)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `GET /v2/box/settings/attach-headers`: the team's rules, host pattern
+/// → header names. Never a value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct AttachHeadersResponse {
+    pub attach_headers: BTreeMap<String, Vec<String>>,
 }
 
 /// `GET /v2/box/{id}/status`.

@@ -11,6 +11,7 @@ mod config;
 mod error;
 mod metrics;
 mod paths;
+mod secrets;
 mod state;
 
 pub use api::router;
@@ -21,6 +22,7 @@ use anyhow::{bail, Context, Result};
 use boxd_net::{EventSink, Network};
 use boxd_runtime::{Runtime, RuntimeConfig};
 use boxd_store::{Store, StoreError};
+use secrets::Secrets;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -164,6 +166,12 @@ async fn run(config: Config) -> Result<()> {
         data_dir = %config.data_dir.display(),
         "host checked"
     );
+    let secrets = Secrets::load(
+        &config.master_key_file,
+        &config.data_dir,
+        &store,
+        config.network.is_some(),
+    )?;
     // Networking first: the ruleset is in place before any box is adopted.
     let (events, mut event_stream) = EventSink::channel(8192);
     let network = match config.network.clone() {
@@ -180,6 +188,7 @@ async fn run(config: Config) -> Result<()> {
         store,
         Arc::new(runtime),
         network,
+        secrets,
     ));
     let st = state.clone();
     tokio::task::spawn_blocking(move || st.recover())

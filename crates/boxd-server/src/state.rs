@@ -8,12 +8,14 @@
 
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
+use crate::secrets::Secrets;
 use crate::Config;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use boxd_api::{BoxData, BoxSize, BoxStatus, API_KEY_HEADER};
 use boxd_net::policy::{AllowNet, EgressPolicy, NetworkPolicy};
+use boxd_net::secrets::SecretRules;
 use boxd_net::{NetEvent, Network};
 use boxd_runtime::{BoxHandle, Runtime};
 use boxd_store::{BoxRow, BoxState, NewAuditEvent, Store};
@@ -36,6 +38,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Box networking; `None` when `[network] enabled = false`.
     pub network: Option<Network>,
+    /// Master keys, boxd's CA and the trust bundle.
+    pub secrets: Secrets,
     boxes: RwLock<HashMap<String, Arc<LiveBox>>>,
     /// The newest audit `seq`, so followers wake up when it grows.
     audit_seq: watch::Sender<i64>,
@@ -54,6 +58,12 @@ pub struct BoxMeta {
     /// Deno allowNet rules, canonical (`None`: omitted).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_net: Option<Vec<String>>,
+    /// Attach headers fixed at create: pattern → header names (no values).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub attach_headers: BTreeMap<String, Vec<String>>,
+    /// Placeholder secrets: name → hosts and settings (no values).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, boxd_api::SecretInfo>,
 }
 
 impl BoxMeta {
@@ -134,6 +144,8 @@ pub fn box_data(row: &BoxRow) -> BoxData {
             .clone()
             .unwrap_or_else(|| json!({"mode": "allow-all"})),
         allow_net: meta.allow_net.clone(),
+        attach_headers: meta.attach_headers,
+        secrets: meta.secrets,
     }
 }
 
@@ -185,12 +197,14 @@ impl AppState {
         store: Store,
         runtime: Arc<Runtime>,
         network: Option<Network>,
+        secrets: Secrets,
     ) -> AppState {
         AppState {
             config,
             store,
             runtime,
             network,
+            secrets,
             metrics: Metrics::new(),
             boxes: RwLock::new(HashMap::new()),
             audit_seq: watch::channel(0).0,
@@ -345,25 +359,24 @@ impl AppState {
 
     /// Gives box `box_id` (agent `pid`, in `slot`) its network — at
     /// create, or at adoption after a restart (`adopt`: its veth is
-    /// probably still there). A box without a network reaches nothing, so
-    /// failing here fails it.
+    /// probably still there), with its attach headers and secrets. A box
+    /// without a network reaches nothing, so failing here fails it.
     pub async fn attach_network(
         &self,
         box_id: &str,
         meta: &BoxMeta,
         slot: u32,
         pid: i32,
+        secrets: Arc<SecretRules>,
         adopt: bool,
     ) -> ApiResult<()> {
         let (Some(net), Some(policy)) = (&self.network, self.egress_policy(meta)) else {
             return Ok(());
         };
         let done = if adopt {
-            net.adopt(box_id, slot, pid, policy, Default::default())
-                .await
+            net.adopt(box_id, slot, pid, policy, secrets).await
         } else {
-            net.attach(box_id, slot, pid, policy, Default::default())
-                .await
+            net.attach(box_id, slot, pid, policy, secrets).await
         };
         done.map(drop).map_err(|e| {
             ApiError::internal(format!("could not set up the network of box {box_id}: {e}"))
@@ -385,10 +398,21 @@ impl AppState {
                 continue;
             }
             let (slot, pid) = (live.handle.record().slot, live.handle.pid());
-            match self
-                .attach_network(&row.id, &BoxMeta::of(&row), slot, pid, true)
-                .await
-            {
+            let restored = match self.secrets.box_rules(&self.store, &row.id) {
+                Ok(rules) => {
+                    self.attach_network(
+                        &row.id,
+                        &BoxMeta::of(&row),
+                        slot,
+                        pid,
+                        Arc::new(rules),
+                        true,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            match restored {
                 Ok(()) => {
                     live_slots.insert(live.handle.record().slot);
                 }

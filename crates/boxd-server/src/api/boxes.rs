@@ -7,6 +7,7 @@
 //! nothing behind. Features later issues own are refused with 501.
 
 use crate::error::{ApiError, ApiResult};
+use crate::secrets::{parse_attach_headers, parse_secrets};
 use crate::state::{box_data, check_egress, status_of, AppState, BoxMeta, Caller, LiveBox};
 use axum::extract::{Path, Query, State};
 use axum::Json;
@@ -14,6 +15,7 @@ use boxd_api::{
     check_label, BoxData, BulkDeleteRequest, CreateBoxRequest, ErrorBody, LabelRequest,
     LabelsResponse, LogEntry, LogsResponse, StatusResponse, MAX_LABELS,
 };
+use boxd_net::secrets::SecretRules;
 use boxd_runtime::{BoxSpec, Limits};
 use boxd_store::{AuditFilter, BoxRow, BoxState, NewBox};
 use serde::Deserialize;
@@ -88,8 +90,7 @@ fn refuse_later_features(req: &CreateBoxRequest) -> ApiResult<()> {
             _ => true,
         })
     }
-    let checks: [(bool, &str); 11] = [
-        (set(&req.attach_headers), "attach headers"),
+    let checks: [(bool, &str); 9] = [
         (
             req.agent.is_some() || req.model.is_some() || req.agent_api_key.is_some(),
             "coding agents (agent, model)",
@@ -107,7 +108,6 @@ fn refuse_later_features(req: &CreateBoxRequest) -> ApiResult<()> {
             "MCP servers",
         ),
         (req.browser == Some(true), "browser boxes"),
-        (set(&req.secrets), "placeholder secrets"),
         (
             req.volumes.as_ref().is_some_and(|v| !v.is_empty()),
             "volumes",
@@ -122,6 +122,44 @@ fn refuse_later_features(req: &CreateBoxRequest) -> ApiResult<()> {
         Some((_, feature)) => Err(ApiError::not_implemented(feature)),
         None => Ok(()),
     }
+}
+
+/// The box's attach headers (the team's merged with its own, its own
+/// winning for a pattern) and placeholder secrets, validated. Secrets are
+/// env vars in the box, so their names must be free and allowed there.
+fn secret_rules(
+    st: &AppState,
+    caller: &Caller,
+    req: &CreateBoxRequest,
+    env: &BTreeMap<String, String>,
+) -> ApiResult<SecretRules> {
+    let own = parse_attach_headers(req.attach_headers.as_ref().map(|w| &w.0))?;
+    let secrets = parse_secrets(req.secrets.as_ref().map(|w| &w.0))?;
+    if (!own.is_empty() || !secrets.is_empty()) && st.network.is_none() {
+        return Err(ApiError::bad_request(
+            "attach_headers and secrets need box networking, which is disabled on this boxd ([network] enabled = false)",
+        ));
+    }
+    for s in &secrets {
+        if env.contains_key(&s.name) {
+            return Err(ApiError::bad_request(format!(
+                "secret {:?} is also an environment variable: the box's env var holds the secret's placeholder, pick one",
+                s.name
+            )));
+        }
+        if boxd_runtime::env::BLOCKED_ENV.contains(&s.name.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "secret {:?}: this environment variable cannot be set in a box",
+                s.name
+            )));
+        }
+    }
+    let team = if st.network.is_some() {
+        st.secrets.team_rules(&st.store, &caller.team_id)?
+    } else {
+        Vec::new()
+    };
+    SecretRules::new(team, own, secrets).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 fn new_box_id() -> ApiResult<String> {
@@ -156,6 +194,8 @@ pub async fn create(
     boxd_runtime::env::validate(&env)?;
     let (network_policy, allow_net) =
         check_egress(req.network_policy.as_ref(), req.allow_net.as_deref())?;
+    let rules = secret_rules(&st, &caller, &req, &env)?;
+    let (attach_headers, secrets) = crate::secrets::public_view(&rules);
 
     let id = new_box_id()?;
     let meta = BoxMeta {
@@ -164,6 +204,8 @@ pub async fn create(
         metadata,
         network_policy,
         allow_net,
+        attach_headers,
+        secrets,
     };
     let spec_json = serde_json::to_value(&meta)
         .map_err(|e| ApiError::internal(format!("encode the box spec: {e}")))?;
@@ -177,9 +219,23 @@ pub async fn create(
         labels,
     })?;
 
+    if let Err(e) = st
+        .secrets
+        .store_box_rules(&st.store, &caller.team_id, &id, &rules)
+    {
+        if let Err(del) = st.store.delete_box(&caller.team_id, &id) {
+            tracing::error!(box_id = %id, error = %del, "cannot remove a failed box's record");
+        }
+        return Err(e);
+    }
     let mut spec = BoxSpec::new(&id);
     spec.runtime = runtime;
     spec.env = env;
+    for s in rules.secrets() {
+        spec.env.insert(s.name.clone(), s.placeholder.clone());
+    }
+    st.secrets.apply_trust(&mut spec);
+    let rules = Arc::new(rules);
     spec.limits = Limits {
         memory_bytes: Some(size.memory_bytes()),
         cpu_millis: Some(u64::from(size.cpu_millis())),
@@ -196,7 +252,10 @@ pub async fn create(
     });
     let networking = async {
         let (slot, pid) = started_rx.await.ok()?;
-        Some((slot, st.attach_network(&id, &meta, slot, pid, false).await))
+        Some((
+            slot,
+            st.attach_network(&id, &meta, slot, pid, rules, false).await,
+        ))
     };
     let (created, networked) = tokio::join!(creating, networking);
     let created =

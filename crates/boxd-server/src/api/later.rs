@@ -37,8 +37,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/v2/box/{id}/previews/{*rest}", "preview URLs"),
     ("/v2/box/{id}/exec-session", "interactive exec sessions"),
     ("/v2/box/{id}/browser/{*rest}", "browser boxes"),
-    ("/v2/box/{id}/attach-headers", "attach headers"),
-    ("/v2/box/settings/attach-headers", "attach headers"),
+    (
+        "/v2/box/{id}/attach-headers",
+        "changing a box's attach headers (they are fixed at create)",
+    ),
 ];
 
 /// A handler for any method that answers 501 naming `feature`. It reads

@@ -5,6 +5,7 @@
 //! Owns the route table and the OpenAPI document generated from the
 //! handlers' annotations. Handlers live in one module per area.
 
+pub mod attach_headers;
 pub mod audit;
 pub mod boxes;
 pub mod exec;
@@ -57,6 +58,9 @@ use utoipa::OpenApi;
         files::remove,
         files::upload,
         files::download,
+        attach_headers::list,
+        attach_headers::set,
+        attach_headers::delete,
         settings::list,
         settings::replace,
         settings::set,
@@ -110,6 +114,11 @@ pub fn router(st: Arc<AppState>) -> Router {
             post(boxes::create)
                 .get(boxes::list)
                 .delete(boxes::delete_many),
+        )
+        .route("/v2/box/settings/attach-headers", get(attach_headers::list))
+        .route(
+            "/v2/box/settings/attach-headers/{pattern}",
+            axum::routing::put(attach_headers::set).delete(attach_headers::delete),
         )
         .route(
             "/v2/box/settings/env",
