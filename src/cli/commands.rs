@@ -62,6 +62,7 @@ pub async fn run(client: &Client, json: bool, cmd: &ClientCommand) -> Result<i32
         ClientCommand::Cp { src, dest } => super::cp::run(client, src, dest, json).await,
         ClientCommand::Rm { targets } => rm(client, json, targets).await,
         ClientCommand::Status { target } => status(client, json, target).await,
+        ClientCommand::Headers { command } => super::headers::run(client, json, command).await,
     }
 }
 
@@ -95,7 +96,7 @@ fn check_labels(labels: &[String]) -> Result<Vec<String>> {
     Ok(labels.to_vec())
 }
 
-fn print_json(v: &impl serde::Serialize) -> Result<()> {
+pub(super) fn print_json(v: &impl serde::Serialize) -> Result<()> {
     out(format!("{}\n", serde_json::to_string_pretty(v)?))
 }
 

@@ -1,5 +1,5 @@
 //! The CLI's API client commands (`boxd create`, `ls`, `exec`, `sh`, `cp`,
-//! `rm`, `status`) and the local key management (`boxd keys`).
+//! `rm`, `status`, `headers`) and the local key management (`boxd keys`).
 //!
 //! Client commands talk only to the HTTP API (`--url`/`BOXD_URL`,
 //! `--key`/`BOXD_API_KEY`); they never touch the runtime or the store.
@@ -16,6 +16,7 @@
 mod client;
 mod commands;
 mod cp;
+mod headers;
 mod keys;
 mod table;
 mod trailer;
@@ -102,6 +103,32 @@ pub enum ClientCommand {
         #[arg(name = "BOX")]
         target: String,
     },
+    /// The team's attach headers: headers boxd's proxy injects into HTTPS
+    /// requests to matching hosts from boxes created afterwards.
+    Headers {
+        #[command(subcommand)]
+        command: HeadersCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HeadersCommand {
+    /// Set the headers of a host pattern (replacing what it had). Values
+    /// are read from stdin, one line per header name, in order — never
+    /// from the command line, where other users and shell history see
+    /// them. Example: `printf '%s\n' "$STRIPE_KEY" | boxd headers set
+    /// api.stripe.com Authorization`.
+    Set {
+        /// `api.example.com` or `*.example.com` (lowercase).
+        pattern: String,
+        /// Header names; their values come from stdin.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// List host patterns and header names (values are never shown).
+    Ls,
+    /// Remove every header of a host pattern.
+    Rm { pattern: String },
 }
 
 #[derive(Subcommand, Debug)]
