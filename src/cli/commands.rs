@@ -321,6 +321,8 @@ mod tests {
             metadata: BTreeMap::new(),
             network_policy: serde_json::json!({"mode": "allow-all"}),
             allow_net: None,
+            attach_headers: BTreeMap::new(),
+            secrets: BTreeMap::new(),
         }
     }
 

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod https;
 pub mod outside;
 
 use boxd_agent::protocol::SpawnRequest;
