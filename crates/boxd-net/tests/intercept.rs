@@ -1042,10 +1042,10 @@ fn smuggling_attempts_are_refused_and_pipelined_requests_all_injected_and_audite
     skip_unless_capable!();
     let mut w = World::new();
     // Three pipelined requests in one write: each injected and audited.
-    let pipelined = format!(
-        "GET /one HTTP/1.1\r\nHost: api.example.test\r\nAuthorization: box-own-auth\r\n\r\n\
-         POST /two HTTP/1.1\r\nHost: api.example.test\r\nContent-Length: 4\r\n\r\nabcd\
-         POST /three HTTP/1.1\r\nHost: api.example.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nxyz\r\n0\r\n\r\n"
+    let pipelined = concat!(
+        "GET /one HTTP/1.1\r\nHost: api.example.test\r\nAuthorization: box-own-auth\r\n\r\n",
+        "POST /two HTTP/1.1\r\nHost: api.example.test\r\nContent-Length: 4\r\n\r\nabcd",
+        "POST /three HTTP/1.1\r\nHost: api.example.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nxyz\r\n0\r\n\r\n"
     );
     let resp = responses(&w.https("api.example.test", &[pipelined.as_bytes()]));
     assert_eq!(

@@ -876,12 +876,11 @@ mod tests {
         assert_eq!(parse_response(b"HTTP/1.1 200 OK\r\n", false).unwrap(), None);
     }
 
-    /// Decodes `input` fed in pieces split at `cuts`; returns data,
-    /// trailers and the bytes consumed.
-    fn decode_split(
-        input: &[u8],
-        cuts: &[usize],
-    ) -> Result<(Vec<u8>, Vec<Vec<u8>>, usize), &'static str> {
+    /// Data, trailers and bytes consumed.
+    type Decoded = (Vec<u8>, Vec<Vec<u8>>, usize);
+
+    /// Decodes `input` fed in pieces split at `cuts`.
+    fn decode_split(input: &[u8], cuts: &[usize]) -> Result<Decoded, &'static str> {
         let mut dec = ChunkedDecoder::new();
         let (mut data, mut trailers, mut used) = (Vec::new(), Vec::new(), 0);
         let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
