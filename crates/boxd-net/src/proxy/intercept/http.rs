@@ -16,7 +16,9 @@
 //!   `Content-Length` together → 400; a `Transfer-Encoding` other than
 //!   exactly `chunked` → 501 (400 on HTTP/1.0 or when not a coding list);
 //!   `Content-Length` values that differ or are not digits → 400;
-//! - `Expect` other than `100-continue` → 417.
+//! - `Expect` other than `100-continue` → 417; `Upgrade` other than
+//!   `websocket` → 400 (an upgraded connection is tunnelled, so only the
+//!   upgrade request itself is checked and audited).
 //!
 //! Owns: those rules and the byte formats. Never: does I/O, sees a secret
 //! value, or puts a header value or query string into a refusal's text
@@ -244,7 +246,13 @@ pub fn parse_request(
     let tokens = connection_tokens(&headers);
     let close = tokens.iter().any(|t| t == "close")
         || (minor == 0 && !tokens.iter().any(|t| t == "keep-alive"));
-    let upgrade = tokens.iter().any(|t| t == "upgrade") && headers.iter().any(|h| h.is("upgrade"));
+    let upgrades = list_tokens(&headers, "upgrade");
+    if !upgrades.is_empty() && upgrades != ["websocket"] {
+        // Anything else (h2c, TLS) would carry further requests past the
+        // per-request checks and audit.
+        return fail(400, "only WebSocket upgrades are supported");
+    }
+    let upgrade = tokens.iter().any(|t| t == "upgrade") && !upgrades.is_empty();
     Ok(Some((
         RequestHead {
             method,
@@ -806,6 +814,8 @@ mod tests {
             .unwrap()
             .0;
         assert!(u.upgrade && !u.close);
+        let h2c = "GET / HTTP/1.1\r\nHost: api.example.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\r\n";
+        assert_eq!(status_of(h2c), 400);
     }
 
     #[test]

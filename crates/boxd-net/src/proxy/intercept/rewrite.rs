@@ -7,7 +7,12 @@
 //!
 //! Placeholders are matched byte for byte as the box wrote them
 //! (alphanumeric and `_`, so URL and JSON encodings leave them as they
-//! are unless a client escapes plain letters).
+//! are unless a client escapes plain letters). Violations are also looked
+//! for in the percent-decoded path and query; escaped letters in header
+//! values or bodies (`\u0042`, `%42`) are not decoded, so such a
+//! placeholder to an unapproved host goes unreported — it is still only
+//! the placeholder that leaves, never the value. Substitution itself is
+//! exact-match only.
 //!
 //! Owns: the outgoing request head (built in a [`Zeroizing`] buffer), the
 //! body substitution, and the rolling scan of streamed bodies. Never:
@@ -155,13 +160,48 @@ fn header_value(h: &Header, secrets: &ForHost<'_>, found: &mut Findings) -> Zero
         .unwrap_or_else(|| Zeroizing::new(h.value.clone()))
 }
 
+/// `%XX` sequences decoded (others kept as they are).
+fn percent_decoded(s: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| char::from(b).to_digit(16);
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' {
+            if let (Some(h), Some(l)) = (
+                s.get(i + 1).copied().and_then(hex),
+                s.get(i + 2).copied().and_then(hex),
+            ) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    out
+}
+
+/// [`scan`] of a URL component as written and percent-decoded.
+fn scan_url_part(part: &str, secrets: &ForHost<'_>, location: &'static str, found: &mut Findings) {
+    scan(part.as_bytes(), &secrets.others, location, found);
+    if part.contains('%') {
+        scan(
+            &percent_decoded(part.as_bytes()),
+            &secrets.others,
+            location,
+            found,
+        );
+    }
+}
+
 /// The request target to send, with the query handled.
 fn target(req: &RequestHead, secrets: &ForHost<'_>, found: &mut Findings) -> Zeroizing<Vec<u8>> {
     let (path, query) = split_target(&req.target);
-    scan(path.as_bytes(), &secrets.others, "path", found);
+    scan_url_part(path, secrets, "path", found);
     let mut out = Zeroizing::new(path.as_bytes().to_vec());
     if let Some(q) = query {
-        scan(q.as_bytes(), &secrets.others, "query", found);
+        scan_url_part(q, secrets, "query", found);
         out.push(b'?');
         let opted = secrets.approved.iter().copied().filter(|s| s.in_query);
         match replace_all(q.as_bytes(), opted, percent_encoded, found) {
@@ -398,6 +438,11 @@ mod tests {
                 ("B".into(), "query".into())
             ]
         );
+        // Percent-encoded letters in the query are still seen.
+        let escaped = format!("%{:02X}{}", PH_B.as_bytes()[0], &PH_B[1..]);
+        let raw = format!("GET /?x={escaped} HTTP/1.1\r\nHost: api.example.test\r\n\r\n");
+        let (_, found, _) = rewrite(&raw, &r, None);
+        assert_eq!(found.violations()[0].location, "query");
         // Basic credentials of an unapproved secret.
         let raw = format!(
             "GET / HTTP/1.1\r\nHost: api.example.test\r\nAuthorization: basic {}\r\n\r\n",
