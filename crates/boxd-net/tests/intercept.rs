@@ -1336,3 +1336,44 @@ fn no_value_in_any_event() {
         assert!(!json.contains("q="), "{json}");
     }
 }
+
+#[test]
+fn slow_or_oversized_heads_are_answered_and_audited() {
+    skip_unless_capable!();
+    let mut w = World::new();
+    // A head that never completes: 408 once `request_head` (2 s here)
+    // has passed since its first byte.
+    let mut tls = w
+        .tls("api.example.test", 443, "api.example.test", w.box_client())
+        .unwrap();
+    let got = w.rt().block_on(async {
+        tls.write_all(b"GET /slow HTTP/1.1\r\nHost: api.exa")
+            .await
+            .unwrap();
+        read_all(&mut tls).await
+    });
+    drop(tls);
+    let resp = responses(&got);
+    assert_eq!(resp.len(), 1);
+    assert_eq!(resp[0].status, 408);
+    let (http, _) = w.conn();
+    assert_eq!((http.len(), http[0].status), (1, 408));
+    // A head over 64 KiB: 431.
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: api.example.test\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    let resp = responses(&w.https("api.example.test", &[big.as_bytes()]));
+    assert_eq!(resp[0].status, 431);
+    let (http, _) = w.conn();
+    assert_eq!(http[0].status, 431);
+    assert!(w.up.take().is_empty());
+    // The proxy still serves.
+    let ok = "GET / HTTP/1.1\r\nHost: api.example.test\r\nConnection: close\r\n\r\n";
+    assert_eq!(
+        responses(&w.https("api.example.test", &[ok.as_bytes()]))[0].status,
+        200
+    );
+    let _ = w.conn();
+    w.assert_no_values();
+}

@@ -56,6 +56,9 @@ const READ_CHUNK: usize = 16 * 1024;
 const MAX_SHOWN_PATH: usize = 1024;
 /// How long closing the box's side may take.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long, and how much, unread box input is drained before closing.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+const LINGER_BYTES: usize = 1 << 20;
 
 /// Who the connection is for and where its events go.
 pub(crate) struct Ctx<'a> {
@@ -196,9 +199,22 @@ fn upstream_tls_error(name: &HostName, e: &io::Error) -> String {
     }
 }
 
-/// Closes the box's side: TLS close_notify, then the write half.
+/// Closes the box's side: TLS close_notify and the write half, then
+/// whatever the box still sends is read and dropped for a moment (at most
+/// [`LINGER`] and [`LINGER_BYTES`]), so closing with unread input does
+/// not reset the connection before the box has read the last answer
+/// (a refused request's body, a pipelined rest; RFC 9112 §9.6).
 async fn close<S: AsyncRead + AsyncWrite + Unpin>(bx: &mut Side<S>) {
     let _ = tokio::time::timeout(CLOSE_GRACE, bx.io.shutdown()).await;
+    let deadline = tokio::time::Instant::now() + LINGER;
+    let mut drained = 0usize;
+    while drained < LINGER_BYTES {
+        bx.buf.clear();
+        match tokio::time::timeout_at(deadline, bx.fill()).await {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            _ => break,
+        }
+    }
 }
 
 /// One request's audit record, filled in as it goes.
