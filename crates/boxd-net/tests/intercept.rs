@@ -762,6 +762,22 @@ fn attach_header_reaches_upstream_and_replaces_case_variants() {
         "{conn:?}"
     );
     assert_eq!(conn.error, None);
+
+    // HTTP/1.0 too (closed after the answer, no interim responses).
+    let req10 =
+        "GET /old HTTP/1.0\r\nHost: api.example.test\r\nAuthorization: box-own-auth\r\n\r\n";
+    let got = w.https("api.example.test", &[req10.as_bytes()]);
+    assert!(
+        got.starts_with(b"HTTP/1.1 200 "),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    let seen = w.up.take();
+    assert!(seen[0].starts_with("GET /old HTTP/1.0\r\n"), "{}", seen[0]);
+    assert!(seen[0].contains(&format!("Authorization: {ATTACH_VALUE}\r\n")));
+    assert!(!seen[0].contains("box-own-auth"));
+    let (http, _) = w.conn();
+    assert_eq!((http[0].status, http[0].injected_headers.len()), (200, 1));
     w.assert_no_values();
 }
 

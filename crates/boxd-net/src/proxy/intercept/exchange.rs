@@ -448,6 +448,10 @@ where
                 Ok(r) if (100..200).contains(&r.status) && r.status != 101 => {
                     let head = up.buf[..r.len].to_vec();
                     up.consume(r.len);
+                    if req.minor == 0 {
+                        // HTTP/1.0 clients get no interim responses.
+                        continue;
+                    }
                     if let Err(e) = write_flush(&mut bx.io, &head).await {
                         audit
                             .emit(ctx, 0, Some(format!("write to the box: {e}")))
