@@ -1318,6 +1318,30 @@ fn body_and_query_substitution_only_when_opted_in() {
             .collect::<Vec<_>>(),
         vec![("OPENAI", "body")]
     );
+
+    // In a trailer of a chunked body: seen too, forwarded as is.
+    let req = format!(
+        "POST /t HTTP/1.1\r\nHost: other.example.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n1\r\nz\r\n0\r\nX-Sig: {PH_OPENAI}\r\n\r\n"
+    );
+    assert_eq!(
+        responses(&w.https("other.example.test", &[req.as_bytes()]))[0].status,
+        200
+    );
+    let seen = w.up.take();
+    assert!(
+        seen[0].contains(&format!("X-Sig: {PH_OPENAI}\r\n")),
+        "{}",
+        seen[0]
+    );
+    let (http, _) = w.conn();
+    assert_eq!(
+        http[0]
+            .violations
+            .iter()
+            .map(|v| (v.secret.as_str(), v.location.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("OPENAI", "body")]
+    );
     w.assert_no_values();
 }
 
