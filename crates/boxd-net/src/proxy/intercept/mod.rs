@@ -18,6 +18,25 @@
 //! injecting attach headers and substituting placeholder secrets
 //! ([`rewrite`]) after the framing and identity checks of [`http`].
 //!
+//! Limits (what interception does not do):
+//! - HTTP/2 is never spoken: ALPN offers `http/1.1` only, both ways (an
+//!   h2-only client fails the handshake);
+//! - after a `101` WebSocket upgrade the frames are carried, not
+//!   inspected: only the upgrade request is injected and audited (other
+//!   upgrades, e.g. h2c, are refused);
+//! - placeholders are found byte for byte (and in the percent-decoded
+//!   path and query); escaped letters elsewhere go unreported, though
+//!   only the placeholder ever leaves for an unapproved host;
+//! - a buffered (substituted) body is sent with a fixed length, its
+//!   trailers dropped;
+//! - responses are forwarded as they come: an approved host that echoes
+//!   the request hands the substituted value to the box (the documented
+//!   reflection limit, THREATS 8), which is why body and query
+//!   substitution are opt-in;
+//! - the daemon does not configure an [`Interception`] yet (the server
+//!   passes `None` to [`crate::Network::start`]): persisting boxd's CA
+//!   and putting it into boxes is the server's part.
+//!
 //! Owns: the decision and the configuration. Never: reads payload bytes
 //! beyond the parsed ClientHello to decide, or changes the policy verdict
 //! (it only sees connections the policy already allowed).
