@@ -45,8 +45,9 @@
 //! TLS interception (DESIGN §6) hooks in at `intercept::handling`,
 //! called once the SNI is known and checked: with an [`Interception`]
 //! configured, port-443 TLS to a name the box's secret rules cover is
-//! terminated and carried request by request (see the `intercept` module); its
-//! connection event says `https-intercepted` and counts the box's bytes.
+//! terminated and carried request by request (the `intercept` module);
+//! its connection event says `https-intercepted` and counts the box's
+//! bytes.
 //! Spliced connections of a box with placeholder secrets have their
 //! buffered first bytes scanned: a placeholder there is a violation on the
 //! connection event (it goes out unchanged; the value never does).
