@@ -387,6 +387,13 @@ where
         };
         bx.consume(len);
         let mut audit = Audit::new(&req.method, req.path());
+        if !up.buf.is_empty() {
+            // Bytes past the last response's end: whatever follows could
+            // not be matched to a request.
+            let r = Refusal::new(502, "upstream sent data after its last response");
+            answer(ctx, bx, audit, r).await;
+            return Ok(());
+        }
         let secrets = ForHost::new(rules, ctx.name);
         if req.expect_continue {
             if let Err(e) = write_flush(&mut bx.io, CONTINUE).await {
