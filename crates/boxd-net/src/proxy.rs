@@ -678,7 +678,7 @@ fn first_bytes_violations(net: &BoxNet, buffered: &[u8]) -> Vec<Violation> {
         .iter()
         .filter(|s| {
             let needle = s.placeholder.as_bytes();
-            !needle.is_empty() && buffered.windows(needle.len()).any(|w| w == needle)
+            !needle.is_empty() && memchr::memmem::find(buffered, needle).is_some()
         })
         .map(|s| Violation {
             secret: s.name.clone(),

@@ -72,8 +72,9 @@ impl Findings {
     }
 }
 
+/// Substring search in linear time (a box chooses the haystack).
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+    !needle.is_empty() && memchr::memmem::find(hay, needle).is_some()
 }
 
 /// `hay` with every occurrence of each secret's placeholder replaced by
@@ -94,16 +95,13 @@ fn replace_all<'s>(
         }
         let value = value_of(s);
         let mut out = Zeroizing::new(Vec::with_capacity(src.len() + value.len()));
-        let mut i = 0;
-        while i < src.len() {
-            if src[i..].starts_with(needle) {
-                out.extend_from_slice(&value);
-                i += needle.len();
-            } else {
-                out.push(src[i]);
-                i += 1;
-            }
+        let mut rest = src;
+        while let Some(at) = memchr::memmem::find(rest, needle) {
+            out.extend_from_slice(&rest[..at]);
+            out.extend_from_slice(&value);
+            rest = &rest[at + needle.len()..];
         }
+        out.extend_from_slice(rest);
         found.substituted.insert(s.name.clone());
         current = Some(out);
     }
