@@ -781,3 +781,169 @@ where
         Err(e) => Err(format!("upgraded connection: {e}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::http::parse_request;
+    use super::*;
+    use crate::addr::AddressPlan;
+    use crate::policy::{EgressPolicy, OperatorNet};
+    use crate::secrets::{AttachHeaderRule, PlaceholderSecret, SecretRules};
+    use std::sync::Arc;
+    use tokio::io::{duplex, DuplexStream};
+
+    const PH: &str = "BOXD_PH_TEST_0123456789abcdef0123456789abcdef";
+    const VALUE: &str = "the-secret-value";
+
+    fn host() -> HostName {
+        HostName::parse("api.example.test").unwrap()
+    }
+
+    fn net() -> BoxNet {
+        let rule = AttachHeaderRule::new(
+            "api.example.test",
+            vec![("X-Key".into(), Zeroizing::new("injected".into()))],
+        )
+        .unwrap();
+        let secret = PlaceholderSecret::new(
+            "S",
+            &["api.example.test".into()],
+            PH.into(),
+            Zeroizing::new(VALUE.into()),
+            false,
+            false,
+        )
+        .unwrap();
+        let rules = SecretRules::new(vec![], vec![rule], vec![secret]).unwrap();
+        let addrs = AddressPlan::default().slot(1).unwrap();
+        let policy = EgressPolicy::new(None, None, OperatorNet::default());
+        BoxNet::new("b", addrs, policy).with_secrets(Arc::new(rules))
+    }
+
+    /// A minimal upstream: reads each request (framed with the proxy's
+    /// own codec), records it, answers `200` with body `ok`.
+    async fn upstream(io: DuplexStream) -> Vec<Vec<u8>> {
+        let mut side = Side::new(io);
+        let mut seen = Vec::new();
+        loop {
+            let (head, len) = loop {
+                if let Ok(Some(h)) = parse_request(&side.buf, &host()) {
+                    break h;
+                }
+                if side.fill().await.unwrap_or(0) == 0 {
+                    return seen;
+                }
+            };
+            let mut req = side.buf[..len].to_vec();
+            side.consume(len);
+            match head.body {
+                Body::None => {}
+                Body::Length(n) => {
+                    while side.buf.len() < n as usize {
+                        side.fill().await.unwrap();
+                    }
+                    req.extend(side.buf.drain(..n as usize));
+                }
+                Body::Chunked => {
+                    let mut dec = ChunkedDecoder::new();
+                    loop {
+                        let used = dec.feed(&side.buf, |_| {}).unwrap();
+                        req.extend(side.buf.drain(..used));
+                        if dec.is_done() {
+                            break;
+                        }
+                        side.fill().await.unwrap();
+                    }
+                }
+            }
+            seen.push(req);
+            side.io
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn pipelined_requests_split_byte_by_byte_are_each_rewritten_and_audited() {
+        let (mut app, box_end) = duplex(1 << 16);
+        let (up_end, server_end) = duplex(1 << 16);
+        let server = tokio::spawn(upstream(server_end));
+        let (sink, mut events) = EventSink::channel(64);
+        let proxy = tokio::spawn(async move {
+            let net = net();
+            let name = host();
+            let ctx = Ctx {
+                net: &net,
+                name: &name,
+                upstream_ip: IpAddr::from([127, 0, 0, 1]),
+                events: &sink,
+                timeouts: ProxyTimeouts::default(),
+            };
+            let mut bx = Side::new(box_end);
+            let mut up = Side::new(up_end);
+            requests(&ctx, &mut bx, &mut up).await
+        });
+        let input = format!(
+            "GET /a HTTP/1.1\r\nHost: api.example.test\r\nx-key: mine\r\nX-T: {PH}\r\n\r\n\
+             POST /b HTTP/1.1\r\nHost: api.example.test\r\nContent-Length: 3\r\n\r\nabc\
+             POST /c HTTP/1.1\r\nHost: api.example.test\r\nTransfer-Encoding: chunked\r\n\r\n\
+             2;e=1\r\nde\r\n0\r\nX-Trail: 1\r\n\r\n"
+        );
+        for b in input.as_bytes() {
+            app.write_all(&[*b]).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while got.windows(2).filter(|w| w == b"ok").count() < 3 {
+            let n = tokio::time::timeout(std::time::Duration::from_secs(5), app.read(&mut chunk))
+                .await
+                .expect("responses in time")
+                .unwrap();
+            assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&chunk[..n]);
+        }
+        drop(app);
+        assert_eq!(proxy.await.unwrap(), Ok(()));
+        let seen: Vec<String> = server
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| String::from_utf8(r).unwrap())
+            .collect();
+        assert_eq!(seen.len(), 3);
+        assert!(seen[0].starts_with("GET /a HTTP/1.1\r\n"));
+        assert!(
+            seen[0].contains(&format!("X-T: {VALUE}\r\n")),
+            "{}",
+            seen[0]
+        );
+        assert!(!seen[0].contains("mine") && !seen[0].contains(PH));
+        assert!(seen[1].ends_with("\r\n\r\nabc"), "{}", seen[1]);
+        // Re-chunked as the data came (here a byte at a time), same data,
+        // same trailer, extensions dropped.
+        let body = seen[2].split_once("\r\n\r\n").unwrap().1.as_bytes();
+        let mut data = Vec::new();
+        let used = ChunkedDecoder::new()
+            .feed(body, |e| {
+                if let ChunkEvent::Data(d) = e {
+                    data.extend_from_slice(d);
+                }
+            })
+            .unwrap();
+        assert_eq!((data.as_slice(), used), (&b"de"[..], body.len()));
+        assert!(seen[2].ends_with("0\r\nX-Trail: 1\r\n\r\n") && !seen[2].contains("e=1"));
+        for s in &seen {
+            assert_eq!(s.matches("X-Key: injected\r\n").count(), 1, "{s}");
+        }
+        let mut paths = Vec::new();
+        while let Ok(NetEvent::Http(e)) = events.try_recv() {
+            assert_eq!(e.status, 200);
+            assert_eq!(e.injected_headers, vec!["X-Key".to_owned()]);
+            assert!(!serde_json::to_string(&e).unwrap().contains(VALUE));
+            paths.push(e.path);
+        }
+        assert_eq!(paths, vec!["/a", "/b", "/c"]);
+    }
+}
