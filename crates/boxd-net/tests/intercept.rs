@@ -1278,6 +1278,17 @@ fn body_and_query_substitution_only_when_opted_in() {
         vec![("OPENAI", "body")]
     );
 
+    // A body too large to buffer: 413 before the box sends it.
+    let req = format!(
+        "POST /big HTTP/1.1\r\nHost: body.example.test\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        (8 << 20) + 1
+    );
+    let resp = responses(&w.https("body.example.test", &[req.as_bytes()]));
+    assert_eq!(resp.iter().map(|r| r.status).collect::<Vec<_>>(), vec![413]);
+    let (http, _) = w.conn();
+    assert_eq!(http[0].status, 413);
+    assert!(w.up.take().is_empty());
+
     // OPENAI did not opt in: its own host gets query and body unchanged.
     let body = format!("k={PH_OPENAI}");
     let req = format!(

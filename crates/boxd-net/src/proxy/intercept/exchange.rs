@@ -395,6 +395,12 @@ where
             return Ok(());
         }
         let secrets = ForHost::new(rules, ctx.name);
+        let buffer_body = secrets.body_substitution() && req.body != Body::None;
+        if buffer_body && matches!(req.body, Body::Length(n) if n > MAX_BUFFERED_BODY as u64) {
+            // Refused before the box is asked to send it.
+            answer(ctx, bx, audit, body_too_large()).await;
+            return Ok(());
+        }
         if req.expect_continue {
             if let Err(e) = write_flush(&mut bx.io, CONTINUE).await {
                 audit
@@ -406,7 +412,7 @@ where
 
         // The body, when a secret opted into body substitution: read
         // whole before anything goes upstream.
-        let buffered = if secrets.body_substitution() && req.body != Body::None {
+        let buffered = if buffer_body {
             match read_body(bx, req.body).await {
                 Ok(body) => Some(rewrite::body(&body, &secrets, &mut audit.found)),
                 Err(BodyError::Refused(r)) => {
@@ -511,12 +517,7 @@ async fn read_body<B>(bx: &mut Side<B>, body: Body) -> Result<Zeroizing<Vec<u8>>
 where
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let too_large = || {
-        BodyError::Refused(Refusal::new(
-            413,
-            "request body larger than 8 MiB (bodies are buffered for secret substitution)",
-        ))
-    };
+    let too_large = || BodyError::Refused(body_too_large());
     let mut out = Zeroizing::new(Vec::new());
     match body {
         Body::None => {}
@@ -558,6 +559,13 @@ where
         }
     }
     Ok(out)
+}
+
+fn body_too_large() -> Refusal {
+    Refusal::new(
+        413,
+        "request body larger than 8 MiB (bodies are buffered for secret substitution)",
+    )
 }
 
 async fn fill_body<B>(bx: &mut Side<B>) -> Result<(), BodyError>
