@@ -24,7 +24,7 @@ use std::collections::BTreeSet;
 use base64::Engine;
 use zeroize::Zeroizing;
 
-use super::http::{split_target, Header, RequestHead};
+use super::http::{split_target, Body, Header, RequestHead};
 use crate::events::Violation;
 use crate::policy::HostName;
 use crate::secrets::{PlaceholderSecret, SecretRules};
@@ -218,9 +218,11 @@ pub struct Outgoing {
 }
 
 /// Builds the head sent upstream for `req` to `host`. `Expect` is dropped
-/// (the proxy answers `100 Continue` itself). With `fixed_length`, the
-/// body was buffered (and possibly changed): the box's framing headers
-/// are dropped and `Content-Length` is that length.
+/// (the proxy answers `100 Continue` itself). The box's framing headers
+/// are replaced by boxd's canonical ones for the checked framing
+/// (`Content-Length: 5, 5` goes as `Content-Length: 5`); with
+/// `fixed_length` the body was buffered (and possibly changed) and is
+/// sent with that length.
 pub fn outgoing_head(
     req: &RequestHead,
     rules: &SecretRules,
@@ -246,7 +248,7 @@ pub fn outgoing_head(
         if injected_names.iter().any(|n| h.is(n)) || h.is("expect") {
             continue;
         }
-        if fixed_length.is_some() && (h.is("content-length") || h.is("transfer-encoding")) {
+        if h.is("content-length") || h.is("transfer-encoding") {
             continue;
         }
         head.extend_from_slice(h.name.as_bytes());
@@ -254,8 +256,19 @@ pub fn outgoing_head(
         head.extend_from_slice(&header_value(h, secrets, found));
         head.extend_from_slice(b"\r\n");
     }
-    if let Some(n) = fixed_length {
-        head.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes());
+    // The framing, written by boxd in its one canonical form: the upstream
+    // reads exactly the message boundaries the proxy checked.
+    let framing = match (fixed_length, req.body) {
+        (Some(n), _) => Some(format!("Content-Length: {n}\r\n")),
+        (None, Body::Length(n)) => Some(format!("Content-Length: {n}\r\n")),
+        (None, Body::Chunked) => Some("Transfer-Encoding: chunked\r\n".to_owned()),
+        (None, Body::None) if req.headers.iter().any(|h| h.is("content-length")) => {
+            Some("Content-Length: 0\r\n".to_owned())
+        }
+        (None, Body::None) => None,
+    };
+    if let Some(f) = framing {
+        head.extend_from_slice(f.as_bytes());
     }
     if let Some(rule) = rule {
         for h in &rule.headers {
@@ -400,6 +413,44 @@ mod tests {
         assert!(head.ends_with("X-Api-Key: injected-key\r\n\r\n"), "{head}");
         assert!(!head.to_ascii_lowercase().contains("expect"));
         assert_eq!(out.injected, vec!["X-Api-Key".to_owned()]);
+    }
+
+    #[test]
+    fn framing_is_rewritten_canonically() {
+        let r = rules(false, false);
+        let (head, _, _) = rewrite(
+            "POST / HTTP/1.1\r\nHost: api.example.test\r\nContent-Length: 05, 5\r\ncontent-length: 5\r\n\r\n",
+            &r,
+            None,
+        );
+        assert_eq!(
+            head.to_ascii_lowercase().matches("content-length").count(),
+            1
+        );
+        assert!(head.contains("Content-Length: 5\r\n"), "{head}");
+        let (head, _, _) = rewrite(
+            "POST / HTTP/1.1\r\nHost: api.example.test\r\nTransfer-Encoding: Chunked\r\n\r\n",
+            &r,
+            None,
+        );
+        assert!(
+            head.contains("Transfer-Encoding: chunked\r\n") && !head.contains("Chunked"),
+            "{head}"
+        );
+        let (head, _, _) = rewrite(
+            "POST / HTTP/1.1\r\nHost: api.example.test\r\nContent-Length: 000\r\n\r\n",
+            &r,
+            None,
+        );
+        assert!(
+            head.contains("Content-Length: 0\r\n") && !head.contains("000"),
+            "{head}"
+        );
+        let (head, _, _) = rewrite("GET / HTTP/1.1\r\nHost: api.example.test\r\n\r\n", &r, None);
+        assert!(
+            !head.to_ascii_lowercase().contains("content-length"),
+            "{head}"
+        );
     }
 
     #[test]
