@@ -967,7 +967,7 @@ fn approved_name_resolving_to_attacker_gets_502() {
 }
 
 #[test]
-fn port_8443_and_80_are_never_injected() {
+fn port_8443_and_80_and_no_sni_are_never_injected() {
     skip_unless_capable!();
     let mut w = World::new();
     let req = format!("GET / HTTP/1.1\r\nHost: api.example.test\r\nX-Key: {PH_OPENAI}\r\nConnection: close\r\n\r\n");
@@ -1005,6 +1005,21 @@ fn port_8443_and_80_are_never_injected() {
     assert_eq!(conn.violations.len(), 1);
     assert_eq!(conn.violations[0].secret, "OPENAI");
     assert_eq!(conn.violations[0].location, "first_bytes");
+    // 443 without SNI: never intercepted (spliced; this upstream wants an
+    // SNI, so the handshake fails there, not at boxd).
+    let mut no_sni = (*w.box_client()).clone();
+    no_sni.enable_sni = false;
+    assert!(w
+        .tls(
+            "api.example.test",
+            443,
+            "api.example.test",
+            Arc::new(no_sni)
+        )
+        .is_err());
+    let (http, conn) = w.conn();
+    assert!(http.is_empty());
+    assert_eq!(conn.protocol, "tls");
     let seen = w.up.take();
     assert_eq!(seen.len(), 2);
     for s in &seen {
