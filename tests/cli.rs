@@ -492,3 +492,82 @@ fn errors_without_a_daemon_say_what_to_do() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("BOX:path"), "{}", stderr(&out));
 }
+
+#[test]
+fn team_headers_are_set_from_stdin_listed_by_name_and_removed() {
+    let Some(cli) = Cli::start() else { return };
+    const VALUE: &str = "Bearer sk_cli_HEADERVALUE_31337";
+    // Values come from stdin, one line per header name.
+    let mut c = cli.cmd();
+    c.args([
+        "headers",
+        "set",
+        "api.example.test",
+        "Authorization",
+        "X-Extra",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("start boxd headers set");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        stdin
+            .write_all(format!("{VALUE}\nsecond-value\n").as_bytes())
+            .expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("boxd headers set");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown = stdout(&out);
+    assert!(
+        shown.contains("api.example.test") && shown.contains("Authorization, X-Extra"),
+        "{shown}"
+    );
+    assert!(!shown.contains(VALUE), "{shown}");
+
+    let listed = cli.ok(&["headers", "ls"]);
+    assert!(
+        listed.contains("PATTERN") && listed.contains("api.example.test"),
+        "{listed}"
+    );
+    let json = cli.ok(&["--json", "headers", "ls"]);
+    assert!(
+        json.contains("\"Authorization\"") && !json.contains(VALUE),
+        "{json}"
+    );
+    // Too few lines: nothing is set, the error says why.
+    let out = cli.run(&["headers", "set", "*.example.test", "X-Key"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("stdin"), "{}", stderr(&out));
+    // A bad pattern is refused by the daemon, naming it.
+    let mut c = cli.cmd();
+    c.args(["headers", "set", "API.example.test", "X-Key"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("start boxd headers set");
+    {
+        use std::io::Write;
+        let _ = child.stdin.take().expect("stdin").write_all(b"v\n");
+    }
+    let out = child.wait_with_output().expect("boxd headers set");
+    assert!(
+        !out.status.success() && stderr(&out).contains("API.example.test"),
+        "{}",
+        stderr(&out)
+    );
+
+    let after = cli.ok(&["headers", "rm", "api.example.test"]);
+    assert!(!after.contains("api.example.test"), "{after}");
+    let out = cli.run(&["headers", "rm", "api.example.test"]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("no team attach headers"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !cli.d.log().contains(VALUE),
+        "the value reached the daemon's log"
+    );
+}

@@ -207,19 +207,36 @@ fn attach_header_and_secret_reach_the_upstream_and_never_the_box() {
     assert_eq!(
         got.matches(&format!("Authorization: {HEADER_VALUE}"))
             .count(),
-        got.matches("Host: api.example.test").count(),
+        got.matches("GET /").count(),
         "every request injected: {got}"
     );
 
     // Nothing in the box holds a value: env, every process's environ and
-    // cmdline, every readable file.
+    // cmdline, every readable file. The values are split in the script (so
+    // no command line holds them) and reach grep through a pipe. `/usr` is
+    // the host's read-only `/usr` under the box's own upper layer, which
+    // the search of the daemon's files below covers.
+    let split = |v: &str| format!("'{}' '{}'", &v[..10], &v[10..]);
+    let find = |patterns: &str| {
+        format!(
+            "printf '%s%s\\n' {patterns} | grep -rlsF -f - --exclude-dir=proc \
+             --exclude-dir=sys --exclude-dir=dev --exclude-dir=usr / | sed 's/^/found:/'"
+        )
+    };
     let box_search = format!(
-        "env; cat /proc/*/environ /proc/*/cmdline 2>/dev/null; \
-         grep -rlsF -e '{HEADER_VALUE}' -e '{SECRET_VALUE}' \
-           --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev / ; true"
+        "env; cat /proc/*/environ /proc/*/cmdline 2>/dev/null; echo; {}; {} {}",
+        find(&format!("{} {}", split(HEADER_VALUE), split(SECRET_VALUE))),
+        "printf %s \"$MY_TOKEN\" > /tmp/placeholder-copy;",
+        // The same search finds what is there: the placeholder's copy.
+        find(&split(&placeholder)),
     );
     let everything = ok(&d, &id, &box_search, &mut seen);
     assert!(everything.contains(&placeholder), "the search saw the env");
+    let found: Vec<&str> = everything
+        .lines()
+        .filter(|l| l.starts_with("found:"))
+        .collect();
+    assert_eq!(found, ["found:/tmp/placeholder-copy"], "{everything}");
 
     // Audit: one net.http event per request, names only.
     let events = wait_http_events(&d, &id, 5);
@@ -494,10 +511,11 @@ fn team_rules_merge_under_box_rules_and_everything_survives_a_restart() {
     // A box made now no longer gets the deleted team rule.
     let fresh = d.create(json!({}));
     db.clear();
+    // No rule: spliced, so the box meets the upstream's own certificate.
     ok(
         &d,
         &fresh,
-        "curl -sS --fail https://db.example.test/c",
+        "curl -sSk --fail https://db.example.test/c",
         &mut seen,
     );
     assert!(

@@ -283,6 +283,12 @@ pub fn status_lines(b: &BoxData, now: i64) -> String {
     for (k, v) in &b.metadata {
         lines.push(("metadata", format!("{k}={v}")));
     }
+    for (pattern, names) in &b.attach_headers {
+        lines.push(("attach headers", format!("{pattern}: {}", names.join(", "))));
+    }
+    for (name, info) in &b.secrets {
+        lines.push(("secret", format!("{name} → {}", info.hosts.join(", "))));
+    }
     let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     lines
         .iter()
@@ -351,6 +357,25 @@ mod tests {
         assert!(s.contains("labels:  a,env:prod\n"), "{s}");
         assert!(
             s.contains("created: 1970-01-12 13:43:40 UTC (3m ago)\n"),
+            "{s}"
+        );
+        let mut b = sample();
+        b.attach_headers
+            .insert("api.stripe.com".into(), vec!["Authorization".into()]);
+        b.secrets.insert(
+            "OPENAI_API_KEY".into(),
+            boxd_api::SecretInfo {
+                hosts: vec!["api.openai.com".into()],
+                ..Default::default()
+            },
+        );
+        let s = status_lines(&b, 1_000_000);
+        assert!(
+            s.contains("attach headers: api.stripe.com: Authorization\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("secret:         OPENAI_API_KEY → api.openai.com\n"),
             "{s}"
         );
     }

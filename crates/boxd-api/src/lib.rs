@@ -130,7 +130,7 @@ pub struct CreateBoxRequest {
     pub browser: Option<bool>,
     /// boxd extension (Deno): placeholder secrets, `{"NAME": {"hosts":
     /// [...], "value": "...", "in_query"?: false, "in_body"?: false}}`
-    /// (write-only; see [`SecretSpec`]).
+    /// (write-only).
     #[schema(value_type = Object)]
     pub secrets: Option<WriteOnly>,
     /// boxd extension (Deno): egress allow-list (`host`, `host:port`,
@@ -199,27 +199,6 @@ pub struct SecretInfo {
     pub in_query: bool,
     /// Also substituted in request bodies.
     pub in_body: bool,
-}
-
-/// One placeholder secret of a create request (`secrets: {"NAME": …}`).
-#[derive(Clone, Default, Serialize, Deserialize, ToSchema)]
-#[serde(default, deny_unknown_fields)]
-pub struct SecretSpec {
-    pub hosts: Vec<String>,
-    /// Write-only: never returned.
-    pub value: String,
-    pub in_query: bool,
-    pub in_body: bool,
-}
-
-impl std::fmt::Debug for SecretSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SecretSpec")
-            .field("hosts", &self.hosts)
-            .field("in_query", &self.in_query)
-            .field("in_body", &self.in_body)
-            .finish_non_exhaustive()
-    }
 }
 
 /// `GET /v2/box/settings/attach-headers`: the team's rules, host pattern
@@ -496,11 +475,26 @@ mod tests {
             metadata: BTreeMap::new(),
             network_policy: serde_json::json!({"mode": "allow-all"}),
             allow_net: None,
+            attach_headers: BTreeMap::new(),
+            secrets: BTreeMap::new(),
         };
         let v = serde_json::to_value(&data).unwrap();
         assert_eq!(v["status"], "running");
         assert_eq!(v["created_at"], 1);
         assert!(v.get("name").is_none());
+        assert!(v.get("secrets").is_none() && v.get("attach_headers").is_none());
+    }
+
+    #[test]
+    fn write_only_json_never_shows_in_debug() {
+        let req: CreateBoxRequest = serde_json::from_str(
+            r#"{"attach_headers": {"a.example.com": {"X-Key": "v4lue-1"}},
+                "secrets": {"K": {"hosts": ["a.example.com"], "value": "v4lue-2"}}}"#,
+        )
+        .unwrap();
+        let shown = format!("{req:?}");
+        assert!(!shown.contains("v4lue"), "{shown}");
+        assert_eq!(req.secrets.unwrap().0["K"]["value"], "v4lue-2");
     }
 
     #[test]

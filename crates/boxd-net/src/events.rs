@@ -1,5 +1,6 @@
-//! Network audit events: what the resolver answered and what the egress
-//! proxy decided and carried, per box.
+//! Network audit events: what the resolver answered, what the egress
+//! proxy decided and carried, and each HTTP request it intercepted, per
+//! box.
 //!
 //! Owns: the event shapes and the channel they travel on to whoever
 //! records them (the server writes them to the store as audit events).
@@ -60,6 +61,49 @@ pub struct ConnEvent {
     /// Why the connection failed or was cut, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Placeholders of the box's secrets seen in the first bytes of a
+    /// spliced (not intercepted) connection: they went out unchanged.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub violations: Vec<Violation>,
+}
+
+/// A placeholder of a secret seen in a request to a host the secret is
+/// not approved for. The placeholder went out unchanged; the value never
+/// did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// The secret's name.
+    pub secret: String,
+    /// Where it was seen: `header`, `basic_auth`, `query`, `path`, `body`
+    /// (an intercepted request) or `first_bytes` (a spliced connection).
+    #[serde(rename = "where")]
+    pub location: String,
+}
+
+/// One HTTP request on an intercepted connection (also one that was
+/// refused or failed before it reached the upstream).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HttpEvent {
+    pub box_id: String,
+    /// The verified TLS server name the request was bound to.
+    pub host: String,
+    /// Empty when the request head could not be parsed.
+    pub method: String,
+    /// The request target's path, never its query string.
+    pub path: String,
+    /// The status sent to the box (0: none was sent).
+    pub status: u16,
+    pub latency_ms: u64,
+    /// Names of the headers an attach-header rule set.
+    pub injected_headers: Vec<String>,
+    /// Names of the secrets whose values were substituted.
+    pub substituted_secrets: Vec<String>,
+    pub violations: Vec<Violation>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_ip: Option<IpAddr>,
+    /// Why the request was refused or failed, if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A network audit event.
@@ -67,14 +111,16 @@ pub struct ConnEvent {
 pub enum NetEvent {
     Dns(DnsEvent),
     Connection(ConnEvent),
+    Http(HttpEvent),
 }
 
 impl NetEvent {
-    /// The audit kind: `net.dns` or `net.connect`.
+    /// The audit kind: `net.dns`, `net.connect` or `net.http`.
     pub fn kind(&self) -> &'static str {
         match self {
             NetEvent::Dns(_) => "net.dns",
             NetEvent::Connection(_) => "net.connect",
+            NetEvent::Http(_) => "net.http",
         }
     }
 
@@ -82,6 +128,7 @@ impl NetEvent {
         match self {
             NetEvent::Dns(e) => &e.box_id,
             NetEvent::Connection(e) => &e.box_id,
+            NetEvent::Http(e) => &e.box_id,
         }
     }
 
@@ -90,6 +137,7 @@ impl NetEvent {
         let v = match self {
             NetEvent::Dns(e) => serde_json::to_value(e),
             NetEvent::Connection(e) => serde_json::to_value(e),
+            NetEvent::Http(e) => serde_json::to_value(e),
         };
         v.unwrap_or(serde_json::Value::Null)
     }

@@ -5,7 +5,9 @@
 //!
 //! Owns: kernel network objects boxd creates on the host (`bx<slot>` veths
 //! with their peers inside box network namespaces, the `inet boxd`
-//! nftables table) and the decisions of the policy model. Never: decides
+//! nftables table) and the decisions of the policy model. The egress
+//! proxy also intercepts the TLS of names a box's secret rules cover, to
+//! inject attach headers and substitute placeholder secrets. Never: decides
 //! who a box belongs to (it is told), touches network objects it did not
 //! create, or installs anything in a namespace other than the one it is
 //! pointed at.
@@ -29,8 +31,8 @@ pub mod veth;
 pub use addr::{AddressPlan, SlotAddrs};
 pub use dns::Resolver;
 pub use error::{NetError, Result};
-pub use events::{ConnEvent, DnsEvent, EventSink, EventStream, NetEvent};
-pub use proxy::Proxy;
+pub use events::{ConnEvent, DnsEvent, EventSink, EventStream, HttpEvent, NetEvent, Violation};
+pub use proxy::{Interception, Proxy};
 pub use registry::{BoxNet, Registry};
 pub use ruleset::{Ruleset, RulesetConfig};
 pub use service::{Network, NetworkConfig, NetworkSettings};

@@ -42,8 +42,15 @@
 //! addresses, ports, counts only), trusts a name the box supplies over the
 //! synthetic address, or panics on anything a box or an upstream sends.
 //!
-//! TLS interception (DESIGN §6) will hook in at [`intercept::handling`],
-//! called once the SNI is known and checked.
+//! TLS interception (DESIGN §6) hooks in at `intercept::handling`,
+//! called once the SNI is known and checked: with an [`Interception`]
+//! configured, port-443 TLS to a name the box's secret rules cover is
+//! terminated and carried request by request (the `intercept` module);
+//! its connection event says `https-intercepted` and counts the box's
+//! bytes.
+//! Spliced connections of a box with placeholder secrets have their
+//! buffered first bytes scanned: a placeholder there is a violation on the
+//! connection event (it goes out unchanged; the value never does).
 //!
 //! Limits of first-bytes inspection (what a splice cannot see):
 //! - only the *first* request of a plaintext HTTP/1.x connection is
@@ -64,6 +71,8 @@
 
 mod intercept;
 pub mod sniff;
+
+pub use intercept::Interception;
 mod splice;
 
 use std::future::Future;
@@ -81,7 +90,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use crate::error::{NetError, Result};
-use crate::events::{ConnEvent, EventSink, NetEvent};
+use crate::events::{ConnEvent, EventSink, NetEvent, Violation};
 use crate::policy::{canonical_ip, Decision, Destination, EgressPolicy, Host, HostName};
 use crate::registry::{BoxNet, Registry, MAX_CONNS_PER_BOX};
 use crate::synth;
@@ -107,6 +116,16 @@ pub struct ProxyTimeouts {
     /// From the client's first byte to a complete ClientHello or request
     /// head (slowloris bound).
     pub first_bytes: Duration,
+    /// Intercepted connections: each TLS handshake (box and upstream).
+    pub handshake: Duration,
+    /// Intercepted connections: from a request head's first byte to its
+    /// end (slowloris bound).
+    pub request_head: Duration,
+    /// Intercepted connections: idle time allowed between requests.
+    pub idle: Duration,
+    /// Intercepted connections: from a request's end to the upstream's
+    /// response head.
+    pub response_head: Duration,
 }
 
 impl Default for ProxyTimeouts {
@@ -115,6 +134,10 @@ impl Default for ProxyTimeouts {
             resolve: Duration::from_secs(10),
             connect: Duration::from_secs(10),
             first_bytes: Duration::from_secs(10),
+            handshake: Duration::from_secs(10),
+            request_head: Duration::from_secs(30),
+            idle: Duration::from_secs(120),
+            response_head: Duration::from_secs(120),
         }
     }
 }
@@ -125,6 +148,7 @@ pub struct Proxy {
     upstreams: Arc<Upstreams>,
     events: EventSink,
     timeouts: ProxyTimeouts,
+    interception: Option<Interception>,
 }
 
 /// Where the box wanted to go.
@@ -200,6 +224,9 @@ struct Record {
     sni_or_host: Option<String>,
     bytes_up: u64,
     bytes_down: u64,
+    violations: Vec<Violation>,
+    /// A failure noted on a connection that still ended in order.
+    note: Option<String>,
 }
 
 impl Record {
@@ -223,6 +250,7 @@ impl Record {
             bytes_down: self.bytes_down,
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             error,
+            violations: self.violations,
         }
     }
 }
@@ -242,7 +270,15 @@ impl Proxy {
             upstreams,
             events,
             timeouts: ProxyTimeouts::default(),
+            interception: None,
         }
+    }
+
+    /// The same proxy intercepting port-443 TLS to the names the boxes'
+    /// secret rules cover (without it, every connection is spliced).
+    pub fn with_interception(mut self, interception: Interception) -> Self {
+        self.interception = Some(interception);
+        self
     }
 
     /// The same proxy with other timeouts (tests shorten them).
@@ -346,9 +382,11 @@ impl Proxy {
             sni_or_host: None,
             bytes_up: 0,
             bytes_down: 0,
+            violations: Vec::new(),
+            note: None,
         };
         let (decision, error) = match self.run(&net, &mut client, &mut rec).await {
-            Ok(decision) => (decision, None),
+            Ok(decision) => (decision, rec.note.take()),
             Err(stop) => {
                 reset(client);
                 (stop.decision, stop.error)
@@ -432,9 +470,32 @@ impl Proxy {
         };
         rec.upstream_ip = Some(addr.ip());
 
-        match intercept::handling(net, target.name(), port, &first) {
-            Handling::Splice => {}
+        let handling =
+            intercept::handling(self.interception.as_ref(), net, target.name(), port, &first);
+        if let (Handling::Intercept, Some(ix), Some(name)) =
+            (handling, self.interception.as_ref(), target.name())
+        {
+            rec.protocol = "https-intercepted";
+            let ctx = intercept::exchange::Ctx {
+                net,
+                name,
+                upstream_ip: addr.ip(),
+                events: &self.events,
+                timeouts: self.timeouts,
+            };
+            let outcome = intercept::exchange::serve(ix, &ctx, client, buffered, upstream).await;
+            rec.bytes_up = outcome.from_box;
+            rec.bytes_down = outcome.to_box;
+            return match outcome.error {
+                None => Ok(decision),
+                Some(e) if outcome.answered => {
+                    rec.note = Some(e);
+                    Ok(decision)
+                }
+                Some(e) => Err(Stop::failed(decision, e)),
+            };
         }
+        rec.violations = first_bytes_violations(net, &buffered);
         if !buffered.is_empty() {
             upstream
                 .write_all(&buffered)
@@ -607,6 +668,23 @@ impl Proxy {
             None => Err(Stop::deny("no upstream address")),
         }
     }
+}
+
+/// Placeholders of the box's secrets in the first bytes of a connection
+/// that is spliced: whatever host it goes to, they leave unsubstituted.
+fn first_bytes_violations(net: &BoxNet, buffered: &[u8]) -> Vec<Violation> {
+    net.secrets
+        .secrets()
+        .iter()
+        .filter(|s| {
+            let needle = s.placeholder.as_bytes();
+            !needle.is_empty() && memchr::memmem::find(buffered, needle).is_some()
+        })
+        .map(|s| Violation {
+            secret: s.name.clone(),
+            location: "first_bytes".into(),
+        })
+        .collect()
 }
 
 /// Resolves once the upstream has sent a byte (or closed, or failed):

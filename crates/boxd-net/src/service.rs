@@ -192,18 +192,25 @@ pub struct Network {
 
 impl Network {
     /// Binds the proxy and the resolver, installs the ruleset (replacing
-    /// a leftover one) and starts serving. Needs root and `nft`.
-    pub async fn start(cfg: NetworkConfig, events: EventSink) -> Result<Network> {
+    /// a leftover one) and starts serving. Needs root and `nft`. With
+    /// `interception`, the proxy intercepts port-443 TLS to names the
+    /// boxes' secret rules cover; without it every connection is spliced.
+    pub async fn start(
+        cfg: NetworkConfig,
+        events: EventSink,
+        interception: Option<crate::proxy::Interception>,
+    ) -> Result<Network> {
         let registry = Arc::new(Registry::new(cfg.plan));
         let upstreams = Arc::new(Upstreams::new(cfg.upstream)?);
         let mut tasks = Vec::new();
 
         let (p4, p6, proxy_port) = crate::proxy::Proxy::bind_pair(cfg.proxy_port)?;
-        let proxy = Arc::new(crate::proxy::Proxy::new(
-            registry.clone(),
-            upstreams.clone(),
-            events.clone(),
-        ));
+        let mut proxy =
+            crate::proxy::Proxy::new(registry.clone(), upstreams.clone(), events.clone());
+        if let Some(ix) = interception {
+            proxy = proxy.with_interception(ix);
+        }
+        let proxy = Arc::new(proxy);
         tasks.push(tokio::spawn(proxy.clone().serve(p4)));
         tasks.push(tokio::spawn(proxy.serve(p6)));
 

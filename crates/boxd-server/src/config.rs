@@ -189,7 +189,7 @@ mod tests {
         );
         std::fs::write(&path, format!("[tls]\nextra_roots = [{:?}]\n", path)).unwrap();
         let c = Config::load(&args, "/d".into(), "/a".into()).unwrap();
-        assert_eq!(c.extra_roots, [path.clone()]);
+        assert_eq!(c.extra_roots, std::slice::from_ref(&path));
         std::fs::write(&path, "lisen = \"x\"\n").unwrap();
         let err = Config::load(&args, "/d".into(), "/a".into()).unwrap_err();
         assert!(format!("{err:#}").contains("lisen"), "{err:#}");

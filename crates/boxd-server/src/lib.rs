@@ -175,9 +175,12 @@ async fn run(config: Config) -> Result<()> {
     // Networking first: the ruleset is in place before any box is adopted.
     let (events, mut event_stream) = EventSink::channel(8192);
     let network = match config.network.clone() {
-        Some(cfg) => Some(Network::start(cfg, events).await.context(
-            "start box networking (needs root and nftables; set [network] enabled = false to run boxes without a network)",
-        )?),
+        Some(cfg) => {
+            let interception = secrets.interception(&config.extra_roots)?;
+            Some(Network::start(cfg, events, interception).await.context(
+                "start box networking (needs root and nftables; set [network] enabled = false to run boxes without a network)",
+            )?)
+        }
         None => {
             tracing::warn!("box networking is disabled: boxes have loopback only");
             None

@@ -16,7 +16,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use boxd_api::SecretInfo;
 use boxd_net::secrets::{AttachHeaderRule, PlaceholderSecret, SecretRuleError, SecretRules};
-use boxd_net::tls::{bundle_with, BoxdCa, BUNDLE_PATHS, CA_ENV_VARS};
+use boxd_net::tls::{
+    bundle_with, upstream_client_config, BoxdCa, LeafCache, BUNDLE_PATHS, CA_ENV_VARS,
+    DEFAULT_LEAF_LIFETIME,
+};
+use boxd_net::Interception;
 use boxd_runtime::TrustBundle;
 use boxd_store::crypto::MasterKeys;
 use boxd_store::{new_placeholder, Store, StoreError, StoredAttachHeader};
@@ -73,8 +77,19 @@ impl Secrets {
         &self.keys
     }
 
-    pub fn ca(&self) -> Option<&Arc<BoxdCa>> {
-        self.ca.as_ref().map(|(ca, _)| ca)
+    /// What the proxy intercepts with: leaves minted from boxd's CA, and
+    /// upstreams verified against the system roots plus `extra_roots`.
+    /// `None` without networking.
+    pub fn interception(&self, extra_roots: &[PathBuf]) -> anyhow::Result<Option<Interception>> {
+        let Some((ca, _)) = &self.ca else {
+            return Ok(None);
+        };
+        let upstream_tls = upstream_client_config(extra_roots)
+            .context("the roots that verify upstreams ([tls] extra_roots and the system's)")?;
+        Ok(Some(Interception {
+            leaves: Arc::new(LeafCache::new(ca.clone(), DEFAULT_LEAF_LIFETIME)),
+            upstream_tls,
+        }))
     }
 
     /// What a new box trusts: the bundle mounted over its system bundles,

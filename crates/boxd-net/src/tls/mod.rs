@@ -9,15 +9,18 @@
 //! Never: writes keys to disk or encrypts them (the daemon persists the
 //! CA key with its own store crypto; this module only hands over and takes
 //! back bytes), puts key material into a box, decides which connections
-//! are intercepted (the proxy does), or talks to upstream servers.
+//! are intercepted (the proxy does), or talks to upstream servers (it only
+//! builds the client configuration the proxy verifies them with).
 
 pub mod ca;
 pub mod leaf;
 pub mod trust;
+pub mod upstream;
 
 pub use ca::BoxdCa;
 pub use leaf::{Leaf, LeafCache, DEFAULT_LEAF_CAPACITY, DEFAULT_LEAF_LIFETIME};
 pub use trust::{bundle_with, BUNDLE_PATHS, CA_ENV_VARS};
+pub use upstream::{client_config_with_roots, upstream_client_config};
 
 /// The crypto provider every TLS object of this module is built with
 /// (`ring`: no cmake or Go toolchain needed to build boxd).

@@ -644,6 +644,56 @@ fn log_line(kind: &str, data: &Value) -> (String, String) {
                 ),
             )
         }
+        "net.http" => {
+            let names = |k: &str| {
+                data.get(k)
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .map(|v| match v {
+                                Value::String(s) => s.clone(),
+                                other => other
+                                    .get("secret")
+                                    .and_then(Value::as_str)
+                                    .map(|secret| {
+                                        let place = other.get("where").and_then(Value::as_str);
+                                        format!("{secret} in {}", place.unwrap_or("?"))
+                                    })
+                                    .unwrap_or_default(),
+                            })
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default()
+            };
+            let mut line = format!(
+                "https {} {}{} → {} in {} ms",
+                s("method"),
+                s("host"),
+                s("path"),
+                n("status"),
+                n("latency_ms")
+            );
+            let mut level = if n("status") >= 400 { "warn" } else { "info" };
+            for (key, label) in [
+                ("injected_headers", "injected"),
+                ("substituted_secrets", "substituted"),
+                ("violations", "VIOLATION: placeholder of"),
+            ] {
+                let list = names(key);
+                if !list.is_empty() {
+                    line.push_str(&format!("; {label} {list}"));
+                    if key == "violations" {
+                        level = "warn";
+                    }
+                }
+            }
+            if !s("error").is_empty() {
+                line.push_str(&format!("; error: {}", s("error")));
+                level = "warn";
+            }
+            (level.into(), line)
+        }
         other => ("info".into(), format!("{other} {data}")),
     }
 }
@@ -685,4 +735,38 @@ pub async fn logs(
         })
         .collect();
     Ok(Json(LogsResponse { logs }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intercepted_requests_become_log_lines_with_names_only() {
+        let (level, line) = log_line(
+            "net.http",
+            &json!({
+                "method": "POST", "host": "api.example.com", "path": "/v1/x", "status": 200,
+                "latency_ms": 12, "injected_headers": ["Authorization"],
+                "substituted_secrets": ["OPENAI_API_KEY"], "violations": [],
+            }),
+        );
+        assert_eq!(level, "info");
+        assert_eq!(
+            line,
+            "https POST api.example.com/v1/x → 200 in 12 ms; injected Authorization; substituted OPENAI_API_KEY"
+        );
+        let (level, line) = log_line(
+            "net.http",
+            &json!({
+                "method": "GET", "host": "evil.example.com", "path": "/", "status": 200,
+                "latency_ms": 3, "violations": [{"secret": "OPENAI_API_KEY", "where": "header"}],
+            }),
+        );
+        assert_eq!(level, "warn");
+        assert!(
+            line.ends_with("VIOLATION: placeholder of OPENAI_API_KEY in header"),
+            "{line}"
+        );
+    }
 }
