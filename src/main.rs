@@ -71,6 +71,13 @@ enum Command {
         #[command(subcommand)]
         command: cli::KeysCommand,
     },
+    /// Add a new master key and re-seal every stored secret value (and
+    /// boxd's CA key) under it. Operator tool: the daemon must be stopped.
+    RotateMasterKey {
+        /// The master key file [default: <data dir>/master.key].
+        #[arg(long)]
+        master_key_file: Option<PathBuf>,
+    },
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -162,6 +169,19 @@ async fn client_main(cli: Cli) -> ExitCode {
         match &cli.command {
             Command::Serve(_) => unreachable!("handled in main"),
             Command::Keys { command } => cli::run_keys(&cli.data_dir, cli.conn.json, command),
+            Command::RotateMasterKey { master_key_file } => {
+                let file = master_key_file
+                    .clone()
+                    .unwrap_or_else(|| cli.data_dir.join("master.key"));
+                let r = boxd_server::rotate_master_key(&cli.data_dir, &file)?;
+                println!(
+                    "new master key {}: {} stored values re-sealed; key ids in use: {}",
+                    r.new_key,
+                    r.resealed,
+                    r.in_use.join(", ")
+                );
+                Ok(0)
+            }
             Command::Client(cmd) => cli::run_client(&cli.conn, &cli.data_dir, cmd).await,
             Command::Run {
                 runtime: rt_name,

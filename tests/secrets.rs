@@ -498,7 +498,30 @@ fn team_rules_merge_under_box_rules_and_everything_survives_a_restart() {
     assert_eq!(s, 200);
     let (s, _) = d.delete("/v2/box/settings/attach-headers/*.example.test");
     assert_eq!(s, 404);
-    d.restart();
+    // Rotate the master key on the way: refused while the daemon runs,
+    // done while it is stopped; the values open under the new key after.
+    let rotate = |d: &TestDaemon| {
+        std::process::Command::new(common::daemon::BOXD)
+            .arg("--data-dir")
+            .arg(&d.dir)
+            .arg("rotate-master-key")
+            .output()
+            .expect("run boxd rotate-master-key")
+    };
+    let out = rotate(&d);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("stop"),
+        "{out:?}"
+    );
+    d.stop();
+    let out = rotate(&d);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        said.contains("new master key k2") && said.contains("in use: k2"),
+        "{said}"
+    );
+    d.start_again();
     api.clear();
     db.clear();
     request_both(&d, &mut seen);

@@ -62,6 +62,42 @@ fn init_logs(format: LogFormat) {
 
 /// Holds the data directory's lock for the daemon's life: two daemons on
 /// one data directory would fight over its boxes.
+/// What [`rotate_master_key`] did.
+#[derive(Debug)]
+pub struct Rotation {
+    /// The new current key id.
+    pub new_key: String,
+    /// How many stored values (secrets and the CA key) were re-sealed.
+    pub resealed: usize,
+    /// The key ids stored values still use (only the new one, unless a
+    /// value could not be moved).
+    pub in_use: Vec<String>,
+}
+
+/// Adds a new master key to `key_file` and re-seals every stored value
+/// under it. The daemon must be stopped (it holds the data directory's
+/// lock and its keys in memory). Older keys stay in the file, so a value
+/// the re-seal missed still opens; once `in_use` names only the new key
+/// they can be removed by hand.
+pub fn rotate_master_key(data_dir: &Path, key_file: &Path) -> Result<Rotation> {
+    let _lock = lock_data_dir(data_dir)
+        .context("rotating the master key needs the daemon stopped (stop boxd serve first)")?;
+    let store = Store::open(data_dir.join(DATABASE_FILE))
+        .with_context(|| format!("open the database in {}", data_dir.display()))?;
+    let new_key = boxd_store::crypto::MasterKeys::rotate(key_file)
+        .with_context(|| format!("add a key to {}", key_file.display()))?;
+    let keys = boxd_store::crypto::MasterKeys::load(key_file)
+        .with_context(|| format!("load {}", key_file.display()))?;
+    let resealed = store
+        .reseal_all(&keys)
+        .context("re-seal the stored values under the new key")?;
+    Ok(Rotation {
+        new_key,
+        resealed,
+        in_use: store.sealed_key_ids()?,
+    })
+}
+
 fn lock_data_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
     std::fs::DirBuilder::new()
         .recursive(true)

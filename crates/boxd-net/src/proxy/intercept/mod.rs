@@ -32,10 +32,10 @@
 //! - responses are forwarded as they come: an approved host that echoes
 //!   the request hands the substituted value to the box (the documented
 //!   reflection limit, THREATS 8), which is why body and query
-//!   substitution are opt-in;
-//! - the daemon does not configure an [`Interception`] yet (the server
-//!   passes `None` to [`crate::Network::start`]): persisting boxd's CA
-//!   and putting it into boxes is the server's part.
+//!   substitution are opt-in.
+//!
+//! The daemon builds the [`Interception`] from its stored CA and the
+//! operator's extra roots; putting the CA into boxes is the runtime's.
 //!
 //! Owns: the decision and the configuration. Never: reads payload bytes
 //! beyond the parsed ClientHello to decide, or changes the policy verdict
