@@ -32,6 +32,29 @@ pub struct BenchDaemon {
 }
 
 impl BenchDaemon {
+    /// Writes `bytes` into box `box_id` at `path` (multipart upload), then
+    /// makes it executable.
+    pub fn upload_executable(&self, box_id: &str, path: &str, bytes: Vec<u8>) {
+        let form = reqwest::blocking::multipart::Form::new()
+            .text("paths", path.to_string())
+            .part(
+                "files",
+                reqwest::blocking::multipart::Part::bytes(bytes).file_name("f"),
+            );
+        let r = reqwest::blocking::Client::new()
+            .post(format!("http://{}/v2/box/{box_id}/files/upload", self.addr))
+            .header("X-Box-Api-Key", &self.key)
+            .multipart(form)
+            .send()
+            .expect("upload");
+        assert!(r.status().is_success(), "upload: {:?}", r.text());
+        let body = format!(r#"{{"command":["chmod","755","{path}"]}}"#);
+        let (s, out) = self
+            .http()
+            .call("POST", &format!("/v2/box/{box_id}/exec"), &body);
+        assert!(s == 200 && out.contains("\"exit_code\":0"), "chmod: {out}");
+    }
+
     /// Starts `boxd serve` named `name` with `config` (TOML) and waits
     /// until it answers. `table` is its `[network]` table, if the config
     /// names one, so drop can remove it after a kill.

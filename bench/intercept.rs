@@ -397,28 +397,6 @@ fn samples(line: &str) -> Vec<Duration> {
         .collect()
 }
 
-/// Writes `bytes` into the box at `path` (mode 755).
-fn upload(d: &BenchDaemon, box_id: &str, path: &str, bytes: Vec<u8>) {
-    let form = reqwest::blocking::multipart::Form::new()
-        .text("paths", path.to_string())
-        .part(
-            "files",
-            reqwest::blocking::multipart::Part::bytes(bytes).file_name("f"),
-        );
-    let r = reqwest::blocking::Client::new()
-        .post(format!("http://{}/v2/box/{box_id}/files/upload", d.addr))
-        .header("X-Box-Api-Key", &d.key)
-        .multipart(form)
-        .send()
-        .expect("upload");
-    assert!(r.status().is_success(), "upload: {:?}", r.text());
-    let body = serde_json::json!({ "command": ["chmod", "755", path] }).to_string();
-    let (s, out) = d
-        .http()
-        .call("POST", &format!("/v2/box/{box_id}/exec"), &body);
-    assert!(s == 200 && out.contains("\"exit_code\":0"), "chmod: {out}");
-}
-
 fn create(http: &mut Http, body: serde_json::Value) -> String {
     let (s, out) = http.call("POST", "/v2/box", &body.to_string());
     assert_eq!(s, 200, "create: {out}");
@@ -703,14 +681,9 @@ fn bench(args: &[String]) -> bool {
     let spliced = create(&mut http, serde_json::json!({ "allow_net": [NAME] }));
     let exe = std::fs::read(std::env::current_exe().expect("own path")).expect("read self");
     for id in [&intercepted, &spliced] {
-        upload(&d, id, "/tmp/tlsbench", exe.clone());
+        d.upload_executable(id, "/tmp/tlsbench", exe.clone());
     }
-    upload(
-        &d,
-        &spliced,
-        "/tmp/bench-ca.pem",
-        ca.pem.clone().into_bytes(),
-    );
+    d.upload_executable(&spliced, "/tmp/bench-ca.pem", ca.pem.clone().into_bytes());
 
     let mitm = match start_mitm(upstream.port, &ca_path, &scratch.0) {
         Ok(m) => Some(m),

@@ -144,26 +144,7 @@ fn rtts(line: &str) -> Vec<Duration> {
 /// Copies this (static) binary into the box as /tmp/netbench.
 fn upload_self(d: &BenchDaemon, box_id: &str) {
     let exe = std::fs::read(std::env::current_exe().expect("own path")).expect("read self");
-    let form = reqwest::blocking::multipart::Form::new()
-        .text("paths", "/tmp/netbench")
-        .part(
-            "files",
-            reqwest::blocking::multipart::Part::bytes(exe).file_name("netbench"),
-        );
-    let r = reqwest::blocking::Client::new()
-        .post(format!("http://{}/v2/box/{box_id}/files/upload", d.addr))
-        .header("X-Box-Api-Key", &d.key)
-        .multipart(form)
-        .send()
-        .expect("upload");
-    assert!(r.status().is_success(), "upload: {:?}", r.text());
-    let mut http = d.http();
-    let (s, out) = http.call(
-        "POST",
-        &format!("/v2/box/{box_id}/exec"),
-        r#"{"command":["chmod","755","/tmp/netbench"]}"#,
-    );
-    assert!(s == 200 && out.contains("\"exit_code\":0"), "chmod: {out}");
+    d.upload_executable(box_id, "/tmp/netbench", exe);
 }
 
 fn mib_per_s(bytes: u64, ns: u64) -> f64 {

@@ -174,14 +174,7 @@ pub fn parse_request(
     let method = req.method.unwrap_or_default().to_owned();
     let raw_target = req.path.unwrap_or_default();
     let minor = req.version.unwrap_or(1);
-    let headers: Vec<Header> = req
-        .headers
-        .iter()
-        .map(|h| Header {
-            name: h.name.to_owned(),
-            value: trim_ows(h.value).to_vec(),
-        })
-        .collect();
+    let headers = owned_headers(req.headers);
 
     if method == "CONNECT" {
         return fail(
@@ -280,6 +273,18 @@ fn line_trouble(head: &[u8]) -> Option<&'static str> {
         }
     }
     None
+}
+
+/// The parsed header fields as owned [`Header`]s, values without their
+/// surrounding whitespace.
+fn owned_headers(parsed: &[httparse::Header<'_>]) -> Vec<Header> {
+    parsed
+        .iter()
+        .map(|h| Header {
+            name: h.name.to_owned(),
+            value: trim_ows(h.value).to_vec(),
+        })
+        .collect()
 }
 
 fn trim_ows(v: &[u8]) -> &[u8] {
@@ -440,14 +445,7 @@ pub fn parse_response(buf: &[u8], head_request: bool) -> Result<Option<ResponseH
     };
     let status = resp.code.unwrap_or(0);
     let minor = resp.version.unwrap_or(1);
-    let headers: Vec<Header> = resp
-        .headers
-        .iter()
-        .map(|h| Header {
-            name: h.name.to_owned(),
-            value: trim_ows(h.value).to_vec(),
-        })
-        .collect();
+    let headers = owned_headers(resp.headers);
     let tokens = connection_tokens(&headers);
     let mut close = tokens.iter().any(|t| t == "close")
         || (minor == 0 && !tokens.iter().any(|t| t == "keep-alive"));
