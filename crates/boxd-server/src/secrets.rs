@@ -143,6 +143,9 @@ impl Secrets {
         box_id: &str,
         rules: &SecretRules,
     ) -> ApiResult<()> {
+        if rules.is_empty() {
+            return Ok(());
+        }
         let patterns: Vec<String> = rules
             .headers()
             .iter()
