@@ -15,6 +15,10 @@ pub const IDS_PER_BOX: u32 = 65536;
 pub const FIRST_HOST_ID: u32 = 1 << 30;
 /// How many boxes can exist at once.
 pub const MAX_SLOTS: u32 = 16384;
+/// Host id owning volume files on disk (the range below the boxes'): a
+/// volume is mounted id-mapped so this id is box root in every box, and
+/// nothing a box writes there is owned by a real host account.
+pub const VOLUME_OWNER: u32 = FIRST_HOST_ID - IDS_PER_BOX;
 
 /// The host id that box id 0 (root) maps to for `slot`.
 pub fn host_base(slot: u32) -> u32 {
@@ -80,6 +84,14 @@ impl Slots {
 /// namespace is opened, and it is killed. The namespace lives on through the
 /// returned descriptor.
 pub fn create_userns(base: u32) -> std::io::Result<OwnedFd> {
+    create_userns_mapping(0, base)
+}
+
+/// Creates a user namespace mapping ids `inside..inside+IDS_PER_BOX` to
+/// host ids `base..base+IDS_PER_BOX`. Used as the id map of a mount: with
+/// `inside` = [`VOLUME_OWNER`], files owned by the volume owner on disk
+/// appear owned by the box's root (`base`).
+pub fn create_userns_mapping(inside: u32, base: u32) -> std::io::Result<OwnedFd> {
     extern "C" fn idle(parent: *mut libc::c_void) -> libc::c_int {
         // The helper has a copy of every descriptor of the daemon (the data
         // dir lock, the database, half-made boxes' control sockets): it must
@@ -115,7 +127,7 @@ pub fn create_userns(base: u32) -> std::io::Result<OwnedFd> {
         return Err(std::io::Error::last_os_error());
     }
     let result = (|| {
-        let map = format!("0 {base} {IDS_PER_BOX}\n");
+        let map = format!("{inside} {base} {IDS_PER_BOX}\n");
         std::fs::write(format!("/proc/{pid}/uid_map"), &map)?;
         std::fs::write(format!("/proc/{pid}/gid_map"), &map)?;
         let path = std::ffi::CString::new(format!("/proc/{pid}/ns/user"))

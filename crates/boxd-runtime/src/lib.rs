@@ -9,8 +9,9 @@
 //!
 //! On disk, under the data directory:
 //! `images/<name>/` (manifest + layers), `boxes/<id>/` (`box.json`, the
-//! `upper-N` and `work-N` dirs of each overlay, the agent socket) and `mnt/`
-//! (an empty mountpoint each box covers with a private tmpfs).
+//! `upper-N` and `work-N` dirs of each overlay, the agent socket), `mnt/`
+//! (an empty mountpoint each box covers with a private tmpfs) and
+//! `volumes/<id>/` (volume contents, owned by [`idmap::VOLUME_OWNER`]).
 
 pub mod cgroup;
 pub mod env;
@@ -75,6 +76,20 @@ pub struct BoxSpec {
     /// A CA bundle the box must trust, mounted read-only over its system
     /// bundles.
     pub trust: Option<TrustBundle>,
+    /// Volumes mounted into the box (id-mapped: the volume's owner is box
+    /// root), after everything else of its root.
+    #[serde(default)]
+    pub volumes: Vec<VolumeMount>,
+}
+
+/// A host directory (a volume, see [`Runtime::create_volume`]) mounted at
+/// `target` in the box.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeMount {
+    pub source: PathBuf,
+    /// Absolute, normalized path inside the box (not `/`).
+    pub target: String,
+    pub read_only: bool,
 }
 
 /// A host file (PEM certificates) put read-only over the box's CA bundle
@@ -102,6 +117,7 @@ impl BoxSpec {
             },
             tmp_bytes: 512 << 20,
             trust: None,
+            volumes: Vec::new(),
         }
     }
 }
@@ -242,7 +258,7 @@ impl Runtime {
                 "it must not contain ',' or ':' (overlayfs option separators)",
             ));
         }
-        for sub in ["images", "boxes", "mnt"] {
+        for sub in ["images", "boxes", "mnt", "volumes"] {
             let p = dd.join(sub);
             std::fs::create_dir_all(&p)
                 .map_err(RuntimeError::io(format!("create {}", p.display())))?;
@@ -252,6 +268,11 @@ impl Runtime {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o711))
                 .map_err(RuntimeError::io(format!("chmod {}", p.display())))?;
         }
+        // Volume contents are reachable by host root only (boxes reach
+        // them through their mounts).
+        let volumes = dd.join("volumes");
+        std::fs::set_permissions(&volumes, std::fs::Permissions::from_mode(0o700))
+            .map_err(RuntimeError::io(format!("chmod {}", volumes.display())))?;
         if !cfg.agent_path.is_file() {
             return Err(RuntimeError::Setup(format!(
                 "the agent executable {} does not exist",
@@ -286,6 +307,51 @@ impl Runtime {
 
     fn boxes_dir(&self) -> PathBuf {
         self.cfg.data_dir.join("boxes")
+    }
+
+    /// The directory holding volume `id`'s files.
+    pub fn volume_dir(&self, id: &str) -> Result<PathBuf> {
+        if !check_name(id, &['_']) {
+            return Err(RuntimeError::InvalidId(id.to_string()));
+        }
+        Ok(self.cfg.data_dir.join("volumes").join(id))
+    }
+
+    /// Creates volume `id`'s directory, empty, owned by the volume owner
+    /// (box root in every box that mounts it).
+    pub fn create_volume(&self, id: &str) -> Result<PathBuf> {
+        let dir = self.volume_dir(id)?;
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&dir)
+            .map_err(RuntimeError::io(format!("create {}", dir.display())))?;
+        let owner = idmap::VOLUME_OWNER;
+        if let Err(e) = std::os::unix::fs::chown(&dir, Some(owner), Some(owner)) {
+            let _ = std::fs::remove_dir(&dir);
+            return Err(RuntimeError::io(format!("chown {}", dir.display()))(e));
+        }
+        Ok(dir)
+    }
+
+    /// Removes volume `id` and everything in it (absent already: fine).
+    pub fn remove_volume(&self, id: &str) -> Result<()> {
+        let dir = self.volume_dir(id)?;
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(RuntimeError::io(format!("remove {}", dir.display()))(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Ids of the volume directories on disk.
+    pub fn volume_ids(&self) -> Vec<String> {
+        let Ok(rd) = std::fs::read_dir(self.cfg.data_dir.join("volumes")) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
     }
 
     fn records(data_dir: &Path) -> Vec<BoxRecord> {
@@ -410,7 +476,7 @@ impl Runtime {
         let listener_fd = OwnedFd::from(listener);
         // The agent binary is exec'd first; the host-side preparation runs
         // while it loads (on another core) and is handed over when ready.
-        let prepare = |pid: i32| -> Result<(setup::SetupConfig, OwnedFd)> {
+        let prepare = |pid: i32| -> Result<(setup::SetupConfig, Vec<OwnedFd>)> {
             started(slot, pid);
             let mk = |p: &Path, owner: Option<u32>| -> Result<()> {
                 std::fs::create_dir_all(p)
@@ -436,6 +502,21 @@ impl Runtime {
             }
             let userns = idmap::create_userns(root_id)
                 .map_err(RuntimeError::io("create the user namespace"))?;
+            let mut namespaces = vec![userns];
+            if !spec.volumes.is_empty() {
+                for v in &spec.volumes {
+                    if !v.source.is_dir() {
+                        return Err(RuntimeError::Setup(format!(
+                            "volume directory {} is missing",
+                            v.source.display()
+                        )));
+                    }
+                }
+                namespaces.push(
+                    idmap::create_userns_mapping(idmap::VOLUME_OWNER, root_id)
+                        .map_err(RuntimeError::io("create the volume id map"))?,
+                );
+            }
             cgroup.create(&spec.limits)?;
             cgroup.join(pid)?;
             let cfg = setup::SetupConfig {
@@ -445,12 +526,13 @@ impl Runtime {
                 host_root_id: root_id,
                 tmp_bytes: spec.tmp_bytes,
                 trust: spec.trust.clone(),
+                volumes: spec.volumes.clone(),
                 seccomp: self.seccomp.clone(),
                 agent: AgentConfig {
                     env: spec.env.clone(),
                 },
             };
-            Ok((cfg, userns))
+            Ok((cfg, namespaces))
         };
         let started = spawn::start_agent(&self.cfg.agent_path, &listener_fd, prepare)?;
         // The box's OOM killer picks a runaway process, never the agent.

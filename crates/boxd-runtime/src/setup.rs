@@ -54,6 +54,9 @@ pub struct SetupConfig {
     pub tmp_bytes: u64,
     /// The CA bundle mounted read-only over the image's.
     pub trust: Option<crate::TrustBundle>,
+    /// Volumes, mounted last (id-mapped by the second user namespace).
+    #[serde(default)]
+    pub volumes: Vec<crate::VolumeMount>,
     /// The seccomp filters, compiled once by the daemon.
     pub seccomp: Vec<crate::seccomp::EncodedProgram>,
     pub agent: AgentConfig,
@@ -106,8 +109,8 @@ pub fn enter_box() -> Result<(UnixListener, AgentConfig)> {
     unsafe { libc::fcntl(LISTENER_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
     let result = prepare_namespaces()
         .and_then(|()| read_config(&mut control))
-        .and_then(|(cfg, userns)| {
-            setup(&cfg, &userns)?;
+        .and_then(|(cfg, namespaces)| {
+            setup(&cfg, &namespaces)?;
             Ok(cfg)
         });
     match result {
@@ -124,13 +127,14 @@ pub fn enter_box() -> Result<(UnixListener, AgentConfig)> {
     }
 }
 
-/// Receives the config length with the user namespace descriptor attached,
-/// then the config itself.
-fn read_config(control: &mut UnixStream) -> Result<(SetupConfig, OwnedFd)> {
+/// Receives the config length with the user namespace descriptors attached
+/// (the box's, then the volumes' id map when it has volumes), then the
+/// config itself.
+fn read_config(control: &mut UnixStream) -> Result<(SetupConfig, Vec<OwnedFd>)> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let mut len = [0u8; 4];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let mut userns = None;
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 2]);
+    let mut namespaces = Vec::new();
     let got = {
         let mut iov = [std::io::IoSliceMut::new(&mut len)];
         let msg = recvmsg::<()>(
@@ -144,8 +148,7 @@ fn read_config(control: &mut UnixStream) -> Result<(SetupConfig, OwnedFd)> {
             if let ControlMessageOwned::ScmRights(fds) = c {
                 for fd in fds {
                     // SAFETY: the kernel just installed this descriptor for us.
-                    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-                    userns.get_or_insert(owned);
+                    namespaces.push(unsafe { OwnedFd::from_raw_fd(fd) });
                 }
             }
         }
@@ -154,14 +157,16 @@ fn read_config(control: &mut UnixStream) -> Result<(SetupConfig, OwnedFd)> {
     if got != 4 {
         return Err(RuntimeError::Setup("short config header".into()));
     }
-    let userns = userns.ok_or_else(|| RuntimeError::Setup("no user namespace received".into()))?;
+    if namespaces.is_empty() {
+        return Err(RuntimeError::Setup("no user namespace received".into()));
+    }
     let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
     control
         .read_exact(&mut buf)
         .map_err(RuntimeError::io("read the box config"))?;
     let cfg = serde_json::from_slice(&buf)
         .map_err(|e| RuntimeError::Setup(format!("bad box config: {e}")))?;
-    Ok((cfg, userns))
+    Ok((cfg, namespaces))
 }
 
 fn setup_err(what: &str) -> impl FnOnce(nix::Error) -> RuntimeError + '_ {
@@ -181,9 +186,16 @@ fn prepare_namespaces() -> Result<()> {
     .map_err(setup_err("make mounts private"))
 }
 
-fn setup(cfg: &SetupConfig, userns: &OwnedFd) -> Result<()> {
+fn setup(cfg: &SetupConfig, namespaces: &[OwnedFd]) -> Result<()> {
+    let userns = &namespaces[0];
     nix::unistd::sethostname(&cfg.hostname).map_err(setup_err("set hostname"))?;
     build_root(cfg, userns)?;
+    if !cfg.volumes.is_empty() {
+        let volns = namespaces
+            .get(1)
+            .ok_or_else(|| RuntimeError::Setup("no volume id map received".into()))?;
+        mount_volumes(&cfg.scratch.join("root"), &cfg.volumes, volns, cfg.host_root_id)?;
+    }
     pivot(&cfg.scratch.join("root"))?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
         .map_err(setup_err("cgroup namespace"))?;
@@ -244,6 +256,11 @@ fn cstr(p: &Path) -> Result<CString> {
 /// Mounts `src` read-only at `dst` with ownership shifted into the box's
 /// user namespace, so host-root files appear root-owned inside.
 fn idmapped_bind(src: &Path, dst: &Path, userns: &OwnedFd) -> Result<()> {
+    idmapped_bind_with(src, dst, userns, true)
+}
+
+/// [`idmapped_bind`], read-write unless `read_only`; always nosuid, nodev.
+fn idmapped_bind_with(src: &Path, dst: &Path, userns: &OwnedFd, read_only: bool) -> Result<()> {
     let (csrc, cdst) = (cstr(src)?, cstr(dst)?);
     let empty = c"";
     let err = |what: &str| {
@@ -266,7 +283,10 @@ fn idmapped_bind(src: &Path, dst: &Path, userns: &OwnedFd) -> Result<()> {
         }
         let tree = OwnedFd::from_raw_fd(fd as i32);
         let attr = MountAttr {
-            attr_set: MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            attr_set: MOUNT_ATTR_IDMAP
+                | MOUNT_ATTR_NOSUID
+                | MOUNT_ATTR_NODEV
+                | if read_only { MOUNT_ATTR_RDONLY } else { 0 },
             attr_clr: 0,
             propagation: 0,
             userns_fd: userns.as_raw_fd() as u64,
@@ -433,6 +453,58 @@ fn build_root(cfg: &SetupConfig, userns: &OwnedFd) -> Result<()> {
             None::<&str>,
         )
         .map_err(setup_err("make a path read-only"))?;
+    }
+    Ok(())
+}
+
+/// Mounts each volume at its target in the box's root, parents first,
+/// id-mapped through `volns` (volume owner → box root), read-only when
+/// asked. Targets are made as directories owned by box root; a target
+/// path that goes through a symlink or a non-directory is refused (it
+/// would be resolved against the host's root here).
+fn mount_volumes(
+    root: &Path,
+    volumes: &[crate::VolumeMount],
+    volns: &OwnedFd,
+    id: u32,
+) -> Result<()> {
+    let mut sorted: Vec<&crate::VolumeMount> = volumes.iter().collect();
+    sorted.sort_by(|a, b| a.target.cmp(&b.target));
+    for v in sorted {
+        let rel = Path::new(v.target.trim_start_matches('/'));
+        if v.target == "/" || !v.target.starts_with('/') {
+            return Err(RuntimeError::Setup(format!(
+                "volume path {:?} must be absolute and not /",
+                v.target
+            )));
+        }
+        let mut dir = root.to_path_buf();
+        for part in rel.components() {
+            let std::path::Component::Normal(part) = part else {
+                return Err(RuntimeError::Setup(format!(
+                    "volume path {:?} is not normalized",
+                    v.target
+                )));
+            };
+            dir.push(part);
+            match std::fs::symlink_metadata(&dir) {
+                Ok(md) if md.is_dir() => {}
+                Ok(_) => {
+                    return Err(RuntimeError::Setup(format!(
+                        "volume path {}: /{} is not a directory in the box's image",
+                        v.target,
+                        dir.strip_prefix(root).unwrap_or(&dir).display()
+                    )))
+                }
+                Err(_) => {
+                    std::fs::create_dir(&dir)
+                        .map_err(RuntimeError::io(format!("create volume path {}", v.target)))?;
+                    nix::unistd::chown(&dir, Some(id.into()), Some(id.into()))
+                        .map_err(setup_err("chown a volume mountpoint"))?;
+                }
+            }
+        }
+        idmapped_bind_with(&v.source, &dir, volns, v.read_only)?;
     }
     Ok(())
 }

@@ -67,12 +67,13 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
 /// Clones the agent into fresh namespaces, then calls `prepare` with its
 /// pid while the agent binary loads: `prepare` builds the box's directories
 /// and cgroups (placing the pid in them, before the agent can fork) and
-/// returns the config and the user namespace, which are handed to the agent
-/// (the namespace descriptor by `SCM_RIGHTS`). Returns once the box is up.
+/// returns the config and the user namespaces (the box's, then the volume
+/// id map if the box has volumes), which are handed to the agent (the
+/// descriptors by `SCM_RIGHTS`). Returns once the box is up.
 pub fn start_agent(
     agent: &Path,
     listener: &OwnedFd,
-    prepare: impl FnOnce(i32) -> Result<(SetupConfig, OwnedFd)>,
+    prepare: impl FnOnce(i32) -> Result<(SetupConfig, Vec<OwnedFd>)>,
 ) -> Result<Started> {
     let path = CString::new(agent.as_os_str().as_encoded_bytes())
         .map_err(|_| RuntimeError::Setup("agent path contains NUL".into()))?;
@@ -123,9 +124,9 @@ pub fn start_agent(
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     let started = Started { pid, pidfd };
     let result = (|| {
-        let (cfg, userns) = prepare(pid)?;
+        let (cfg, namespaces) = prepare(pid)?;
         let cfg = serde_json::to_vec(&cfg).map_err(|e| RuntimeError::Setup(e.to_string()))?;
-        let fds = [userns.as_raw_fd()];
+        let fds: Vec<i32> = namespaces.iter().map(|fd| fd.as_raw_fd()).collect();
         let header = (cfg.len() as u32).to_be_bytes();
         nix::sys::socket::sendmsg::<()>(
             ours.as_raw_fd(),
