@@ -329,6 +329,7 @@ mod tests {
             allow_net: None,
             attach_headers: BTreeMap::new(),
             secrets: BTreeMap::new(),
+            volumes: Vec::new(),
         }
     }
 

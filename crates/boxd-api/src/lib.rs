@@ -137,9 +137,51 @@ pub struct CreateBoxRequest {
     /// `*.host`, IPv4, `[IPv6]`, `[IPv6]:port`); omitted = every public
     /// destination.
     pub allow_net: Option<Vec<String>>,
-    /// boxd extension (Deno): volume mounts.
-    #[schema(value_type = Vec<Object>)]
+    /// boxd extension (Deno): volumes mounted at create, `[{"name",
+    /// "path", "read_only"?}]`.
+    #[schema(value_type = Vec<BoxVolume>)]
     pub volumes: Option<Vec<serde_json::Value>>,
+}
+
+/// A volume mounted in a box.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BoxVolume {
+    /// The volume's name (in the box's team).
+    pub name: String,
+    /// Absolute path inside the box.
+    pub path: String,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// `POST /v2/volumes`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct CreateVolumeRequest {
+    /// Unique within the team: 1-63 of letters, digits, `-`, `_`, `.`.
+    pub name: String,
+    /// Size limit in MiB (recorded; see docs/API.md for enforcement).
+    #[serde(default)]
+    pub size_mib: Option<u64>,
+}
+
+/// A volume as returned by the volume endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VolumeData {
+    pub id: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_mib: Option<u64>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Ids of the boxes that mount it.
+    #[serde(default)]
+    pub boxes: Vec<String>,
+}
+
+/// `GET /v2/volumes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VolumesResponse {
+    pub volumes: Vec<VolumeData>,
 }
 
 /// A box as returned by create, get and list ("BoxData").
@@ -174,6 +216,9 @@ pub struct BoxData {
     /// substitution settings. Never a value.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, SecretInfo>,
+    /// boxd extension: the volumes the box mounts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<BoxVolume>,
 }
 
 /// JSON holding secret values, as received: its `Debug` never shows it,
@@ -477,6 +522,7 @@ mod tests {
             allow_net: None,
             attach_headers: BTreeMap::new(),
             secrets: BTreeMap::new(),
+            volumes: Vec::new(),
         };
         let v = serde_json::to_value(&data).unwrap();
         assert_eq!(v["status"], "running");

@@ -233,6 +233,10 @@ async fn run(config: Config) -> Result<()> {
     tokio::task::spawn_blocking(move || st.recover())
         .await
         .context("re-adopt boxes")??;
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || api::volumes::recover(&st))
+        .await
+        .context("reconcile volumes")??;
     state
         .recover_network()
         .await

@@ -64,6 +64,9 @@ pub struct BoxMeta {
     /// Placeholder secrets: name → hosts and settings (no values).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, boxd_api::SecretInfo>,
+    /// Volumes mounted at create.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<boxd_api::BoxVolume>,
 }
 
 impl BoxMeta {
@@ -146,6 +149,7 @@ pub fn box_data(row: &BoxRow) -> BoxData {
         allow_net: meta.allow_net.clone(),
         attach_headers: meta.attach_headers,
         secrets: meta.secrets,
+        volumes: meta.volumes,
     }
 }
 

@@ -25,6 +25,7 @@ mod schema;
 mod secrets;
 mod settings;
 mod teams;
+mod volumes;
 
 pub use audit::{AuditEvent, AuditFilter, NewAuditEvent};
 pub use boxes::{BoxRow, BoxState, NewBox};
@@ -36,6 +37,7 @@ pub use secrets::{
     new_placeholder, SealedValue, SecretInfo, StoredAttachHeader, StoredSecret, PLACEHOLDER_PREFIX,
 };
 pub use teams::{Team, DEFAULT_TEAM};
+pub use volumes::{BoxVolumeRow, VolumeRow};
 
 use rusqlite::Connection;
 use std::path::Path;

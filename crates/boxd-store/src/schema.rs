@@ -127,6 +127,27 @@ CREATE TABLE boxd_ca (
     created_at  INTEGER NOT NULL
 ) STRICT;
 "#,
+    // volumes: named, team-owned directories, and which box mounts which.
+    r#"
+CREATE TABLE volumes (
+    id          TEXT PRIMARY KEY NOT NULL,
+    team_id     TEXT NOT NULL REFERENCES teams(id),
+    name        TEXT NOT NULL,
+    size_mib    INTEGER CHECK (size_mib IS NULL OR size_mib > 0),
+    created_at  INTEGER NOT NULL,
+    UNIQUE (team_id, name)
+) STRICT;
+-- A volume cannot be deleted while a box mounts it (no ON DELETE on
+-- volume_id); a box's rows go with the box.
+CREATE TABLE box_volumes (
+    box_id      TEXT NOT NULL REFERENCES boxes(id) ON DELETE CASCADE,
+    volume_id   TEXT NOT NULL REFERENCES volumes(id),
+    path        TEXT NOT NULL,
+    read_only   INTEGER NOT NULL CHECK (read_only IN (0, 1)),
+    PRIMARY KEY (box_id, path)
+) STRICT;
+CREATE INDEX box_volumes_by_volume ON box_volumes(volume_id);
+"#,
 ];
 
 /// The schema version this build of the store writes.

@@ -90,7 +90,7 @@ fn refuse_later_features(req: &CreateBoxRequest) -> ApiResult<()> {
             _ => true,
         })
     }
-    let checks: [(bool, &str); 9] = [
+    let checks: [(bool, &str); 8] = [
         (
             req.agent.is_some() || req.model.is_some() || req.agent_api_key.is_some(),
             "coding agents (agent, model)",
@@ -108,10 +108,6 @@ fn refuse_later_features(req: &CreateBoxRequest) -> ApiResult<()> {
             "MCP servers",
         ),
         (req.browser == Some(true), "browser boxes"),
-        (
-            req.volumes.as_ref().is_some_and(|v| !v.is_empty()),
-            "volumes",
-        ),
         (req.init_command.is_some(), "init commands"),
         (
             req.ttl.is_some() || req.timeout.is_some() || req.ephemeral == Some(true),
@@ -196,6 +192,7 @@ pub async fn create(
         check_egress(req.network_policy.as_ref(), req.allow_net.as_deref())?;
     let rules = secret_rules(&st, &caller, &req, &env)?;
     let (attach_headers, secrets) = crate::secrets::public_view(&rules);
+    let volumes = super::volumes::parse_box_volumes(&st, &caller, req.volumes.as_deref())?;
 
     let id = new_box_id()?;
     let meta = BoxMeta {
@@ -206,6 +203,7 @@ pub async fn create(
         allow_net,
         attach_headers,
         secrets,
+        volumes: volumes.iter().map(|(_, m)| m.clone()).collect(),
     };
     let spec_json = serde_json::to_value(&meta)
         .map_err(|e| ApiError::internal(format!("encode the box spec: {e}")))?;
@@ -219,9 +217,15 @@ pub async fn create(
         labels,
     })?;
 
+    // A volume deleted since it was checked fails the create here.
     if let Err(e) = st
-        .secrets
-        .store_box_rules(&st.store, &caller.team_id, &id, &rules)
+        .store
+        .attach_volumes(&id, &super::volumes::mount_rows(&id, &volumes))
+        .map_err(ApiError::from)
+        .and_then(|()| {
+            st.secrets
+                .store_box_rules(&st.store, &caller.team_id, &id, &rules)
+        })
     {
         if let Err(del) = st.store.delete_box(&caller.team_id, &id) {
             tracing::error!(box_id = %id, error = %del, "cannot remove a failed box's record");
@@ -235,6 +239,13 @@ pub async fn create(
         spec.env.insert(s.name.clone(), s.placeholder.clone());
     }
     st.secrets.apply_trust(&mut spec);
+    for (row, m) in &volumes {
+        spec.volumes.push(boxd_runtime::VolumeMount {
+            source: st.runtime.volume_dir(&row.id)?,
+            target: m.path.clone(),
+            read_only: m.read_only,
+        });
+    }
     let rules = Arc::new(rules);
     spec.limits = Limits {
         memory_bytes: Some(size.memory_bytes()),
@@ -305,6 +316,7 @@ pub async fn create(
             "name": row.name,
             "runtime": row.runtime,
             "size": size.as_str(),
+            "volumes": meta.volumes,
             "duration_ms": took.as_millis() as u64,
         }),
     );
@@ -389,24 +401,68 @@ pub async fn status(
     }))
 }
 
+/// The query of `GET /v2/box` (documentation: the handler reads the
+/// pairs itself, since `metadata.KEY` names are open-ended).
 #[derive(Deserialize, utoipa::IntoParams)]
+#[allow(dead_code)]
 pub struct ListQuery {
     /// Only boxes carrying this label.
     label: Option<String>,
+    /// `metadata.KEY=VALUE` (repeatable, any key): only boxes whose
+    /// metadata has every given pair.
+    #[serde(rename = "metadata.KEY")]
+    #[param(rename = "metadata.KEY")]
+    metadata: Option<String>,
+}
+
+/// The list filters: labels and `metadata.KEY=VALUE` pairs. Unknown
+/// parameters are ignored (as before); an empty metadata key is a 400.
+fn list_filters(
+    pairs: Vec<(String, String)>,
+) -> ApiResult<(Vec<(String, String)>, BTreeMap<String, String>)> {
+    let mut labels = Vec::new();
+    let mut metadata = BTreeMap::new();
+    for (k, v) in pairs {
+        if k == "label" {
+            labels.push((v, String::new()));
+        } else if let Some(key) = k.strip_prefix("metadata.") {
+            if key.is_empty() {
+                return Err(ApiError::bad_request(
+                    "metadata filter: use metadata.KEY=VALUE with a non-empty KEY",
+                ));
+            }
+            if let Some(old) = metadata.insert(key.to_string(), v.clone()) {
+                if old != v {
+                    return Err(ApiError::bad_request(format!(
+                        "metadata filter: metadata.{key} is given twice with different values"
+                    )));
+                }
+            }
+        }
+    }
+    Ok((labels, metadata))
 }
 
 #[utoipa::path(get, path = "/v2/box", tag = "boxes", params(ListQuery),
-    responses((status = 200, body = [BoxData])))]
+    responses((status = 200, body = [BoxData]), (status = 400, body = ErrorBody)))]
 pub async fn list(
     State(st): State<Arc<AppState>>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> ApiResult<Json<Vec<BoxData>>> {
-    let filter: Vec<(String, String)> = q.label.into_iter().map(|l| (l, String::new())).collect();
-    let rows = st.store.list_boxes(&caller.team_id, &filter)?;
+    let (labels, metadata) = list_filters(pairs)?;
+    let rows = st.store.list_boxes(&caller.team_id, &labels)?;
     Ok(Json(
         rows.iter()
             .filter(|r| r.state != BoxState::Deleted)
+            .filter(|r| {
+                metadata.is_empty() || {
+                    let meta = BoxMeta::of(r);
+                    metadata
+                        .iter()
+                        .all(|(k, v)| meta.metadata.get(k).is_some_and(|have| have == v))
+                }
+            })
             .map(box_data)
             .collect(),
     ))
@@ -740,6 +796,29 @@ pub async fn logs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn list_filters_take_labels_and_metadata_pairs() {
+        let q = |s: &[(&str, &str)]| {
+            list_filters(
+                s.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            )
+        };
+        let (labels, meta) = q(&[
+            ("label", "a"),
+            ("metadata.owner", "agent"),
+            ("metadata.team", "x y"),
+            ("other", "ignored"),
+        ])
+        .unwrap();
+        assert_eq!(labels, vec![("a".to_string(), String::new())]);
+        assert_eq!(meta.len(), 2);
+        assert_eq!(meta["team"], "x y");
+        assert!(q(&[("metadata.", "x")]).is_err());
+        assert!(q(&[("metadata.a", "x"), ("metadata.a", "y")]).is_err());
+    }
 
     #[test]
     fn intercepted_requests_become_log_lines_with_names_only() {

@@ -12,6 +12,7 @@ pub mod exec;
 pub mod files;
 pub mod later;
 pub mod settings;
+pub mod volumes;
 
 use crate::error::{json_errors, ApiError, ApiResult};
 use crate::state::AppState;
@@ -66,6 +67,10 @@ use utoipa::OpenApi;
         settings::set,
         settings::delete,
         audit::list,
+        volumes::create,
+        volumes::list,
+        volumes::get,
+        volumes::delete,
         healthz,
     ),
     components(schemas(boxd_api::ExitEvent, boxd_api::ErrorBody))
@@ -109,6 +114,11 @@ pub fn router(st: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .route("/v2/audit", get(audit::list))
+        .route("/v2/volumes", post(volumes::create).get(volumes::list))
+        .route(
+            "/v2/volumes/{name}",
+            get(volumes::get).delete(volumes::delete),
+        )
         .route(
             "/v2/box",
             post(boxes::create)
