@@ -30,7 +30,9 @@ fn error(v: &Value) -> &str {
 
 #[test]
 fn a_volume_is_shared_read_only_where_asked_owned_by_box_root_and_outlives_its_boxes() {
-    let Some(mut d) = TestDaemon::start() else { return };
+    let Some(mut d) = TestDaemon::start() else {
+        return;
+    };
     let (s, vol) = d.post("/v2/volumes", json!({"name": "data", "size_mib": 64}));
     assert_eq!(s, 200, "{vol}");
     let vol_id = vol["id"].as_str().expect("volume id").to_string();
@@ -71,7 +73,10 @@ fn a_volume_is_shared_read_only_where_asked_owned_by_box_root_and_outlives_its_b
     let md = std::fs::metadata(host_dir.join("sub/g")).unwrap();
     assert_eq!(
         (md.uid(), md.gid()),
-        (boxd_runtime::idmap::VOLUME_OWNER, boxd_runtime::idmap::VOLUME_OWNER)
+        (
+            boxd_runtime::idmap::VOLUME_OWNER,
+            boxd_runtime::idmap::VOLUME_OWNER
+        )
     );
 
     // Read-only: every write is refused with EROFS; the file is unchanged.
@@ -143,8 +148,14 @@ fn bad_volume_specs_are_refused_naming_the_problem_and_create_nothing() {
     assert!(s == 400 && error(&v).contains("size_mib"), "{v}");
 
     let cases = [
-        (json!([{"name": "nope", "path": "/data"}]), "\"nope\" does not exist"),
-        (json!([{"name": "data", "path": "data"}]), "\"data\" must be absolute"),
+        (
+            json!([{"name": "nope", "path": "/data"}]),
+            "\"nope\" does not exist",
+        ),
+        (
+            json!([{"name": "data", "path": "data"}]),
+            "\"data\" must be absolute",
+        ),
         (json!([{"name": "data", "path": "/"}]), "root"),
         (json!([{"name": "data", "path": "/a/../etc"}]), "/a/../etc"),
         (json!([{"name": "data", "path": "/data/"}]), "/data/"),
@@ -152,7 +163,10 @@ fn bad_volume_specs_are_refused_naming_the_problem_and_create_nothing() {
         (json!([{"name": "data", "path": "/sys"}]), "/sys"),
         (json!([{"name": "data", "path": "/dev/shm"}]), "/dev"),
         (json!([{"name": "data"}]), "volumes[0]"),
-        (json!([{"name": "data", "path": "/x", "read_only": "yes"}]), "volumes[0]"),
+        (
+            json!([{"name": "data", "path": "/x", "read_only": "yes"}]),
+            "volumes[0]",
+        ),
         (
             json!([{"name": "data", "path": "/x"}, {"name": "data", "path": "/x"}]),
             "\"/x\" is given twice",
@@ -222,7 +236,10 @@ fn metadata_filters_the_list_and_is_on_every_audit_event_of_the_box() {
         list("?metadata.owner=agent"),
         sorted(vec![prod.clone(), dev.clone()])
     );
-    assert_eq!(list("?metadata.owner=agent&metadata.env=prod"), vec![prod.clone()]);
+    assert_eq!(
+        list("?metadata.owner=agent&metadata.env=prod"),
+        vec![prod.clone()]
+    );
     assert_eq!(list("?metadata.owner=human"), vec![human.clone()]);
     assert_eq!(list("?metadata.owner=nobody"), Vec::<String>::new());
     assert_eq!(list("?metadata.env=dev&label=x"), Vec::<String>::new());
@@ -253,15 +270,24 @@ fn metadata_filters_the_list_and_is_on_every_audit_event_of_the_box() {
     );
     assert_eq!(s, 200);
     assert_eq!(
-        d.post(&format!("/v2/box/{prod}/config/labels"), json!({"label": "y"}))
-            .0,
+        d.post(
+            &format!("/v2/box/{prod}/config/labels"),
+            json!({"label": "y"})
+        )
+        .0,
         200
     );
     assert_eq!(d.delete(&format!("/v2/box/{prod}")).0, 200);
     let (_, v) = d.get(&format!("/v2/audit?box={prod}"));
     let events = v["events"].as_array().expect("events");
     let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
-    for k in ["box.create", "exec", "file.write", "box.label_add", "box.delete"] {
+    for k in [
+        "box.create",
+        "exec",
+        "file.write",
+        "box.label_add",
+        "box.delete",
+    ] {
         assert!(kinds.contains(&k), "no {k} event: {kinds:?}");
     }
     for e in events {

@@ -194,7 +194,12 @@ fn setup(cfg: &SetupConfig, namespaces: &[OwnedFd]) -> Result<()> {
         let volns = namespaces
             .get(1)
             .ok_or_else(|| RuntimeError::Setup("no volume id map received".into()))?;
-        mount_volumes(&cfg.scratch.join("root"), &cfg.volumes, volns, cfg.host_root_id)?;
+        mount_volumes(
+            &cfg.scratch.join("root"),
+            &cfg.volumes,
+            volns,
+            cfg.host_root_id,
+        )?;
     }
     pivot(&cfg.scratch.join("root"))?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)

@@ -200,7 +200,8 @@ mod tests {
             path: "/data".into(),
             read_only: false,
         };
-        s.attach_volumes("b1", std::slice::from_ref(&mount)).unwrap();
+        s.attach_volumes("b1", std::slice::from_ref(&mount))
+            .unwrap();
         match s.delete_volume(&team.id, &v.id) {
             Err(StoreError::Conflict(m)) => assert!(m.contains("b1"), "{m}"),
             other => panic!("{other:?}"),

@@ -415,11 +415,12 @@ pub struct ListQuery {
     metadata: Option<String>,
 }
 
+/// Label filters (label, "") and metadata pairs that must all match.
+type ListFilters = (Vec<(String, String)>, BTreeMap<String, String>);
+
 /// The list filters: labels and `metadata.KEY=VALUE` pairs. Unknown
 /// parameters are ignored (as before); an empty metadata key is a 400.
-fn list_filters(
-    pairs: Vec<(String, String)>,
-) -> ApiResult<(Vec<(String, String)>, BTreeMap<String, String>)> {
+fn list_filters(pairs: Vec<(String, String)>) -> ApiResult<ListFilters> {
     let mut labels = Vec::new();
     let mut metadata = BTreeMap::new();
     for (k, v) in pairs {

@@ -171,7 +171,9 @@ pub async fn create(
         if let Err(del) = st.store.delete_volume(&caller.team_id, &row.id) {
             tracing::error!(volume = %row.id, error = %del, "cannot remove a failed volume's record");
         }
-        return Err(ApiError::internal(format!("could not create the volume: {e}")));
+        return Err(ApiError::internal(format!(
+            "could not create the volume: {e}"
+        )));
     }
     st.audit(
         &caller.team_id,
@@ -264,7 +266,9 @@ pub async fn delete(
         "volume.delete",
         json!({"id": row.id, "name": row.name}),
     );
-    Ok(Json(json!({"id": row.id, "name": row.name, "deleted": true})))
+    Ok(Json(
+        json!({"id": row.id, "name": row.name, "deleted": true}),
+    ))
 }
 
 /// After a (re)start: every recorded volume has its directory, and
@@ -294,12 +298,18 @@ mod tests {
 
     #[test]
     fn mount_paths_are_absolute_normalized_and_outside_kernel_views() {
-        for ok in ["/data", "/workspace/home/data", "/tmp/x", "/devices", "/process"] {
+        for ok in [
+            "/data",
+            "/workspace/home/data",
+            "/tmp/x",
+            "/devices",
+            "/process",
+        ] {
             assert!(check_mount_path(ok).is_ok(), "{ok}");
         }
         for bad in [
-            "/", "data", "", "/data/", "//data", "/a/../b", "/a/./b", "/proc", "/proc/x",
-            "/sys", "/sys/fs", "/dev", "/dev/shm", "/a\0b",
+            "/", "data", "", "/data/", "//data", "/a/../b", "/a/./b", "/proc", "/proc/x", "/sys",
+            "/sys/fs", "/dev", "/dev/shm", "/a\0b",
         ] {
             assert!(check_mount_path(bad).is_err(), "{bad:?}");
         }
