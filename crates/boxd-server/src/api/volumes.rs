@@ -286,7 +286,10 @@ pub fn recover(st: &AppState) -> anyhow::Result<()> {
     for id in st.runtime.volume_ids() {
         if !rows.iter().any(|r| r.id == id) {
             tracing::warn!(volume = %id, "removing a volume the store does not know");
-            st.runtime.remove_volume(&id)?;
+            // Never a reason not to start: a stray entry stays, loudly.
+            if let Err(e) = st.runtime.remove_volume(&id) {
+                tracing::error!(volume = %id, error = %e, "cannot remove a stray volume directory");
+            }
         }
     }
     Ok(())
