@@ -183,6 +183,16 @@ fn bad_volume_specs_are_refused_naming_the_problem_and_create_nothing() {
             "{volumes}: expected 400 naming {problem:?}, got {s} {v}"
         );
     }
+    // A path through a symlink of the image (`/bin` → `usr/bin`) would be
+    // resolved against the host while the box is built: refused.
+    let (s, v) = d.post(
+        "/v2/box",
+        json!({"volumes": [{"name": "data", "path": "/bin/x"}]}),
+    );
+    assert!(
+        s >= 400 && error(&v).contains("/bin is not a directory"),
+        "{s} {v}"
+    );
     // Another team's volume does not exist for this team.
     let store = boxd_store::Store::open(d.dir.join("boxd.db")).expect("open the store");
     let team = store.create_team("other").expect("team");
