@@ -24,6 +24,7 @@ mod keys;
 mod schema;
 mod secrets;
 mod settings;
+mod snapshots;
 mod teams;
 
 pub use audit::{AuditEvent, AuditFilter, NewAuditEvent};
@@ -35,6 +36,7 @@ pub use schema::SCHEMA_VERSION;
 pub use secrets::{
     new_placeholder, SealedValue, SecretInfo, StoredAttachHeader, StoredSecret, PLACEHOLDER_PREFIX,
 };
+pub use snapshots::SnapshotRow;
 pub use teams::{Team, DEFAULT_TEAM};
 
 use rusqlite::Connection;
