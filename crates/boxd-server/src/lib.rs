@@ -230,8 +230,11 @@ async fn run(config: Config) -> Result<()> {
         secrets,
     ));
     let st = state.clone();
-    tokio::task::spawn_blocking(move || st.recover())
-        .await
+    tokio::task::spawn_blocking(move || {
+        st.recover()?;
+        api::snapshots::recover(&st)
+    })
+    .await
         .context("re-adopt boxes")??;
     state
         .recover_network()
