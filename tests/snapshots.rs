@@ -86,11 +86,15 @@ fn snapshot_restores_files_env_and_deletions_into_independent_boxes() {
         assert_eq!((code, out.as_str()), (0, want), "box {id}: {err}");
     }
     // Changes in one box appear neither in the other nor in the snapshot.
-    d.sh(&a, "echo changed > tree/g; rm tree/a/b/f; echo new > tree/new");
+    d.sh(
+        &a,
+        "echo changed > tree/g; rm tree/a/b/f; echo new > tree/new",
+    );
     assert_eq!(d.sh(&b, "cat tree/g; ls tree/a/b").1, "two\nf\n");
     let c = restore(&d, &sid);
     assert_eq!(
-        d.sh(&c, "cat tree/g tree/a/b/f; test -e tree/new || echo none").1,
+        d.sh(&c, "cat tree/g tree/a/b/f; test -e tree/new || echo none")
+            .1,
         "two\none\nnone\n"
     );
     // The restored box's env and config came from the snapshot; a create
@@ -107,8 +111,11 @@ fn snapshot_restores_files_env_and_deletions_into_independent_boxes() {
     let s2 = snap(&d, &a, "second");
     let e = restore(&d, s2["id"].as_str().unwrap());
     assert_eq!(
-        d.sh(&e, "cat tree/g tree/second tree/new; test -e tree/a/b/f || echo deleted")
-            .1,
+        d.sh(
+            &e,
+            "cat tree/g tree/second tree/new; test -e tree/a/b/f || echo deleted"
+        )
+        .1,
         "changed\nsecond\nnew\ndeleted\n"
     );
     // Names are unique per team.
@@ -130,9 +137,7 @@ fn twenty_boxes_fork_from_one_snapshot_at_once() {
     let sid = snap(&d, &src, "fork")["id"].as_str().unwrap().to_string();
     let d = &d;
     let ids: Vec<String> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..20)
-            .map(|_| s.spawn(|| restore(d, &sid)))
-            .collect();
+        let hs: Vec<_> = (0..20).map(|_| s.spawn(|| restore(d, &sid))).collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     for (i, id) in ids.iter().enumerate() {
@@ -155,14 +160,13 @@ fn a_snapshot_in_use_is_hidden_on_delete_and_freed_with_its_last_box() {
     assert_eq!(s, 200, "{v}");
     // Gone from the lists and not restorable, but the box using it works.
     assert!(snapshot_ids(&d).is_empty());
-    assert!(d
-        .get(&format!("/v2/box/{src}/snapshots"))
-        .1["snapshots"]
+    assert!(d.get(&format!("/v2/box/{src}/snapshots")).1["snapshots"]
         .as_array()
         .unwrap()
         .is_empty());
     assert_eq!(
-        d.post("/v2/box/from-snapshot", json!({"snapshot_id": sid})).0,
+        d.post("/v2/box/from-snapshot", json!({"snapshot_id": sid}))
+            .0,
         404
     );
     assert_eq!(snapshot_dirs(&d), vec![sid.clone()]);
@@ -173,7 +177,11 @@ fn a_snapshot_in_use_is_hidden_on_delete_and_freed_with_its_last_box() {
     assert_eq!(d.delete(&format!("/v2/box/{user}")).0, 200);
     assert!(!snapshot_dirs(&d).contains(&sid), "{:?}", snapshot_dirs(&d));
     // Bulk delete: {} deletes all (TS), unused ones are freed at once.
-    let (s, v) = d.call(reqwest::Method::DELETE, "/v2/box/snapshots", Some(json!({})));
+    let (s, v) = d.call(
+        reqwest::Method::DELETE,
+        "/v2/box/snapshots",
+        Some(json!({})),
+    );
     assert_eq!((s, v["deleted"].as_i64()), (200, Some(1)), "{v}");
     assert!(snapshot_ids(&d).is_empty());
     assert!(snapshot_dirs(&d).is_empty(), "{:?}", snapshot_dirs(&d));
@@ -181,7 +189,9 @@ fn a_snapshot_in_use_is_hidden_on_delete_and_freed_with_its_last_box() {
 
 #[test]
 fn kill_9_during_a_snapshot_lists_nothing_half_done() {
-    let Some(mut d) = TestDaemon::start() else { return };
+    let Some(mut d) = TestDaemon::start() else {
+        return;
+    };
     let src = d.create(json!({}));
     // Enough data that the capture takes a moment.
     let (code, _, err) = d.sh(

@@ -223,7 +223,10 @@ fn copy_xattrs(src: &Path, dst: &Path) -> Result<()> {
         }
         return Err(io("list xattrs of", src)(e));
     }
-    for name in names[..n as usize].split(|b| *b == 0).filter(|s| !s.is_empty()) {
+    for name in names[..n as usize]
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+    {
         let cname = CString::new(name).expect("split at NUL");
         let mut val = vec![0u8; 256];
         let mut len;

@@ -235,7 +235,7 @@ async fn run(config: Config) -> Result<()> {
         api::snapshots::recover(&st)
     })
     .await
-        .context("re-adopt boxes")??;
+    .context("re-adopt boxes")??;
     state
         .recover_network()
         .await

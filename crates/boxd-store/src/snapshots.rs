@@ -242,7 +242,9 @@ mod tests {
         // Creating snapshots are never listed or found.
         assert!(store.list_snapshots(&team, None).unwrap().is_empty());
         assert!(store.get_snapshot(&team, "s1").unwrap().is_none());
-        store.finish_snapshot("s1", 42, &serde_json::json!(["l"])).unwrap();
+        store
+            .finish_snapshot("s1", 42, &serde_json::json!(["l"]))
+            .unwrap();
         let got = store.get_snapshot(&team, "one").unwrap().unwrap();
         assert_eq!((got.id.as_str(), got.size_bytes), ("s1", 42));
         // Names are unique among live snapshots of a team.

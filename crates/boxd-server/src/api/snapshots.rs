@@ -152,7 +152,11 @@ pub async fn create(
         allow_net: meta.allow_net.clone(),
     };
     let parent = match &meta.snapshot_id {
-        Some(p) => st.store.snapshot_by_id(p)?.map(Restorable::of).transpose()?,
+        Some(p) => st
+            .store
+            .snapshot_by_id(p)?
+            .map(Restorable::of)
+            .transpose()?,
         None => None,
     };
     let mut snap = SnapshotRow {
