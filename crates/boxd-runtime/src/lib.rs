@@ -9,8 +9,9 @@
 //!
 //! On disk, under the data directory:
 //! `images/<name>/` (manifest + layers), `boxes/<id>/` (`box.json`, the
-//! `upper-N` and `work-N` dirs of each overlay, the agent socket) and `mnt/`
-//! (an empty mountpoint each box covers with a private tmpfs).
+//! `upper-N` and `work-N` dirs of each overlay, the agent socket), `mnt/`
+//! (an empty mountpoint each box covers with a private tmpfs) and
+//! `snapshots/<id>/upper-N` (snapshot layers, see [`snapshot`]).
 
 pub mod cgroup;
 pub mod env;
