@@ -152,10 +152,31 @@ fn twenty_boxes_fork_from_one_snapshot_at_once() {
 #[test]
 fn a_snapshot_in_use_is_hidden_on_delete_and_freed_with_its_last_box() {
     let Some(d) = TestDaemon::start() else { return };
-    let src = d.create(json!({}));
+    let src = d.create(json!({
+        "secrets": {"SNAP_TOKEN": {"hosts": ["api.example.com"], "value": "s3cret-value"}},
+        "attach_headers": {"api.example.com": {"X-Key": "header-value"}},
+    }));
+    assert!(d
+        .sh(&src, "echo $SNAP_TOKEN")
+        .1
+        .starts_with("boxd_placeholder_"));
     d.sh(&src, "echo kept > f");
     let sid = snap(&d, &src, "held")["id"].as_str().unwrap().to_string();
+    // Layers are reachable by host root only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(d.dir.join("snapshots"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
     let user = restore(&d, &sid);
+    // Secrets and attach headers are not carried over.
+    assert_eq!(d.sh(&user, "echo ${SNAP_TOKEN-unset}").1, "unset\n");
+    let (_, v) = d.get(&format!("/v2/box/{user}"));
+    assert!(
+        v.get("secrets").is_none() && v.get("attach_headers").is_none(),
+        "{v}"
+    );
     let (s, v) = d.delete(&format!("/v2/box/{src}/snapshots/{sid}"));
     assert_eq!(s, 200, "{v}");
     // Gone from the lists and not restorable, but the box using it works.

@@ -270,6 +270,12 @@ impl Runtime {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o711))
                 .map_err(RuntimeError::io(format!("chmod {}", p.display())))?;
         }
+        // Snapshot layers hold box files with box-relative owners (box
+        // root's set-id files are host-root owned there): only host root
+        // may enter.
+        let snaps = dd.join("snapshots");
+        std::fs::set_permissions(&snaps, std::fs::Permissions::from_mode(0o700))
+            .map_err(RuntimeError::io(format!("chmod {}", snaps.display())))?;
         if !cfg.agent_path.is_file() {
             return Err(RuntimeError::Setup(format!(
                 "the agent executable {} does not exist",

@@ -336,12 +336,16 @@ async fn create_box(
     let created =
         created.map_err(|e| ApiError::internal(format!("the create task failed: {e}")))?;
     // Nothing of a failed create stays (its veth goes with its netns).
+    let restored = snapshot.is_some();
     let forget = |st: &AppState| {
         if let (Some(net), Some((slot, _))) = (&st.network, &networked) {
             net.detach(&id, *slot);
         }
         if let Err(del) = st.store.delete_box(&caller.team_id, &id) {
             tracing::error!(box_id = %id, error = %del, "cannot remove a failed box's record");
+        }
+        if restored {
+            crate::api::snapshots::collect(st);
         }
         st.metrics.create_done(false, started.elapsed());
     };
