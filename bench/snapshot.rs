@@ -56,8 +56,8 @@ fn main() {
         first_exec(&rt, &tokio, &BoxSpec::new("warm"));
     }
     println!(
-        "{:>8}  {:>10}  {:>12}  {:>14}  {:>14}  {:>6}",
-        "upper", "snapshot", "bytes", "restore→exec", "create→exec", "ratio"
+        "{:>8}  {:>10}  {:>10}  {:>12}  {:>14}  {:>14}  {:>6}",
+        "upper", "snapshot", "frozen", "bytes", "restore→exec", "create→exec", "ratio"
     );
     for (label, mib, files) in [
         ("1 MiB", 1u64, 1u64),
@@ -97,9 +97,10 @@ fn main() {
         let (rm, _) = shared::median_p99(restore);
         let (pm, _) = shared::median_p99(plain);
         println!(
-            "{:>8}  {:>10}  {:>12}  {:>14}  {:>14}  {:>5.2}x",
+            "{:>8}  {:>10}  {:>10}  {:>12}  {:>14}  {:>14}  {:>5.2}x",
             label,
             shared::fmt_dur(snap_time),
+            shared::fmt_dur(captured.frozen),
             captured.bytes,
             shared::fmt_dur(rm),
             shared::fmt_dur(pm),

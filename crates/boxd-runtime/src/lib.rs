@@ -119,6 +119,8 @@ impl BoxSpec {
 pub struct CapturedLayers {
     pub layers: Vec<image::Layer>,
     pub bytes: u64,
+    /// How long the box was frozen (the copy).
+    pub frozen: Duration,
 }
 
 /// What the runtime remembers about a box (`boxes/<id>/box.json`).
@@ -575,6 +577,7 @@ impl Runtime {
         let dest = self.snapshots_dir().join(id);
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir(&tmp).map_err(RuntimeError::io(format!("create {}", tmp.display())))?;
+        let t = std::time::Instant::now();
         let copied = self.frozen(handle, || {
             let mut copier = snapshot::Copier::new(handle.host_root_id());
             for i in 0..image.targets().len() {
@@ -585,6 +588,7 @@ impl Runtime {
             }
             Ok(copier.bytes)
         });
+        let frozen = t.elapsed();
         let published = copied.and_then(|bytes| {
             snapshot::sync_fs(&tmp)?;
             std::fs::rename(&tmp, &dest)
@@ -608,7 +612,11 @@ impl Runtime {
                 target,
             })
             .collect();
-        Ok(CapturedLayers { layers, bytes })
+        Ok(CapturedLayers {
+            layers,
+            bytes,
+            frozen,
+        })
     }
 
     /// Runs `f` with the box frozen; thaws after (unless it was frozen
