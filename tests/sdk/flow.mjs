@@ -270,6 +270,34 @@ async function flow(sdk, workdir) {
       status,
     );
 
+    // ---------------- snapshots ----------------
+    log("[ts] snapshots");
+    await box.exec.command("mkdir -p snapdir && echo snapped > snapdir/f");
+    const snap = await box.snapshot({ name: `${name}-snap` });
+    check("snapshot: status", "ready", snap.status);
+    check("snapshot: box_id", box.id, snap.box_id);
+    checkTrue("snapshot: size reported", snap.size_bytes > 0, snap.size_bytes);
+    checkTrue(
+      "listSnapshots: the snapshot is listed",
+      (await box.listSnapshots()).some((s) => s.id === snap.id),
+      snap.id,
+    );
+    const restored = await Box.fromSnapshot(snap.id, { timeout: REQUEST_TIMEOUT_MS });
+    created.push(restored);
+    run = await restored.exec.command('cat snapdir/f; echo "$SDK_FLOW_VAR"');
+    check("fromSnapshot: files and env of the snapshot", "snapped\nhello-env\n", run.stdout);
+    await restored.delete();
+    deleted.add(restored.id);
+    await box.deleteSnapshot(snap.id);
+    checkTrue(
+      "deleteSnapshot: gone from the list",
+      !(await box.listSnapshots()).some((s) => s.id === snap.id),
+      snap.id,
+    );
+    const snap2 = await box.snapshot({ name: `${name}-snap2` });
+    const bulk = await Box.deleteSnapshots({ snapshotIds: [snap2.id] });
+    check("deleteSnapshots: count", 1, bulk.deleted);
+
     // ---------------- errors ----------------
     log("[ts] errors");
     let err = await boxError("a wrong API key is refused", () =>

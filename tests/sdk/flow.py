@@ -307,6 +307,30 @@ async def flow(kind: str, cls: Any, workdir: str) -> None:
         check_true("get_status: {status: <ready status>}",
                    isinstance(status, dict) and status.get("status") in READY_STATUSES, status)
 
+        # ---------------- snapshots ----------------
+        log(f"[{kind}] snapshots")
+        await maybe(box.exec.command("mkdir -p snapdir && echo snapped > snapdir/f"))
+        snap = await maybe(box.snapshot(name=f"{name}-snap"))
+        check("snapshot: status", "ready", snap.status)
+        check("snapshot: box_id", box.id, snap.box_id)
+        check_true("snapshot: size reported", snap.size_bytes > 0, snap.size_bytes)
+        listed_snaps = await maybe(box.list_snapshots())
+        check_true("list_snapshots: the snapshot is listed",
+                   snap.id in [s.id for s in listed_snaps], listed_snaps)
+        restored = await maybe(cls.from_snapshot(snap.id, timeout=REQUEST_TIMEOUT_MS))
+        created.append(restored)
+        run = await maybe(restored.exec.command('cat snapdir/f; echo "$SDK_FLOW_VAR"'))
+        check("from_snapshot: files and env of the snapshot", "snapped\nhello-env\n", run.stdout)
+        await maybe(restored.delete())
+        deleted.append(restored.id)
+        await maybe(box.delete_snapshot(snap.id))
+        listed_snaps = await maybe(box.list_snapshots())
+        check_true("delete_snapshot: gone from the list",
+                   snap.id not in [s.id for s in listed_snaps], listed_snaps)
+        snap2 = await maybe(box.snapshot(name=f"{name}-snap2"))
+        bulk = await maybe(cls.delete_snapshots(snapshot_ids=[snap2.id]))
+        check("delete_snapshots: count", 1, bulk.get("deleted") if isinstance(bulk, dict) else bulk)
+
         # ---------------- errors ----------------
         log(f"[{kind}] errors")
         e = await expect_box_error(

@@ -141,6 +141,47 @@ pub struct CreateBoxRequest {
     /// "path", "read_only"?}]`.
     #[schema(value_type = Vec<BoxVolume>)]
     pub volumes: Option<Vec<serde_json::Value>>,
+    /// `POST /v2/box/from-snapshot`: the snapshot (id or name) to start from.
+    pub snapshot_id: Option<String>,
+}
+
+/// A snapshot: a box's filesystem changes and config, frozen.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct Snapshot {
+    pub id: String,
+    pub name: String,
+    /// The box it was taken from (it may have been deleted since).
+    pub box_id: String,
+    /// Bytes of file data in the snapshot's own layers.
+    pub size_bytes: i64,
+    /// `creating`, `ready`, `error` or `deleted` (boxd answers once it is `ready`).
+    pub status: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// boxd extension: the runtime (image) a restored box runs.
+    #[serde(default)]
+    pub runtime: String,
+}
+
+/// `POST /v2/box/{id}/snapshots`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct CreateSnapshotRequest {
+    /// Unique among the team's snapshots (default: the snapshot's id).
+    pub name: Option<String>,
+}
+
+/// A list of snapshots.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct SnapshotsResponse {
+    pub snapshots: Vec<Snapshot>,
+}
+
+/// `DELETE /v2/box/snapshots`: `{"ids": [...]}`, or `{}` / `?all=true` for all.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct DeleteSnapshotsRequest {
+    pub ids: Option<Vec<String>>,
 }
 
 /// A volume mounted in a box.

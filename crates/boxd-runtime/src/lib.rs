@@ -12,6 +12,7 @@
 //! `upper-N` and `work-N` dirs of each overlay, the agent socket), `mnt/`
 //! (an empty mountpoint each box covers with a private tmpfs) and
 //! `volumes/<id>/` (volume contents, owned by [`idmap::VOLUME_OWNER`]).
+//! `snapshots/<id>/upper-N` (snapshot layers, see [`snapshot`]).
 
 pub mod cgroup;
 pub mod env;
@@ -20,6 +21,7 @@ pub mod idmap;
 pub mod image;
 pub mod seccomp;
 pub mod setup;
+pub mod snapshot;
 mod spawn;
 
 pub use cgroup::{BoxCgroup, CgroupMode, Limits};
@@ -76,6 +78,10 @@ pub struct BoxSpec {
     /// A CA bundle the box must trust, mounted read-only over its system
     /// bundles.
     pub trust: Option<TrustBundle>,
+    /// Snapshot layers stacked above the image's layers (top-most first;
+    /// each targets one of the image's overlay targets).
+    #[serde(default)]
+    pub snapshot_layers: Vec<image::Layer>,
     /// Volumes mounted into the box (id-mapped: the volume's owner is box
     /// root), after everything else of its root.
     #[serde(default)]
@@ -118,8 +124,19 @@ impl BoxSpec {
             tmp_bytes: 512 << 20,
             trust: None,
             volumes: Vec::new(),
+            snapshot_layers: Vec::new(),
         }
     }
+}
+
+/// What a snapshot capture wrote: its layers (one per overlay of the box)
+/// and the bytes of file data they hold.
+#[derive(Debug, Clone)]
+pub struct CapturedLayers {
+    pub layers: Vec<image::Layer>,
+    pub bytes: u64,
+    /// How long the box was frozen (the copy).
+    pub frozen: Duration,
 }
 
 /// What the runtime remembers about a box (`boxes/<id>/box.json`).
@@ -210,6 +227,9 @@ pub struct Runtime {
     cgroups: CgroupMode,
     slots: Mutex<idmap::Slots>,
     seccomp: Vec<seccomp::EncodedProgram>,
+    /// Boxes frozen for a snapshot: (captures in progress, whether the box
+    /// was frozen before the first of them — then it stays frozen).
+    holds: Mutex<std::collections::HashMap<String, (u32, bool)>>,
 }
 
 fn check_name(s: &str, extra: &[char]) -> bool {
@@ -258,7 +278,7 @@ impl Runtime {
                 "it must not contain ',' or ':' (overlayfs option separators)",
             ));
         }
-        for sub in ["images", "boxes", "mnt", "volumes"] {
+        for sub in ["images", "boxes", "mnt", "volumes", "snapshots"] {
             let p = dd.join(sub);
             std::fs::create_dir_all(&p)
                 .map_err(RuntimeError::io(format!("create {}", p.display())))?;
@@ -268,11 +288,14 @@ impl Runtime {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o711))
                 .map_err(RuntimeError::io(format!("chmod {}", p.display())))?;
         }
-        // Volume contents are reachable by host root only (boxes reach
-        // them through their mounts).
-        let volumes = dd.join("volumes");
-        std::fs::set_permissions(&volumes, std::fs::Permissions::from_mode(0o700))
-            .map_err(RuntimeError::io(format!("chmod {}", volumes.display())))?;
+        // Volume contents (boxes reach them through their mounts) and
+        // snapshot layers (box files with box-relative owners: box root's
+        // set-id files are host-root owned there): only host root may
+        // enter.
+        for p in [dd.join("volumes"), dd.join("snapshots")] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700))
+                .map_err(RuntimeError::io(format!("chmod {}", p.display())))?;
+        }
         if !cfg.agent_path.is_file() {
             return Err(RuntimeError::Setup(format!(
                 "the agent executable {} does not exist",
@@ -283,6 +306,7 @@ impl Runtime {
         cgroups.prepare_parent(&cfg.cgroup_parent)?;
         image::ensure_host_image(&dd.join("images"))?;
         Self::remove_half_created(dd, &cgroups, &cfg.cgroup_parent);
+        Self::remove_unfinished_snapshots(dd);
         let mut slots = idmap::Slots::new(cfg.max_boxes);
         for rec in Self::records(dd) {
             slots.mark(rec.slot);
@@ -294,6 +318,7 @@ impl Runtime {
             cgroups,
             slots: Mutex::new(slots),
             seccomp,
+            holds: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -493,8 +518,15 @@ impl Runtime {
                 let work = dir.join(format!("work-{i}"));
                 mk(&upper, Some(root_id))?;
                 mk(&work, None)?;
+                let mut lowers: Vec<PathBuf> = spec
+                    .snapshot_layers
+                    .iter()
+                    .filter(|l| l.target == target)
+                    .map(|l| l.path.clone())
+                    .collect();
+                lowers.extend(image.lowers(&target));
                 overlays.push(setup::OverlaySpec {
-                    lowers: image.lowers(&target),
+                    lowers,
                     target,
                     upper,
                     work,
@@ -564,6 +596,145 @@ impl Runtime {
             return Err(RuntimeError::io("write box.json")(e));
         }
         Ok(handle)
+    }
+
+    fn snapshots_dir(&self) -> PathBuf {
+        self.cfg.data_dir.join("snapshots")
+    }
+
+    /// Removes `snapshots/.tmp-*`: captures a crash cut short.
+    fn remove_unfinished_snapshots(data_dir: &Path) {
+        let Ok(rd) = std::fs::read_dir(data_dir.join("snapshots")) else {
+            return;
+        };
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                tracing::warn!(dir = %e.path().display(), "removing an unfinished snapshot");
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+
+    /// Ids of the snapshot layer directories on disk (finished captures).
+    pub fn snapshot_dirs(&self) -> Vec<String> {
+        let Ok(rd) = std::fs::read_dir(self.snapshots_dir()) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect()
+    }
+
+    /// Removes a snapshot's layers (nothing may use them any more).
+    pub fn remove_snapshot(&self, id: &str) -> Result<()> {
+        if !check_name(id, &['_']) {
+            return Err(RuntimeError::InvalidId(id.to_string()));
+        }
+        let dir = self.snapshots_dir().join(id);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(RuntimeError::io(format!("remove {}", dir.display()))(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Captures the box's overlay upper dirs into snapshot `id`'s layers
+    /// (`snapshots/<id>/upper-N`). The box is frozen while its files are
+    /// copied and thawed afterwards, also on error (a box that was already
+    /// frozen, e.g. paused, stays frozen). The layers are synced and
+    /// renamed into place before this returns; a crash leaves only a
+    /// `.tmp-<id>` dir, removed at the next start.
+    pub fn snapshot(&self, handle: &BoxHandle, id: &str) -> Result<CapturedLayers> {
+        if !check_name(id, &['_']) {
+            return Err(RuntimeError::InvalidId(id.to_string()));
+        }
+        let image = image::load(&self.cfg.data_dir.join("images"), &handle.record.image)?;
+        let box_dir = self.boxes_dir().join(&handle.record.id);
+        let tmp = self.snapshots_dir().join(format!(".tmp-{id}"));
+        let dest = self.snapshots_dir().join(id);
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir(&tmp).map_err(RuntimeError::io(format!("create {}", tmp.display())))?;
+        let t = std::time::Instant::now();
+        let copied = self.frozen(handle, || {
+            let mut copier = snapshot::Copier::new(handle.host_root_id());
+            for i in 0..image.targets().len() {
+                copier.copy_tree(
+                    &box_dir.join(format!("upper-{i}")),
+                    &tmp.join(format!("upper-{i}")),
+                )?;
+            }
+            Ok(copier.bytes)
+        });
+        let frozen = t.elapsed();
+        let published = copied.and_then(|bytes| {
+            snapshot::sync_fs(&tmp)?;
+            std::fs::rename(&tmp, &dest)
+                .map_err(RuntimeError::io(format!("rename to {}", dest.display())))?;
+            snapshot::sync_fs(&self.snapshots_dir())?;
+            Ok(bytes)
+        });
+        let bytes = match published {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
+        };
+        let layers = image
+            .targets()
+            .into_iter()
+            .enumerate()
+            .map(|(i, target)| image::Layer {
+                path: dest.join(format!("upper-{i}")),
+                target,
+            })
+            .collect();
+        Ok(CapturedLayers {
+            layers,
+            bytes,
+            frozen,
+        })
+    }
+
+    /// Runs `f` with the box frozen; thaws after (unless it was frozen
+    /// before, or another capture still holds it).
+    fn frozen<T>(&self, handle: &BoxHandle, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let id = handle.record.id.clone();
+        {
+            let mut holds = self.holds.lock().unwrap_or_else(|p| p.into_inner());
+            match holds.get_mut(&id) {
+                Some((n, _)) => *n += 1,
+                None => {
+                    let was = handle.record.cgroup.is_frozen().unwrap_or(false);
+                    if !was {
+                        handle.freeze()?;
+                    }
+                    holds.insert(id.clone(), (1, was));
+                }
+            }
+        }
+        let out = f();
+        let mut holds = self.holds.lock().unwrap_or_else(|p| p.into_inner());
+        let thaw = match holds.get_mut(&id) {
+            Some((n, was)) => {
+                *n -= 1;
+                let thaw = *n == 0 && !*was;
+                if *n == 0 {
+                    holds.remove(&id);
+                }
+                thaw
+            }
+            None => false,
+        };
+        if thaw {
+            if let Err(e) = handle.thaw() {
+                tracing::error!(box_id = %id, error = %e, "cannot thaw a box after a snapshot");
+                return out.and(Err(e));
+            }
+        }
+        out
     }
 
     /// Re-attaches to a box from its record (after a daemon restart). A box

@@ -230,9 +230,12 @@ async fn run(config: Config) -> Result<()> {
         secrets,
     ));
     let st = state.clone();
-    tokio::task::spawn_blocking(move || st.recover())
-        .await
-        .context("re-adopt boxes")??;
+    tokio::task::spawn_blocking(move || {
+        st.recover()?;
+        api::snapshots::recover(&st)
+    })
+    .await
+    .context("re-adopt boxes")??;
     let st = state.clone();
     tokio::task::spawn_blocking(move || api::volumes::recover(&st))
         .await

@@ -41,6 +41,10 @@ pub struct AppState {
     /// Master keys, boxd's CA and the trust bundle.
     pub secrets: Secrets,
     boxes: RwLock<HashMap<String, Arc<LiveBox>>>,
+    /// Held while a box starts using a snapshot (its record is written)
+    /// and while deleted snapshots are freed, so a snapshot never loses
+    /// its files between a restore's lookup and its record.
+    pub snapshot_refs: std::sync::Mutex<()>,
     /// The newest audit `seq`, so followers wake up when it grows.
     audit_seq: watch::Sender<i64>,
 }
@@ -67,6 +71,10 @@ pub struct BoxMeta {
     /// Volumes mounted at create.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<boxd_api::BoxVolume>,
+    /// The snapshot the box was restored from: its layers lie below the
+    /// box's own, so the snapshot stays while the box exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
 }
 
 impl BoxMeta {
@@ -211,6 +219,7 @@ impl AppState {
             secrets,
             metrics: Metrics::new(),
             boxes: RwLock::new(HashMap::new()),
+            snapshot_refs: std::sync::Mutex::new(()),
             audit_seq: watch::channel(0).0,
         }
     }

@@ -24,6 +24,7 @@ mod keys;
 mod schema;
 mod secrets;
 mod settings;
+mod snapshots;
 mod teams;
 mod volumes;
 
@@ -36,6 +37,7 @@ pub use schema::SCHEMA_VERSION;
 pub use secrets::{
     new_placeholder, SealedValue, SecretInfo, StoredAttachHeader, StoredSecret, PLACEHOLDER_PREFIX,
 };
+pub use snapshots::SnapshotRow;
 pub use teams::{Team, DEFAULT_TEAM};
 pub use volumes::{BoxVolumeRow, VolumeRow};
 

@@ -148,6 +148,28 @@ CREATE TABLE box_volumes (
 ) STRICT;
 CREATE INDEX box_volumes_by_volume ON box_volumes(volume_id);
 "#,
+    // snapshots: a box's filesystem changes frozen into immutable layers
+    // plus its config. `state` is 'creating' while the files are written
+    // (never listed; removed at start), 'ready', or 'deleted' (hidden from
+    // lists, kept while a box or a child snapshot still uses its layers).
+    // Names are unique per team among snapshots not deleted.
+    r#"
+CREATE TABLE snapshots (
+    id          TEXT PRIMARY KEY NOT NULL,
+    team_id     TEXT NOT NULL REFERENCES teams(id),
+    name        TEXT NOT NULL,
+    box_id      TEXT NOT NULL,
+    parent_id   TEXT,
+    state       TEXT NOT NULL CHECK (state IN ('creating', 'ready', 'deleted')),
+    size_bytes  INTEGER NOT NULL DEFAULT 0,
+    runtime     TEXT NOT NULL,
+    spec_json   TEXT NOT NULL,
+    layers_json TEXT NOT NULL DEFAULT '[]',
+    created_at  INTEGER NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX snapshots_name ON snapshots(team_id, name) WHERE state != 'deleted';
+CREATE INDEX snapshots_by_parent ON snapshots(parent_id);
+"#,
 ];
 
 /// The schema version this build of the store writes.

@@ -174,22 +174,78 @@ pub async fn create(
     caller: Caller,
     Json(req): Json<CreateBoxRequest>,
 ) -> ApiResult<Json<BoxData>> {
+    create_box(st, caller, req).await
+}
+
+#[utoipa::path(post, path = "/v2/box/from-snapshot", tag = "snapshots", request_body = CreateBoxRequest,
+    responses((status = 200, body = BoxData), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+/// Creates a box whose filesystem starts as the snapshot's (`snapshot_id`:
+/// id or name) and whose env, size, network policy, allow_net and
+/// metadata default to the snapshot's; fields of the request win.
+pub async fn from_snapshot(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Json(req): Json<CreateBoxRequest>,
+) -> ApiResult<Json<BoxData>> {
+    if req.snapshot_id.as_deref().unwrap_or("").is_empty() {
+        return Err(ApiError::bad_request("snapshot_id is required"));
+    }
+    create_box(st, caller, req).await
+}
+
+async fn create_box(
+    st: Arc<AppState>,
+    caller: Caller,
+    req: CreateBoxRequest,
+) -> ApiResult<Json<BoxData>> {
     let started = Instant::now();
     refuse_later_features(&req)?;
     if let Some(name) = &req.name {
         check_name(name)?;
     }
+    let snapshot = match req.snapshot_id.as_deref().filter(|s| !s.is_empty()) {
+        Some(sid) => Some(crate::api::snapshots::Restorable::of(
+            crate::api::snapshots::find(&st, &caller, sid)?,
+        )?),
+        None => None,
+    };
     let labels = check_labels(req.labels.as_deref().unwrap_or_default())?;
-    let metadata = req.metadata.clone().unwrap_or_default();
+    let mut metadata = snapshot
+        .as_ref()
+        .map(|s| s.spec.metadata.clone())
+        .unwrap_or_default();
+    metadata.extend(req.metadata.clone().unwrap_or_default());
     check_metadata(&metadata)?;
-    let size = req.size.unwrap_or_default();
-    let runtime = req.runtime.clone().unwrap_or_else(|| "host".into());
-    // The team's global env first; the box's own values win.
+    let size = req
+        .size
+        .or(snapshot.as_ref().map(|s| s.spec.size))
+        .unwrap_or_default();
+    let runtime = match (&snapshot, &req.runtime) {
+        (Some(s), Some(r)) if *r != s.row.runtime => {
+            return Err(ApiError::bad_request(format!(
+                "snapshot {} was taken from a {} box; a box restored from it runs {} (got runtime {r:?})",
+                s.row.id, s.row.runtime, s.row.runtime
+            )))
+        }
+        (Some(s), _) => s.row.runtime.clone(),
+        (None, r) => r.clone().unwrap_or_else(|| "host".into()),
+    };
+    // The team's global env first, then the snapshot's; the box's own values win.
     let mut env = st.store.team_env(&caller.team_id)?;
+    if let Some(s) = &snapshot {
+        env.extend(s.spec.env.clone());
+    }
     env.extend(req.env_vars.clone().unwrap_or_default());
     boxd_runtime::env::validate(&env)?;
-    let (network_policy, allow_net) =
-        check_egress(req.network_policy.as_ref(), req.allow_net.as_deref())?;
+    let (policy_in, allow_in) = match &snapshot {
+        Some(s) => (
+            req.network_policy.clone().or(s.spec.network_policy.clone()),
+            req.allow_net.clone().or(s.spec.allow_net.clone()),
+        ),
+        None => (req.network_policy.clone(), req.allow_net.clone()),
+    };
+    let (network_policy, allow_net) = check_egress(policy_in.as_ref(), allow_in.as_deref())?;
     let rules = secret_rules(&st, &caller, &req, &env)?;
     let (attach_headers, secrets) = crate::secrets::public_view(&rules);
     let volumes = super::volumes::parse_box_volumes(&st, &caller, req.volumes.as_deref())?;
@@ -204,10 +260,11 @@ pub async fn create(
         attach_headers,
         secrets,
         volumes: volumes.iter().map(|(_, m)| m.clone()).collect(),
+        snapshot_id: snapshot.as_ref().map(|s| s.row.id.clone()),
     };
     let spec_json = serde_json::to_value(&meta)
         .map_err(|e| ApiError::internal(format!("encode the box spec: {e}")))?;
-    let mut row = st.store.insert_box(&NewBox {
+    let new_box = NewBox {
         id: id.clone(),
         team_id: caller.team_id.clone(),
         name: req.name.clone(),
@@ -215,7 +272,22 @@ pub async fn create(
         runtime: runtime.clone(),
         spec: spec_json,
         labels,
-    })?;
+    };
+    let mut row = match &snapshot {
+        // The record that holds the snapshot is written while no delete
+        // can free it, and only if it is still there.
+        Some(s) => {
+            let _held = st.snapshot_refs.lock().unwrap_or_else(|p| p.into_inner());
+            if st.store.get_snapshot(&caller.team_id, &s.row.id)?.is_none() {
+                return Err(ApiError::not_found(format!(
+                    "snapshot {} not found",
+                    s.row.id
+                )));
+            }
+            st.store.insert_box(&new_box)?
+        }
+        None => st.store.insert_box(&new_box)?,
+    };
 
     // A volume deleted since it was checked fails the create here.
     if let Err(e) = st
@@ -235,6 +307,9 @@ pub async fn create(
     let mut spec = BoxSpec::new(&id);
     spec.runtime = runtime;
     spec.env = env;
+    if let Some(s) = &snapshot {
+        spec.snapshot_layers = s.layers.clone();
+    }
     for s in rules.secrets() {
         spec.env.insert(s.name.clone(), s.placeholder.clone());
     }
@@ -272,12 +347,16 @@ pub async fn create(
     let created =
         created.map_err(|e| ApiError::internal(format!("the create task failed: {e}")))?;
     // Nothing of a failed create stays (its veth goes with its netns).
+    let restored = snapshot.is_some();
     let forget = |st: &AppState| {
         if let (Some(net), Some((slot, _))) = (&st.network, &networked) {
             net.detach(&id, *slot);
         }
         if let Err(del) = st.store.delete_box(&caller.team_id, &id) {
             tracing::error!(box_id = %id, error = %del, "cannot remove a failed box's record");
+        }
+        if restored {
+            crate::api::snapshots::collect(st);
         }
         st.metrics.create_done(false, started.elapsed());
     };
@@ -499,6 +578,9 @@ async fn delete_row(st: &Arc<AppState>, caller: &Caller, row: &BoxRow) -> ApiRes
         }
     }
     st.store.delete_box(&caller.team_id, &row.id)?;
+    if BoxMeta::of(row).snapshot_id.is_some() {
+        crate::api::snapshots::collect(st);
+    }
     st.audit(
         &caller.team_id,
         Some(caller),

@@ -1,5 +1,5 @@
 //! Endpoints of the Upstash Box API that later parts of boxd own (pause and
-//! resume, snapshots, git, coding agents, schedules,
+//! resume, git, coding agents, schedules,
 //! previews, exec sessions, …). Each answers 501 with a JSON error naming
 //! the feature: never a fake success.
 
@@ -13,11 +13,6 @@ use crate::state::AppState;
 pub const ROUTES: &[(&str, &str)] = &[
     ("/v2/box/{id}/pause", "pausing boxes"),
     ("/v2/box/{id}/resume", "resuming boxes"),
-    ("/v2/box/{id}/snapshots", "snapshots"),
-    ("/v2/box/{id}/snapshots/{*rest}", "snapshots"),
-    ("/v2/box/snapshots", "snapshots"),
-    ("/v2/box/snapshots/{*rest}", "snapshots"),
-    ("/v2/box/from-snapshot", "snapshots"),
     ("/v2/box/{id}/startup", "init commands"),
     ("/v2/box/{id}/config/model", "coding agents"),
     ("/v2/box/{id}/config/custom-runner", "coding agents"),

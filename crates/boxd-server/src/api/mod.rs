@@ -12,6 +12,7 @@ pub mod exec;
 pub mod files;
 pub mod later;
 pub mod settings;
+pub mod snapshots;
 pub mod volumes;
 
 use crate::error::{json_errors, ApiError, ApiResult};
@@ -19,7 +20,7 @@ use crate::state::AppState;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use boxd_api::Health;
 use std::sync::Arc;
@@ -46,6 +47,14 @@ use utoipa::OpenApi;
         boxes::list_labels,
         boxes::logs,
         boxes::set_network_policy,
+        boxes::from_snapshot,
+        snapshots::create,
+        snapshots::list_of_box,
+        snapshots::list,
+        snapshots::get,
+        snapshots::delete_of_box,
+        snapshots::delete,
+        snapshots::delete_many,
         exec::exec,
         exec::exec_stream,
         exec::code,
@@ -137,6 +146,23 @@ pub fn router(st: Arc<AppState>) -> Router {
         .route(
             "/v2/box/settings/env/{key}",
             axum::routing::put(settings::set).delete(settings::delete),
+        )
+        .route(
+            "/v2/box/snapshots",
+            get(snapshots::list).delete(snapshots::delete_many),
+        )
+        .route(
+            "/v2/box/snapshots/{sid}",
+            get(snapshots::get).delete(snapshots::delete),
+        )
+        .route("/v2/box/from-snapshot", post(boxes::from_snapshot))
+        .route(
+            "/v2/box/{id}/snapshots",
+            get(snapshots::list_of_box).post(snapshots::create),
+        )
+        .route(
+            "/v2/box/{id}/snapshots/{sid}",
+            delete(snapshots::delete_of_box),
         )
         .route("/v2/box/{id}", get(boxes::get).delete(boxes::delete))
         .route("/v2/box/{id}/status", get(boxes::status))
