@@ -329,6 +329,10 @@ mod tests {
             allow_net: None,
             attach_headers: BTreeMap::new(),
             secrets: BTreeMap::new(),
+            ephemeral: false,
+            expires_at: None,
+            total_cpu_ns: None,
+            last_activity_at: None,
         }
     }
 
