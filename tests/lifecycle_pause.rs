@@ -218,11 +218,14 @@ fn a_box_paused_when_the_daemon_is_killed_comes_back() {
                 .header("X-Box-Api-Key", key)
                 .send();
         });
-        if round > 0 {
+        let sent = if round > 0 {
             let _ = sent.join();
-        }
+            None
+        } else {
+            Some(sent)
+        };
         d.kill9();
-        if round == 0 {
+        if let Some(sent) = sent {
             let _ = sent.join();
         }
         d.start_again();
