@@ -192,9 +192,9 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         json!({"attach_headers": {"api.example.com": {"Host": "sekrit-2"}}}),
     );
     assert!(s == 400 && !v.to_string().contains("sekrit"), "{v}");
-    let (s, v) = d.post(&format!("/v2/box/{id}/pause"), json!({}));
+    let (s, v) = d.post(&format!("/v2/box/{id}/schedules"), json!({}));
     assert!(
-        s == 501 && v["error"].as_str().unwrap().contains("paus"),
+        s == 501 && v["error"].as_str().unwrap().contains("schedules"),
         "{v}"
     );
     let (s, _) = d.get(&format!("/v2/box/{id}/git/status"));
