@@ -270,6 +270,21 @@ async function flow(sdk, workdir) {
       status,
     );
 
+    // ---------------- pause / resume ----------------
+    log("[ts] pause / resume");
+    await box.pause();
+    check("pause: status paused", "paused", (await box.getStatus()).status);
+    await box.pause();
+    check("pause twice: still paused", "paused", (await box.getStatus()).status);
+    run = await box.exec.command("echo after-pause");
+    check("exec on a paused box resumes it", "after-pause\n", run.stdout);
+    check("exec resumed: status running", "running", (await box.getStatus()).status);
+    await box.pause();
+    await box.resume();
+    check("resume: status running", "running", (await box.getStatus()).status);
+    await box.resume();
+    check("resume twice: still running", "running", (await box.getStatus()).status);
+
     // ---------------- errors ----------------
     log("[ts] errors");
     let err = await boxError("a wrong API key is refused", () =>

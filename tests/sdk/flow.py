@@ -307,6 +307,22 @@ async def flow(kind: str, cls: Any, workdir: str) -> None:
         check_true("get_status: {status: <ready status>}",
                    isinstance(status, dict) and status.get("status") in READY_STATUSES, status)
 
+        # ---------------- pause / resume ----------------
+        log(f"[{kind}] pause / resume")
+        await maybe(box.pause())
+        check("pause: status paused", "paused", (await maybe(box.get_status()))["status"])
+        await maybe(box.pause())
+        check("pause twice: still paused", "paused", (await maybe(box.get_status()))["status"])
+        run = await maybe(box.exec.command("echo after-pause"))
+        check("exec on a paused box resumes it", "after-pause\n", run.stdout)
+        check("exec resumed: status running", "running",
+              (await maybe(box.get_status()))["status"])
+        await maybe(box.pause())
+        await maybe(box.resume())
+        check("resume: status running", "running", (await maybe(box.get_status()))["status"])
+        await maybe(box.resume())
+        check("resume twice: still running", "running", (await maybe(box.get_status()))["status"])
+
         # ---------------- errors ----------------
         log(f"[{kind}] errors")
         e = await expect_box_error(
