@@ -59,15 +59,17 @@ fn main() {
     );
     let mut http = daemon.http();
     let id = http.create();
-    let script = format!(
-        "for i in $(seq {PROCESSES}); do nohup sleep 100000 >/dev/null 2>&1 & done"
-    );
+    let script =
+        format!("for i in $(seq {PROCESSES}); do nohup sleep 100000 >/dev/null 2>&1 & done");
     let body = serde_json::json!({"command": ["sh", "-c", script]}).to_string();
     let (s, out) = http.call("POST", &format!("/v2/box/{id}/exec"), &body);
     assert!(s == 200 && out.contains("\"exit_code\":0"), "start: {out}");
     let count = serde_json::json!({"command": ["sh", "-c", "pgrep -c sleep"]}).to_string();
     let (_, out) = http.call("POST", &format!("/v2/box/{id}/exec"), &count);
-    assert!(out.contains(&format!("\"{PROCESSES}\\n\"")), "processes: {out}");
+    assert!(
+        out.contains(&format!("\"{PROCESSES}\\n\"")),
+        "processes: {out}"
+    );
 
     let (mut pauses, mut resumes) = (Vec::new(), Vec::new());
     for _ in 0..5 {
@@ -102,7 +104,10 @@ fn main() {
     println!("|---|---|---|---|");
     row("`POST /pause` round trip (HTTP)", &pauses);
     row("`POST /resume` round trip (HTTP)", &resumes);
-    row("freeze, as recorded by boxd (store write + freezer)", &frozen);
+    row(
+        "freeze, as recorded by boxd (store write + freezer)",
+        &frozen,
+    );
     row("thaw, as recorded by boxd (store write + freezer)", &thawed);
     row("exec `true` on a paused box (auto-resume)", &auto);
     row("exec `true` on a running box", &plain);
