@@ -330,6 +330,10 @@ mod tests {
             attach_headers: BTreeMap::new(),
             secrets: BTreeMap::new(),
             volumes: Vec::new(),
+            ephemeral: false,
+            expires_at: None,
+            total_cpu_ns: None,
+            last_activity_at: None,
         }
     }
 

@@ -54,6 +54,12 @@ impl TestDaemon {
     /// pools; its upstream DNS is a closed loopback port unless the test
     /// sets `upstream_dns`, so nothing ever leaves the machine.
     pub fn start_with_network(network_toml: &str) -> Option<TestDaemon> {
+        Self::start_with_config("", network_toml)
+    }
+
+    /// Like [`TestDaemon::start_with_network`], with `top_toml` (top-level
+    /// keys, e.g. `idle_pause_secs = 2`) at the head of the config file.
+    pub fn start_with_config(top_toml: &str, network_toml: &str) -> Option<TestDaemon> {
         if !nix::unistd::geteuid().is_root() {
             eprintln!("SKIPPED: boxd serve needs root (boxes need user namespaces, overlayfs, cgroups); run the tests as root");
             return None;
@@ -71,7 +77,7 @@ impl TestDaemon {
             None => (network_toml, ""),
         };
         let config = format!(
-            "[network]\ntable = \"{nft_table}\"\ninterface_prefix = \"{ifname_prefix}\"\n\
+            "{top_toml}\n[network]\ntable = \"{nft_table}\"\ninterface_prefix = \"{ifname_prefix}\"\n\
              ipv4_pool = \"10.{}.{n}.0/24\"\nipv6_pool = \"fd42:b0c7:{:x}::/48\"\n{}{extra_keys}\n{tables}\n",
             100 + pid,
             (pid << 8) | n,

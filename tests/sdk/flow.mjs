@@ -297,6 +297,20 @@ async function flow(sdk, workdir) {
     const snap2 = await box.snapshot({ name: `${name}-snap2` });
     const bulk = await Box.deleteSnapshots({ snapshotIds: [snap2.id] });
     check("deleteSnapshots: count", 1, bulk.deleted);
+    // ---------------- pause / resume ----------------
+    log("[ts] pause / resume");
+    await box.pause();
+    check("pause: status paused", "paused", (await box.getStatus()).status);
+    await box.pause();
+    check("pause twice: still paused", "paused", (await box.getStatus()).status);
+    run = await box.exec.command("echo after-pause");
+    check("exec on a paused box resumes it", "after-pause\n", run.stdout);
+    check("exec resumed: status running", "running", (await box.getStatus()).status);
+    await box.pause();
+    await box.resume();
+    check("resume: status running", "running", (await box.getStatus()).status);
+    await box.resume();
+    check("resume twice: still running", "running", (await box.getStatus()).status);
 
     // ---------------- errors ----------------
     log("[ts] errors");

@@ -330,6 +330,21 @@ async def flow(kind: str, cls: Any, workdir: str) -> None:
         snap2 = await maybe(box.snapshot(name=f"{name}-snap2"))
         bulk = await maybe(cls.delete_snapshots(snapshot_ids=[snap2.id]))
         check("delete_snapshots: count", 1, bulk.get("deleted") if isinstance(bulk, dict) else bulk)
+        # ---------------- pause / resume ----------------
+        log(f"[{kind}] pause / resume")
+        await maybe(box.pause())
+        check("pause: status paused", "paused", (await maybe(box.get_status()))["status"])
+        await maybe(box.pause())
+        check("pause twice: still paused", "paused", (await maybe(box.get_status()))["status"])
+        run = await maybe(box.exec.command("echo after-pause"))
+        check("exec on a paused box resumes it", "after-pause\n", run.stdout)
+        check("exec resumed: status running", "running",
+              (await maybe(box.get_status()))["status"])
+        await maybe(box.pause())
+        await maybe(box.resume())
+        check("resume: status running", "running", (await maybe(box.get_status()))["status"])
+        await maybe(box.resume())
+        check("resume twice: still running", "running", (await maybe(box.get_status()))["status"])
 
         # ---------------- errors ----------------
         log(f"[{kind}] errors")

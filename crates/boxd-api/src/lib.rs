@@ -260,6 +260,21 @@ pub struct BoxData {
     /// boxd extension: the volumes the box mounts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<BoxVolume>,
+    /// True for boxes created with `ephemeral: true`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ephemeral: bool,
+    /// When the box is deleted (unix seconds); absent for boxes without a
+    /// lifetime (`ttl`, `timeout`, `ephemeral`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    /// CPU time the box's processes have used, in nanoseconds (from its
+    /// cgroup); absent when the box's processes are gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_cpu_ns: Option<u64>,
+    /// The last exec, stream or file call (unix seconds); absent before
+    /// the first one since the daemon started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_activity_at: Option<i64>,
 }
 
 /// JSON holding secret values, as received: its `Debug` never shows it,
@@ -299,6 +314,18 @@ pub struct AttachHeadersResponse {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct StatusResponse {
     pub status: BoxStatus,
+    /// boxd extension: CPU time used by the box so far, in nanoseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_cpu_ns: Option<u64>,
+}
+
+/// `GET /v2/box/{id}/startup` and the body of `PUT`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct StartupRequest {
+    /// A shell command (`sh -c`), run at create and whenever the daemon
+    /// re-adopts the box; empty when none is set.
+    pub init_command: String,
 }
 
 /// `DELETE /v2/box` (bulk).
@@ -564,6 +591,10 @@ mod tests {
             attach_headers: BTreeMap::new(),
             secrets: BTreeMap::new(),
             volumes: Vec::new(),
+            ephemeral: false,
+            expires_at: None,
+            total_cpu_ns: None,
+            last_activity_at: None,
         };
         let v = serde_json::to_value(&data).unwrap();
         assert_eq!(v["status"], "running");

@@ -16,7 +16,8 @@ pub struct ServeArgs {
     #[arg(long, env = "BOXD_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// TOML config file (keys: listen, log_format, cgroup_parent,
-    /// max_json_body_bytes, max_upload_bytes, master_key_file, and the
+    /// max_json_body_bytes, max_upload_bytes, master_key_file,
+    /// idle_pause_secs, and the
     /// [network] and [tls] tables).
     #[arg(long, env = "BOXD_CONFIG")]
     pub config: Option<PathBuf>,
@@ -46,6 +47,7 @@ struct FileConfig {
     max_json_body_bytes: Option<usize>,
     max_upload_bytes: Option<usize>,
     master_key_file: Option<PathBuf>,
+    idle_pause_secs: Option<u64>,
     network: Option<NetworkSettings>,
     tls: Option<TlsSettings>,
 }
@@ -78,6 +80,9 @@ pub struct Config {
     /// `[tls] extra_roots`: roots trusted when verifying upstreams,
     /// besides the system's.
     pub extra_roots: Vec<PathBuf>,
+    /// A box without `keep_alive` and with no exec, stream or file call
+    /// for this long is paused (0: never) [default: 600].
+    pub idle_pause_secs: u64,
 }
 
 impl Config {
@@ -129,6 +134,7 @@ impl Config {
             cgroup_parent,
             max_json_body_bytes: file.max_json_body_bytes.unwrap_or(16 << 20),
             max_upload_bytes: file.max_upload_bytes.unwrap_or(1 << 30),
+            idle_pause_secs: file.idle_pause_secs.unwrap_or(600),
         })
     }
 }

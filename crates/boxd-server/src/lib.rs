@@ -9,6 +9,7 @@
 mod api;
 mod config;
 mod error;
+mod lifecycle;
 mod metrics;
 mod paths;
 mod secrets;
@@ -244,6 +245,13 @@ async fn run(config: Config) -> Result<()> {
         .recover_network()
         .await
         .context("restore the networks of adopted boxes")?;
+    // Boxes that expired while boxd was down go before anything is served;
+    // then the sweeper keeps deleting expired boxes and pausing idle ones.
+    state.sweep().await;
+    state
+        .run_inits_after_restart()
+        .context("run the init commands of adopted boxes")?;
+    let sweeper = tokio::spawn(state.clone().sweep_forever());
     // Network audit events, written in batches off the async threads.
     let st = state.clone();
     let mut recorder = tokio::spawn(async move {
@@ -276,6 +284,7 @@ async fn run(config: Config) -> Result<()> {
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => tracing::warn!("closing the connections still open after the grace period"),
     }
+    sweeper.abort();
     if let Some(net) = &state.network {
         net.shutdown()
             .await

@@ -1,5 +1,5 @@
 //! Prometheus metrics (`GET /metrics`): boxes by state, exec count and
-//! latency, create latency.
+//! latency, create latency, pauses and resumes, expiries, box CPU time.
 //!
 //! Owns the metric registry. Labels are fixed, low-cardinality words
 //! (never box ids, commands, paths or any value a user supplied).
@@ -30,6 +30,14 @@ struct OutcomeLabel {
     outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LifecycleLabel {
+    /// `pause` or `resume`.
+    op: String,
+    /// `api`, `auto` or `idle`.
+    reason: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     boxes: Family<StateLabel, Gauge>,
@@ -37,6 +45,10 @@ pub struct Metrics {
     exec_seconds: Histogram,
     creates: Family<OutcomeLabel, Counter>,
     create_seconds: Histogram,
+    lifecycle: Family<LifecycleLabel, Counter>,
+    lifecycle_seconds: Histogram,
+    expirations: Counter,
+    cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -71,7 +83,36 @@ impl Metrics {
             "Time from a create request to a running box",
             create_seconds.clone(),
         );
+        let lifecycle = Family::<LifecycleLabel, Counter>::default();
+        // 10 µs .. ~5 s.
+        let lifecycle_seconds = Histogram::new(exponential_buckets(0.00001, 2.0, 20));
+        let expirations = Counter::default();
+        let cpu_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "box_lifecycle",
+            "Box pauses and resumes by reason (api, auto, idle)",
+            lifecycle.clone(),
+        );
+        registry.register(
+            "box_lifecycle_duration_seconds",
+            "Time to freeze or thaw a box",
+            lifecycle_seconds.clone(),
+        );
+        registry.register(
+            "box_expirations",
+            "Boxes deleted because their lifetime ended",
+            expirations.clone(),
+        );
+        registry.register(
+            "box_cpu_seconds",
+            "CPU time used so far by the boxes that exist now (from their cgroups)",
+            cpu_seconds.clone(),
+        );
         Metrics {
+            lifecycle,
+            lifecycle_seconds,
+            expirations,
+            cpu_seconds,
             registry,
             boxes,
             execs,
@@ -100,8 +141,24 @@ impl Metrics {
         }
     }
 
-    /// The exposition text, with the box counts as of now.
-    pub fn render(&self, counts: &[(BoxState, i64)]) -> String {
+    pub fn lifecycle_done(&self, op: &str, reason: &str, took: Duration) {
+        self.lifecycle
+            .get_or_create(&LifecycleLabel {
+                op: op.into(),
+                reason: reason.into(),
+            })
+            .inc();
+        self.lifecycle_seconds.observe(took.as_secs_f64());
+    }
+
+    pub fn expired(&self) {
+        self.expirations.inc();
+    }
+
+    /// The exposition text, with the box counts and the boxes' CPU time
+    /// (nanoseconds) as of now.
+    pub fn render(&self, counts: &[(BoxState, i64)], cpu_ns: u64) -> String {
+        self.cpu_seconds.set(cpu_ns as f64 / 1e9);
         for state in BoxState::ALL {
             let n = counts
                 .iter()

@@ -22,12 +22,53 @@ use boxd_store::{BoxRow, BoxState, NewAuditEvent, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::watch;
 
 /// A box the runtime knows, with its agent connection.
 pub struct LiveBox {
     pub handle: BoxHandle,
+    /// Unix ms of the last exec, stream or file call (or of the create or
+    /// adoption): the idle-pause clock. One relaxed store per call.
+    pub last_activity: AtomicI64,
+    /// Whether the box is (being) paused, mirroring the store, so the
+    /// idle sweeper skips paused boxes without reading the store.
+    pub paused: AtomicBool,
+    /// Serializes pause and resume of this box.
+    pub lifecycle: tokio::sync::Mutex<()>,
+}
+
+impl LiveBox {
+    pub fn new(handle: BoxHandle) -> LiveBox {
+        LiveBox {
+            handle,
+            last_activity: AtomicI64::new(now_ms()),
+            paused: AtomicBool::new(false),
+            lifecycle: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Records a call on the box (restarts its idle clock).
+    pub fn touch(&self) {
+        self.last_activity.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// CPU time used by the box's processes, in nanoseconds.
+    pub fn cpu_ns(&self) -> Option<u64> {
+        self.handle
+            .cgroup()
+            .cpu_usage_usec()
+            .ok()
+            .map(|us| us.saturating_mul(1000))
+    }
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Everything a request handler can reach.
@@ -45,6 +86,10 @@ pub struct AppState {
     /// and while deleted snapshots are freed, so a snapshot never loses
     /// its files between a restore's lookup and its record.
     pub snapshot_refs: std::sync::Mutex<()>,
+    /// Box id → when it expires (unix ms), for boxes with a lifetime. The
+    /// store's spec holds the same value; this copy is what the sweeper
+    /// scans.
+    pub(crate) expiries: Mutex<HashMap<String, i64>>,
     /// The newest audit `seq`, so followers wake up when it grows.
     audit_seq: watch::Sender<i64>,
 }
@@ -75,6 +120,15 @@ pub struct BoxMeta {
     /// box's own, so the snapshot stays while the box exists.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot_id: Option<String>,
+    /// Run (`sh -c`) at create and whenever the daemon re-adopts the box.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_command: Option<String>,
+    /// When the box is deleted (unix ms), from `ttl` / `timeout` /
+    /// `ephemeral`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ephemeral: bool,
 }
 
 impl BoxMeta {
@@ -158,6 +212,10 @@ pub fn box_data(row: &BoxRow) -> BoxData {
         attach_headers: meta.attach_headers,
         secrets: meta.secrets,
         volumes: meta.volumes,
+        ephemeral: meta.ephemeral,
+        expires_at: meta.expires_at.map(|ms| ms / 1000),
+        total_cpu_ns: None,
+        last_activity_at: None,
     }
 }
 
@@ -220,6 +278,7 @@ impl AppState {
             metrics: Metrics::new(),
             boxes: RwLock::new(HashMap::new()),
             snapshot_refs: std::sync::Mutex::new(()),
+            expiries: Mutex::new(HashMap::new()),
             audit_seq: watch::channel(0).0,
         }
     }
@@ -232,8 +291,29 @@ impl AppState {
             .cloned()
     }
 
+    /// The wire form of a stored box, with what only the live box knows
+    /// (CPU time, last activity).
+    pub fn data(&self, row: &BoxRow) -> BoxData {
+        let mut data = box_data(row);
+        if let Some(live) = self.live(&row.id) {
+            data.total_cpu_ns = live.cpu_ns();
+            data.last_activity_at = Some(live.last_activity.load(Ordering::Relaxed) / 1000);
+        }
+        data
+    }
+
+    /// Every live box (a snapshot of the map).
+    pub fn live_boxes(&self) -> Vec<Arc<LiveBox>> {
+        self.boxes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
     pub fn insert_live(&self, handle: BoxHandle) -> Arc<LiveBox> {
-        let live = Arc::new(LiveBox { handle });
+        let live = Arc::new(LiveBox::new(handle));
         self.insert_live_arc(live.clone());
         live
     }
@@ -267,9 +347,18 @@ impl AppState {
             .ok_or_else(|| ApiError::not_found(format!("box {id_or_name} not found")))
     }
 
-    /// The caller's box, ready for commands and file operations.
-    pub fn running(&self, caller: &Caller, id_or_name: &str) -> ApiResult<(BoxRow, Arc<LiveBox>)> {
-        let row = self.find(caller, id_or_name)?;
+    /// The caller's box, ready for commands and file operations. A paused
+    /// box is resumed first (audit `box.resume`, reason `auto`); the call
+    /// restarts the box's idle clock.
+    pub async fn running(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+    ) -> ApiResult<(BoxRow, Arc<LiveBox>)> {
+        let mut row = self.find(caller, id_or_name)?;
+        if row.state == BoxState::Paused {
+            row = self.resume(&row, Some(caller), "auto").await?;
+        }
         match row.state {
             BoxState::Running => {}
             BoxState::Creating => {
@@ -287,7 +376,10 @@ impl AppState {
             }
         }
         match self.live(&row.id) {
-            Some(live) if live.handle.is_alive() => Ok((row, live)),
+            Some(live) if live.handle.is_alive() => {
+                live.touch();
+                Ok((row, live))
+            }
             _ => {
                 self.mark_failed(&row, "its init process exited");
                 Err(ApiError::conflict(format!(
@@ -407,7 +499,8 @@ impl AppState {
             let Some(live) = self.live(&row.id) else {
                 continue;
             };
-            if row.state != BoxState::Running || !live.handle.is_alive() {
+            let up = matches!(row.state, BoxState::Running | BoxState::Paused);
+            if !up || !live.handle.is_alive() {
                 continue;
             }
             let (slot, pid) = (live.handle.record().slot, live.handle.pid());
@@ -474,11 +567,18 @@ impl AppState {
                     abandoned += 1;
                 }
                 BoxState::Running | BoxState::Paused | BoxState::Failed => {
+                    if let Some(at) = BoxMeta::of(row).expires_at {
+                        self.expiries
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(row.id.clone(), at);
+                    }
                     match self.runtime.adopt(&row.id) {
                         Ok(handle) => {
                             let alive = handle.is_alive();
-                            self.insert_live(handle);
+                            let live = self.insert_live(handle);
                             if alive {
+                                self.reconcile_pause(row, &live);
                                 adopted += 1;
                             } else if row.state != BoxState::Failed {
                                 self.mark_failed(row, "its processes died while boxd was down");

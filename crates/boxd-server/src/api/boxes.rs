@@ -8,7 +8,7 @@
 
 use crate::error::{ApiError, ApiResult};
 use crate::secrets::{parse_attach_headers, parse_secrets};
-use crate::state::{box_data, check_egress, status_of, AppState, BoxMeta, Caller, LiveBox};
+use crate::state::{check_egress, status_of, AppState, BoxMeta, Caller, LiveBox};
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use boxd_api::{
@@ -90,7 +90,7 @@ fn refuse_later_features(req: &CreateBoxRequest) -> ApiResult<()> {
             _ => true,
         })
     }
-    let checks: [(bool, &str); 8] = [
+    let checks: [(bool, &str); 6] = [
         (
             req.agent.is_some() || req.model.is_some() || req.agent_api_key.is_some(),
             "coding agents (agent, model)",
@@ -108,11 +108,6 @@ fn refuse_later_features(req: &CreateBoxRequest) -> ApiResult<()> {
             "MCP servers",
         ),
         (req.browser == Some(true), "browser boxes"),
-        (req.init_command.is_some(), "init commands"),
-        (
-            req.ttl.is_some() || req.timeout.is_some() || req.ephemeral == Some(true),
-            "box lifetimes (ttl, timeout, ephemeral boxes)",
-        ),
     ];
     match checks.iter().find(|(asked, _)| *asked) {
         Some((_, feature)) => Err(ApiError::not_implemented(feature)),
@@ -156,6 +151,48 @@ fn secret_rules(
         Vec::new()
     };
     SecretRules::new(team, own, secrets).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// The longest `ttl` (3 days, as Upstash), also the default of an
+/// ephemeral box.
+pub const MAX_TTL_SECS: u64 = 259_200;
+
+/// When a box created by `req` expires (unix ms): the earlier of `ttl`
+/// (seconds) and `timeout` (ms); an ephemeral box without either lives
+/// `MAX_TTL_SECS`.
+fn expiry(req: &CreateBoxRequest, now_ms: i64) -> ApiResult<Option<i64>> {
+    let mut lifetimes_ms = Vec::new();
+    if let Some(ttl) = req.ttl {
+        if ttl == 0 || ttl > MAX_TTL_SECS {
+            return Err(ApiError::bad_request(format!(
+                "ttl must be 1 to {MAX_TTL_SECS} seconds, got {ttl}"
+            )));
+        }
+        lifetimes_ms.push(ttl * 1000);
+    }
+    if let Some(timeout) = req.timeout {
+        if timeout == 0 || timeout > MAX_TTL_SECS * 1000 {
+            return Err(ApiError::bad_request(format!(
+                "timeout must be 1 to {} milliseconds, got {timeout}",
+                MAX_TTL_SECS * 1000
+            )));
+        }
+        lifetimes_ms.push(timeout);
+    }
+    if lifetimes_ms.is_empty() && req.ephemeral == Some(true) {
+        lifetimes_ms.push(MAX_TTL_SECS * 1000);
+    }
+    Ok(lifetimes_ms.into_iter().min().map(|ms| now_ms + ms as i64))
+}
+
+/// An init command as the API accepts it.
+pub(crate) fn check_init_command(cmd: &str) -> ApiResult<()> {
+    if cmd.trim().is_empty() || cmd.len() > 65_536 || cmd.contains('\0') {
+        return Err(ApiError::bad_request(
+            "init_command must be a non-empty shell command of at most 64 KiB without NUL bytes",
+        ));
+    }
+    Ok(())
 }
 
 fn new_box_id() -> ApiResult<String> {
@@ -249,6 +286,10 @@ async fn create_box(
     let rules = secret_rules(&st, &caller, &req, &env)?;
     let (attach_headers, secrets) = crate::secrets::public_view(&rules);
     let volumes = super::volumes::parse_box_volumes(&st, &caller, req.volumes.as_deref())?;
+    if let Some(cmd) = &req.init_command {
+        check_init_command(cmd)?;
+    }
+    let expires_at = expiry(&req, crate::state::now_ms())?;
 
     let id = new_box_id()?;
     let meta = BoxMeta {
@@ -261,6 +302,9 @@ async fn create_box(
         secrets,
         volumes: volumes.iter().map(|(_, m)| m.clone()).collect(),
         snapshot_id: snapshot.as_ref().map(|s| s.row.id.clone()),
+        init_command: req.init_command.clone(),
+        expires_at,
+        ephemeral: req.ephemeral == Some(true),
     };
     let spec_json = serde_json::to_value(&meta)
         .map_err(|e| ApiError::internal(format!("encode the box spec: {e}")))?;
@@ -367,7 +411,7 @@ async fn create_box(
             return Err(e.into());
         }
     };
-    let live = LiveBox { handle };
+    let live = LiveBox::new(handle);
     let network_error = match &networked {
         Some((_, Err(e))) => Some(ApiError::new(e.status, e.message.clone())),
         Some((_, Ok(()))) => None,
@@ -381,9 +425,13 @@ async fn create_box(
         forget(&st);
         return Err(e);
     }
-    st.insert_live_arc(Arc::new(live));
+    let live = Arc::new(live);
+    st.insert_live_arc(live.clone());
     st.store.set_box_state(&id, BoxState::Running)?;
     row.state = BoxState::Running;
+    if let Some(at) = expires_at {
+        st.set_expiry(&id, at);
+    }
     let took = started.elapsed();
     st.metrics.create_done(true, took);
     st.audit(
@@ -400,7 +448,10 @@ async fn create_box(
         }),
     );
     tracing::info!(box_id = %id, took_ms = took.as_millis() as u64, "box created");
-    Ok(Json(box_data(&row)))
+    if let Some(cmd) = &meta.init_command {
+        st.run_init(&row, &live, cmd, "create");
+    }
+    Ok(Json(st.data(&row)))
 }
 
 #[utoipa::path(put, path = "/v2/box/{id}/config/network-policy", tag = "boxes",
@@ -452,7 +503,7 @@ pub async fn set_network_policy(
             "allow_net": meta.allow_net,
         }),
     );
-    Ok(Json(box_data(&row)))
+    Ok(Json(st.data(&row)))
 }
 
 #[utoipa::path(get, path = "/v2/box/{id}", tag = "boxes",
@@ -463,7 +514,7 @@ pub async fn get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<BoxData>> {
-    Ok(Json(box_data(&st.find(&caller, &id)?)))
+    Ok(Json(st.data(&st.find(&caller, &id)?)))
 }
 
 #[utoipa::path(get, path = "/v2/box/{id}/status", tag = "boxes",
@@ -477,6 +528,7 @@ pub async fn status(
     let row = st.find(&caller, &id)?;
     Ok(Json(StatusResponse {
         status: status_of(row.state),
+        total_cpu_ns: st.live(&row.id).and_then(|l| l.cpu_ns()),
     }))
 }
 
@@ -543,13 +595,25 @@ pub async fn list(
                         .all(|(k, v)| meta.metadata.get(k).is_some_and(|have| have == v))
                 }
             })
-            .map(box_data)
+            .map(|r| st.data(r))
             .collect(),
     ))
 }
 
 /// Destroys the box and removes its record; the audit trail keeps its events.
 async fn delete_row(st: &Arc<AppState>, caller: &Caller, row: &BoxRow) -> ApiResult<()> {
+    remove_box(st, Some(caller), row, "box.delete", json!({})).await
+}
+
+/// The one delete path (an API delete, an expiry): destroys the box,
+/// removes its record and appends the `kind` audit event.
+pub(crate) async fn remove_box(
+    st: &Arc<AppState>,
+    caller: Option<&Caller>,
+    row: &BoxRow,
+    kind: &str,
+    data: Value,
+) -> ApiResult<()> {
     let handle = match st.remove_live(&row.id) {
         Some(live) => Some(live),
         // Not live here (e.g. its record is all that is left): adopt what
@@ -558,9 +622,13 @@ async fn delete_row(st: &Arc<AppState>, caller: &Caller, row: &BoxRow) -> ApiRes
             .runtime
             .adopt(&row.id)
             .ok()
-            .map(|h| Arc::new(crate::state::LiveBox { handle: h })),
+            .map(|h| Arc::new(LiveBox::new(h))),
     };
     if let Some(live) = handle {
+        // A frozen box is thawed so its processes die at once.
+        if row.state == BoxState::Paused {
+            let _ = live.handle.thaw();
+        }
         if let Some(net) = &st.network {
             net.detach(&row.id, live.handle.record().slot);
         }
@@ -577,18 +645,13 @@ async fn delete_row(st: &Arc<AppState>, caller: &Caller, row: &BoxRow) -> ApiRes
             )));
         }
     }
-    st.store.delete_box(&caller.team_id, &row.id)?;
+    st.store.delete_box(&row.team_id, &row.id)?;
+    st.forget_expiry(&row.id);
     if BoxMeta::of(row).snapshot_id.is_some() {
         crate::api::snapshots::collect(st);
     }
-    st.audit(
-        &caller.team_id,
-        Some(caller),
-        Some(row),
-        "box.delete",
-        json!({}),
-    );
-    tracing::info!(box_id = %row.id, "box deleted");
+    st.audit(&row.team_id, caller, Some(row), kind, data);
+    tracing::info!(box_id = %row.id, kind, "box deleted");
     Ok(())
 }
 

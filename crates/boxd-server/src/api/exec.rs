@@ -289,7 +289,7 @@ pub async fn exec(
     Path(id): Path<String>,
     Json(req): Json<ExecRequest>,
 ) -> ApiResult<Json<ExecResponse>> {
-    let (row, live) = st.running(&caller, &id)?;
+    let (row, live) = st.running(&caller, &id).await?;
     let mut spawn = spawn_request(req.command.clone(), req.folder.as_deref(), req.timeout)?;
     spawn.env = req.env.unwrap_or_default();
     let acc = Accounting::new(&st, &caller, row, live, req.command, "exec");
@@ -307,7 +307,7 @@ pub async fn exec_stream(
     Path(id): Path<String>,
     Json(req): Json<ExecRequest>,
 ) -> ApiResult<Response> {
-    let (row, live) = st.running(&caller, &id)?;
+    let (row, live) = st.running(&caller, &id).await?;
     let mut spawn = spawn_request(req.command.clone(), req.folder.as_deref(), req.timeout)?;
     spawn.env = req.env.unwrap_or_default();
     let acc = Accounting::new(&st, &caller, row, live, req.command, "exec_stream");
@@ -323,7 +323,7 @@ pub async fn code(
     Path(id): Path<String>,
     Json(req): Json<CodeRequest>,
 ) -> ApiResult<Json<ExecResponse>> {
-    let (row, live) = st.running(&caller, &id)?;
+    let (row, live) = st.running(&caller, &id).await?;
     let argv = code_command(req.language, &req.code);
     let spawn = spawn_request(argv.clone(), req.folder.as_deref(), req.timeout)?;
     let acc = Accounting::new(&st, &caller, row, live, argv, "code");
@@ -341,7 +341,7 @@ pub async fn code_stream(
     Path(id): Path<String>,
     Json(req): Json<CodeRequest>,
 ) -> ApiResult<Response> {
-    let (row, live) = st.running(&caller, &id)?;
+    let (row, live) = st.running(&caller, &id).await?;
     let argv = code_command(req.language, &req.code);
     let spawn = spawn_request(argv.clone(), req.folder.as_deref(), req.timeout)?;
     let acc = Accounting::new(&st, &caller, row, live, argv, "code_stream");

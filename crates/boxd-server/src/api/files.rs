@@ -70,7 +70,7 @@ pub async fn write(
     Path(id): Path<String>,
     Json(req): Json<WriteFileRequest>,
 ) -> ApiResult<Json<PathResponse>> {
-    let (row, live) = st.running(&caller, &id)?;
+    let (row, live) = st.running(&caller, &id).await?;
     let path = box_path(&req.path)?;
     let data = match req.encoding.as_deref() {
         None | Some("") | Some("utf-8") | Some("utf8") => req.content.into_bytes(),
@@ -114,7 +114,7 @@ pub async fn read(
     Path(id): Path<String>,
     Query(q): Query<ReadQuery>,
 ) -> ApiResult<Json<ReadFileResponse>> {
-    let (_, live) = st.running(&caller, &id)?;
+    let (_, live) = st.running(&caller, &id).await?;
     let path = box_path(&q.path)?;
     let agent = live.handle.agent();
     let stat = agent.stat(&path).await?;
@@ -178,7 +178,7 @@ pub async fn list(
     Path(id): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<ListFilesResponse>> {
-    let (_, live) = st.running(&caller, &id)?;
+    let (_, live) = st.running(&caller, &id).await?;
     let dir = paths::folder(q.folder.as_deref())?;
     let entries = live.handle.agent().list_dir(&dir).await?;
     Ok(Json(ListFilesResponse {
@@ -202,7 +202,7 @@ pub async fn stat(
     Path(id): Path<String>,
     Query(q): Query<StatQuery>,
 ) -> ApiResult<Json<FileStat>> {
-    let (_, live) = st.running(&caller, &id)?;
+    let (_, live) = st.running(&caller, &id).await?;
     let path = box_path(&q.path)?;
     let agent = live.handle.agent();
     let mut s = agent.stat(&path).await?;
@@ -236,7 +236,7 @@ pub async fn mkdir(
     Path(id): Path<String>,
     Json(req): Json<MkdirRequest>,
 ) -> ApiResult<Json<PathResponse>> {
-    let (row, live) = st.running(&caller, &id)?;
+    let (row, live) = st.running(&caller, &id).await?;
     let path = box_path(&req.path)?;
     let agent = live.handle.agent();
     if req.parents != Some(true) {
@@ -274,7 +274,7 @@ pub async fn rename(
     Path(id): Path<String>,
     Json(req): Json<RenameRequest>,
 ) -> ApiResult<Json<PathResponse>> {
-    let (row, live) = st.running(&caller, &id)?;
+    let (row, live) = st.running(&caller, &id).await?;
     let (from, to) = (box_path(&req.from)?, box_path(&req.to)?);
     live.handle.agent().rename(&from, &to).await?;
     st.audit(
@@ -296,7 +296,7 @@ pub async fn remove(
     Path(id): Path<String>,
     Json(req): Json<RemoveRequest>,
 ) -> ApiResult<Json<PathResponse>> {
-    let (row, live) = st.running(&caller, &id)?;
+    let (row, live) = st.running(&caller, &id).await?;
     let path = box_path(&req.path)?;
     let agent = live.handle.agent();
     if req.recursive != Some(true) {
@@ -329,7 +329,7 @@ pub async fn upload(
     Path(id): Path<String>,
     mut form: Multipart,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let (row, live) = st.running(&caller, &id)?;
+    let (row, live) = st.running(&caller, &id).await?;
     let agent = live.handle.agent();
     // The i-th `paths` value is the destination of the i-th `files` part
     // (TS interleaves them, Python sends every path first).
@@ -404,7 +404,7 @@ pub async fn download(
     Path(id): Path<String>,
     Query(q): Query<DownloadQuery>,
 ) -> ApiResult<Response> {
-    let (_, live) = st.running(&caller, &id)?;
+    let (_, live) = st.running(&caller, &id).await?;
     let path = match q.folder.or(q.path) {
         Some(p) => box_path(&p)?,
         None => {

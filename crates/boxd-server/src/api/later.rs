@@ -1,5 +1,4 @@
-//! Endpoints of the Upstash Box API that later parts of boxd own (pause and
-//! resume, git, coding agents, schedules,
+//! Endpoints of the Upstash Box API that later parts of boxd own (git, coding agents, schedules,
 //! previews, exec sessions, …). Each answers 501 with a JSON error naming
 //! the feature: never a fake success.
 
@@ -11,9 +10,6 @@ use crate::state::AppState;
 
 /// (path, feature) for every route that is not built yet.
 pub const ROUTES: &[(&str, &str)] = &[
-    ("/v2/box/{id}/pause", "pausing boxes"),
-    ("/v2/box/{id}/resume", "resuming boxes"),
-    ("/v2/box/{id}/startup", "init commands"),
     ("/v2/box/{id}/config/model", "coding agents"),
     ("/v2/box/{id}/config/custom-runner", "coding agents"),
     ("/v2/box/{id}/config/skills", "skills"),

@@ -11,6 +11,7 @@ pub mod boxes;
 pub mod exec;
 pub mod files;
 pub mod later;
+pub mod lifecycle;
 pub mod settings;
 pub mod snapshots;
 pub mod volumes;
@@ -80,6 +81,11 @@ use utoipa::OpenApi;
         volumes::list,
         volumes::get,
         volumes::delete,
+        lifecycle::pause,
+        lifecycle::resume,
+        lifecycle::get_startup,
+        lifecycle::set_startup,
+        lifecycle::delete_startup,
         healthz,
     ),
     components(schemas(boxd_api::ExitEvent, boxd_api::ErrorBody))
@@ -98,12 +104,13 @@ async fn healthz() -> Json<Health> {
 /// Prometheus text exposition.
 async fn metrics(State(st): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> {
     let counts = st.store.count_boxes_by_state()?;
+    let cpu_ns = st.live_boxes().iter().filter_map(|l| l.cpu_ns()).sum();
     Ok((
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        st.metrics.render(&counts),
+        st.metrics.render(&counts, cpu_ns),
     ))
 }
 
@@ -178,6 +185,14 @@ pub fn router(st: Arc<AppState>) -> Router {
         .route(
             "/v2/box/{id}/config/labels/{label}",
             axum::routing::delete(boxes::remove_label),
+        )
+        .route("/v2/box/{id}/pause", post(lifecycle::pause))
+        .route("/v2/box/{id}/resume", post(lifecycle::resume))
+        .route(
+            "/v2/box/{id}/startup",
+            get(lifecycle::get_startup)
+                .put(lifecycle::set_startup)
+                .delete(lifecycle::delete_startup),
         )
         .route("/v2/box/{id}/exec", post(exec::exec))
         .route("/v2/box/{id}/exec-stream", post(exec::exec_stream))

@@ -1,0 +1,329 @@
+//! Pause and resume, lifetimes (ttl / timeout / ephemeral), idle pause
+//! and init commands.
+//!
+//! Owns the order of a pause or resume (the new state is in the store
+//! before the cgroup freezer acts, and a restart makes the cgroup match
+//! the store: see [`AppState::reconcile_pause`]), the background sweeper
+//! that deletes expired boxes and pauses idle ones, and running a box's
+//! init command. Deleting goes through the one delete path of the API.
+
+use crate::api::boxes::remove_box;
+use crate::error::{ApiError, ApiResult};
+use crate::state::{now_ms, AppState, BoxMeta, Caller, LiveBox};
+use boxd_agent::protocol::SpawnRequest;
+use boxd_store::{BoxRow, BoxState};
+use serde_json::json;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often the sweeper looks for expired and idle boxes.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// At most this many boxes are deleted, and this many paused, per sweep
+/// (the rest wait for the next one).
+const SWEEP_BATCH: usize = 64;
+
+impl AppState {
+    fn live_for(&self, row: &BoxRow) -> ApiResult<Arc<LiveBox>> {
+        match self.live(&row.id) {
+            Some(live) if live.handle.is_alive() => Ok(live),
+            _ => {
+                self.mark_failed(row, "its init process exited");
+                Err(ApiError::conflict(format!(
+                    "box {} has stopped: its init process exited; delete it and create a new one",
+                    row.id
+                )))
+            }
+        }
+    }
+
+    fn current(&self, id: &str) -> ApiResult<BoxRow> {
+        self.store
+            .box_by_id(id)?
+            .filter(|r| r.state != BoxState::Deleted)
+            .ok_or_else(|| ApiError::not_found(format!("box {id} not found")))
+    }
+
+    /// Freezes every process of the box. Pausing a paused box does
+    /// nothing. The store says `paused` before the freezer acts.
+    pub async fn pause(
+        &self,
+        row: &BoxRow,
+        caller: Option<&Caller>,
+        reason: &str,
+    ) -> ApiResult<BoxRow> {
+        let live = self.live_for(row)?;
+        let _turn = live.lifecycle.lock().await;
+        let mut row = self.current(&row.id)?;
+        match row.state {
+            BoxState::Paused => return Ok(row),
+            BoxState::Running => {}
+            other => {
+                return Err(ApiError::conflict(format!(
+                    "box {} is {}; only a running box can be paused",
+                    row.id,
+                    crate::state::status_of(other).as_str()
+                )))
+            }
+        }
+        let started = Instant::now();
+        self.store.set_box_state(&row.id, BoxState::Paused)?;
+        live.paused.store(true, Ordering::Relaxed);
+        let l = live.clone();
+        let frozen = tokio::task::spawn_blocking(move || l.handle.freeze())
+            .await
+            .map_err(|e| ApiError::internal(format!("the pause task failed: {e}")))
+            .and_then(|r| {
+                r.map_err(|e| ApiError::internal(format!("could not pause box {}: {e}", row.id)))
+            });
+        if let Err(e) = frozen {
+            let _ = live.handle.thaw();
+            live.paused.store(false, Ordering::Relaxed);
+            self.store.set_box_state(&row.id, BoxState::Running)?;
+            return Err(e);
+        }
+        let took = started.elapsed();
+        row.state = BoxState::Paused;
+        self.metrics.lifecycle_done("pause", reason, took);
+        self.audit(
+            &row.team_id,
+            caller,
+            Some(&row),
+            "box.pause",
+            json!({"reason": reason, "duration_us": took.as_micros() as u64}),
+        );
+        Ok(row)
+    }
+
+    /// Thaws a paused box. Resuming a running box does nothing. The store
+    /// says `running` before the freezer acts.
+    pub async fn resume(
+        &self,
+        row: &BoxRow,
+        caller: Option<&Caller>,
+        reason: &str,
+    ) -> ApiResult<BoxRow> {
+        let live = self.live_for(row)?;
+        let _turn = live.lifecycle.lock().await;
+        let mut row = self.current(&row.id)?;
+        match row.state {
+            BoxState::Running => return Ok(row),
+            BoxState::Paused => {}
+            other => {
+                return Err(ApiError::conflict(format!(
+                    "box {} is {}; only a paused box can be resumed",
+                    row.id,
+                    crate::state::status_of(other).as_str()
+                )))
+            }
+        }
+        let started = Instant::now();
+        self.store.set_box_state(&row.id, BoxState::Running)?;
+        let l = live.clone();
+        let thawed = tokio::task::spawn_blocking(move || l.handle.thaw())
+            .await
+            .map_err(|e| ApiError::internal(format!("the resume task failed: {e}")))
+            .and_then(|r| {
+                r.map_err(|e| ApiError::internal(format!("could not resume box {}: {e}", row.id)))
+            });
+        if let Err(e) = thawed {
+            self.store.set_box_state(&row.id, BoxState::Paused)?;
+            return Err(e);
+        }
+        live.paused.store(false, Ordering::Relaxed);
+        live.touch();
+        let took = started.elapsed();
+        row.state = BoxState::Running;
+        self.metrics.lifecycle_done("resume", reason, took);
+        self.audit(
+            &row.team_id,
+            caller,
+            Some(&row),
+            "box.resume",
+            json!({"reason": reason, "duration_us": took.as_micros() as u64}),
+        );
+        Ok(row)
+    }
+
+    /// After a restart: makes an adopted box's freezer match its recorded
+    /// state (a crash between the store write and the freezer leaves them
+    /// apart; the store wins).
+    pub fn reconcile_pause(&self, row: &BoxRow, live: &LiveBox) {
+        let want = row.state == BoxState::Paused;
+        live.paused.store(want, Ordering::Relaxed);
+        let frozen = match live.handle.cgroup().is_frozen() {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(box_id = %row.id, error = %e, "cannot read a box's freezer");
+                return;
+            }
+        };
+        if frozen == want {
+            return;
+        }
+        let done = if want {
+            live.handle.freeze()
+        } else {
+            live.handle.thaw()
+        };
+        match done {
+            Ok(()) => tracing::warn!(
+                box_id = %row.id,
+                state = row.state.as_str(),
+                "box freezer set to its recorded state (boxd stopped mid pause or resume)"
+            ),
+            Err(e) => {
+                tracing::error!(box_id = %row.id, error = %e, "cannot set a box's freezer")
+            }
+        }
+    }
+
+    pub fn set_expiry(&self, id: &str, at_ms: i64) {
+        self.expiries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), at_ms);
+    }
+
+    pub fn forget_expiry(&self, id: &str) {
+        self.expiries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    /// Runs the box's init command (`sh -c`) in the background; its exit
+    /// is recorded as a `box.init` audit event. It is not killed when
+    /// boxd stops reading it, so it may start long-running services.
+    pub fn run_init(self: &Arc<Self>, row: &BoxRow, live: &Arc<LiveBox>, cmd: &str, when: &str) {
+        let st = self.clone();
+        let row = row.clone();
+        let live = live.clone();
+        let mut req = SpawnRequest::shell(cmd.to_string());
+        req.kill_on_disconnect = false;
+        let when = when.to_string();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            // The stream does not hold the box: an init command that runs
+            // for ever does not keep the box from being paused or deleted.
+            let spawned = live.handle.spawn(req).await;
+            drop(live);
+            let (exit_code, error) = match spawned {
+                Ok(stream) => match stream.collect().await {
+                    Ok(done) => (Some(done.status.code), None),
+                    Err(e) => (None, Some(e.to_string())),
+                },
+                Err(e) => (None, Some(e.to_string())),
+            };
+            st.audit(
+                &row.team_id,
+                None,
+                Some(&row),
+                "box.init",
+                json!({
+                    "when": when,
+                    "exit_code": exit_code,
+                    "error": error,
+                    "duration_ms": started.elapsed().as_millis() as u64,
+                }),
+            );
+        });
+    }
+
+    /// Runs the init command of every adopted running box (after a daemon
+    /// restart).
+    pub fn run_inits_after_restart(self: &Arc<Self>) -> anyhow::Result<()> {
+        for row in self.store.all_boxes()? {
+            if row.state != BoxState::Running {
+                continue;
+            }
+            let Some(cmd) = BoxMeta::of(&row).init_command else {
+                continue;
+            };
+            if let Some(live) = self.live(&row.id).filter(|l| l.handle.is_alive()) {
+                self.run_init(&row, &live, &cmd, "restart");
+            }
+        }
+        Ok(())
+    }
+
+    /// One pass of the sweeper: deletes expired boxes (audit
+    /// `box.expired`), then pauses idle ones (audit `box.pause`, reason
+    /// `idle`). Each part handles at most `SWEEP_BATCH` boxes.
+    pub async fn sweep(self: &Arc<Self>) {
+        let now = now_ms();
+        let expired: Vec<(String, i64)> = {
+            let map = self.expiries.lock().unwrap_or_else(|p| p.into_inner());
+            map.iter()
+                .filter(|(_, at)| **at <= now)
+                .take(SWEEP_BATCH)
+                .map(|(id, at)| (id.clone(), *at))
+                .collect()
+        };
+        for (id, at) in expired {
+            let row = match self.store.box_by_id(&id) {
+                Ok(Some(row)) if row.state != BoxState::Creating => row,
+                Ok(Some(_)) => continue,
+                Ok(None) => {
+                    self.forget_expiry(&id);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(box_id = %id, error = %e, "cannot read an expired box");
+                    continue;
+                }
+            };
+            let data = json!({"expired_at": at / 1000, "late_ms": now - at});
+            match remove_box(self, None, &row, "box.expired", data).await {
+                Ok(()) => self.metrics.expired(),
+                Err(e) => {
+                    tracing::error!(box_id = %id, error = %e.message, "cannot delete an expired box")
+                }
+            }
+        }
+        let idle_ms = self.config.idle_pause_secs.saturating_mul(1000) as i64;
+        if idle_ms == 0 {
+            return;
+        }
+        let mut paused = 0;
+        for live in self.live_boxes() {
+            if paused >= SWEEP_BATCH {
+                break;
+            }
+            // Idle: paused already, recently used, or in use by a call in
+            // flight (the map and this loop hold the only other references).
+            if live.paused.load(Ordering::Relaxed)
+                || now - live.last_activity.load(Ordering::Relaxed) < idle_ms
+                || Arc::strong_count(&live) > 2
+                || !live.handle.is_alive()
+            {
+                continue;
+            }
+            let row = match self.store.box_by_id(live.handle.id()) {
+                Ok(Some(row)) => row,
+                _ => continue,
+            };
+            if row.state != BoxState::Running || BoxMeta::of(&row).keep_alive {
+                // Not a candidate again before another idle period.
+                live.touch();
+                continue;
+            }
+            match self.pause(&row, None, "idle").await {
+                Ok(_) => paused += 1,
+                Err(e) => {
+                    tracing::warn!(box_id = %row.id, error = %e.message, "cannot pause an idle box")
+                }
+            }
+        }
+    }
+
+    /// The sweeper's loop, for the daemon's life.
+    pub async fn sweep_forever(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.sweep().await;
+        }
+    }
+}
