@@ -174,6 +174,9 @@ pub async fn create(
         created_at: 0,
     };
     st.store.insert_snapshot(&snap)?;
+    // No pause or resume of the box while it is captured: the capture's
+    // own freeze and thaw must not undo (or be undone by) one.
+    let _lifecycle = live.lifecycle.lock().await;
     let rt = st.runtime.clone();
     let (live2, id2) = (live.clone(), snap_id.clone());
     let captured = tokio::task::spawn_blocking(move || rt.snapshot(&live2.handle, &id2))
