@@ -52,47 +52,7 @@ impl AppState {
         caller: Option<&Caller>,
         reason: &str,
     ) -> ApiResult<BoxRow> {
-        let live = self.live_for(row)?;
-        let _turn = live.lifecycle.lock().await;
-        let mut row = self.current(&row.id)?;
-        match row.state {
-            BoxState::Paused => return Ok(row),
-            BoxState::Running => {}
-            other => {
-                return Err(ApiError::conflict(format!(
-                    "box {} is {}; only a running box can be paused",
-                    row.id,
-                    crate::state::status_of(other).as_str()
-                )))
-            }
-        }
-        let started = Instant::now();
-        self.store.set_box_state(&row.id, BoxState::Paused)?;
-        live.paused.store(true, Ordering::Relaxed);
-        let l = live.clone();
-        let frozen = tokio::task::spawn_blocking(move || l.handle.freeze())
-            .await
-            .map_err(|e| ApiError::internal(format!("the pause task failed: {e}")))
-            .and_then(|r| {
-                r.map_err(|e| ApiError::internal(format!("could not pause box {}: {e}", row.id)))
-            });
-        if let Err(e) = frozen {
-            let _ = live.handle.thaw();
-            live.paused.store(false, Ordering::Relaxed);
-            self.store.set_box_state(&row.id, BoxState::Running)?;
-            return Err(e);
-        }
-        let took = started.elapsed();
-        row.state = BoxState::Paused;
-        self.metrics.lifecycle_done("pause", reason, took);
-        self.audit(
-            &row.team_id,
-            caller,
-            Some(&row),
-            "box.pause",
-            json!({"reason": reason, "duration_us": took.as_micros() as u64}),
-        );
-        Ok(row)
+        self.transition(row, caller, reason, true).await
     }
 
     /// Thaws a paused box. Resuming a running box does nothing. The store
@@ -103,43 +63,76 @@ impl AppState {
         caller: Option<&Caller>,
         reason: &str,
     ) -> ApiResult<BoxRow> {
+        self.transition(row, caller, reason, false).await
+    }
+
+    /// Pause (`pause`) or resume, one at a time per box: the new state in
+    /// the store first, then the freezer; if the freezer fails, both go
+    /// back.
+    async fn transition(
+        &self,
+        row: &BoxRow,
+        caller: Option<&Caller>,
+        reason: &str,
+        pause: bool,
+    ) -> ApiResult<BoxRow> {
+        let (from, to, op) = if pause {
+            (BoxState::Running, BoxState::Paused, "pause")
+        } else {
+            (BoxState::Paused, BoxState::Running, "resume")
+        };
         let live = self.live_for(row)?;
         let _turn = live.lifecycle.lock().await;
         let mut row = self.current(&row.id)?;
-        match row.state {
-            BoxState::Running => return Ok(row),
-            BoxState::Paused => {}
-            other => {
-                return Err(ApiError::conflict(format!(
-                    "box {} is {}; only a paused box can be resumed",
-                    row.id,
-                    crate::state::status_of(other).as_str()
-                )))
-            }
+        if row.state == to {
+            return Ok(row);
+        }
+        if row.state != from {
+            return Err(ApiError::conflict(format!(
+                "box {} is {}; only a {} box can be {op}d",
+                row.id,
+                crate::state::status_of(row.state).as_str(),
+                crate::state::status_of(from).as_str(),
+            )));
         }
         let started = Instant::now();
-        self.store.set_box_state(&row.id, BoxState::Running)?;
+        self.store.set_box_state(&row.id, to)?;
+        if pause {
+            live.paused.store(true, Ordering::Relaxed);
+        }
         let l = live.clone();
-        let thawed = tokio::task::spawn_blocking(move || l.handle.thaw())
-            .await
-            .map_err(|e| ApiError::internal(format!("the resume task failed: {e}")))
-            .and_then(|r| {
-                r.map_err(|e| ApiError::internal(format!("could not resume box {}: {e}", row.id)))
-            });
-        if let Err(e) = thawed {
-            self.store.set_box_state(&row.id, BoxState::Paused)?;
+        let done = tokio::task::spawn_blocking(move || {
+            if pause {
+                l.handle.freeze()
+            } else {
+                l.handle.thaw()
+            }
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("the {op} task failed: {e}")))
+        .and_then(|r| {
+            r.map_err(|e| ApiError::internal(format!("could not {op} box {}: {e}", row.id)))
+        });
+        if let Err(e) = done {
+            if pause {
+                let _ = live.handle.thaw();
+                live.paused.store(false, Ordering::Relaxed);
+            }
+            self.store.set_box_state(&row.id, from)?;
             return Err(e);
         }
-        live.paused.store(false, Ordering::Relaxed);
-        live.touch();
+        if !pause {
+            live.paused.store(false, Ordering::Relaxed);
+            live.touch();
+        }
         let took = started.elapsed();
-        row.state = BoxState::Running;
-        self.metrics.lifecycle_done("resume", reason, took);
+        row.state = to;
+        self.metrics.lifecycle_done(op, reason, took);
         self.audit(
             &row.team_id,
             caller,
             Some(&row),
-            "box.resume",
+            &format!("box.{op}"),
             json!({"reason": reason, "duration_us": took.as_micros() as u64}),
         );
         Ok(row)
