@@ -397,7 +397,9 @@ fn http_head(buf: &[u8]) -> Result<Option<HttpHead>, SniffError> {
     }))
 }
 
-fn trim_ows(v: &[u8]) -> &[u8] {
+/// `v` without leading and trailing spaces and tabs (HTTP optional
+/// whitespace).
+pub(crate) fn trim_ows(v: &[u8]) -> &[u8] {
     let start = v.iter().position(|b| !matches!(b, b' ' | b'\t'));
     let end = v.iter().rposition(|b| !matches!(b, b' ' | b'\t'));
     match (start, end) {

@@ -25,6 +25,7 @@
 //! (refusals are shown to the box and recorded in audit events).
 
 use crate::policy::{Host, HostName};
+use crate::proxy::sniff::trim_ows;
 
 /// Longest request or response head.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -285,15 +286,6 @@ fn owned_headers(parsed: &[httparse::Header<'_>]) -> Vec<Header> {
             value: trim_ows(h.value).to_vec(),
         })
         .collect()
-}
-
-fn trim_ows(v: &[u8]) -> &[u8] {
-    let start = v.iter().position(|b| !matches!(b, b' ' | b'\t'));
-    let end = v.iter().rposition(|b| !matches!(b, b' ' | b'\t'));
-    match (start, end) {
-        (Some(s), Some(e)) => &v[s..=e],
-        _ => &[],
-    }
 }
 
 /// `https://authority/rest` (or `http://`) → `(authority, rest)`.
