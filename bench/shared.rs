@@ -144,5 +144,6 @@ pub fn remove_bench_state(dir: &Path, cgroup_parent: &str, agent: &str) {
     {
         let _ = std::fs::remove_dir(base.path().join(cgroup_parent));
     }
+    boxd_runtime::storage::unmount(dir);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -555,7 +555,7 @@ fn boxes_survive_daemon_restarts_and_dead_ones_are_marked() {
     d.kill9();
     // While the daemon is down, one box's init dies.
     let rec: Value = serde_json::from_slice(
-        &std::fs::read(d.dir.join("boxes").join(&dies).join("box.json")).unwrap(),
+        &std::fs::read(d.dir.join("pool/boxes").join(&dies).join("box.json")).unwrap(),
     )
     .unwrap();
     let pid = rec["pid"].as_i64().unwrap() as i32;
@@ -584,7 +584,7 @@ fn boxes_survive_daemon_restarts_and_dead_ones_are_marked() {
         "{v}"
     );
     assert_eq!(d.delete(&format!("/v2/box/{dies}")).0, 200);
-    assert!(!d.dir.join("boxes").join(&dies).exists());
+    assert!(!d.dir.join("pool/boxes").join(&dies).exists());
     // The admin key from BOXD_API_KEY still works, and only one exists.
     let store = boxd_store::Store::open(d.dir.join("boxd.db")).unwrap();
     let team = store.team_by_name("default").unwrap().unwrap();
@@ -618,7 +618,7 @@ fn a_create_cut_by_kill_9_leaves_no_half_box() {
     for id in &listed {
         assert_eq!(d.sh(id, "echo ok").1, "ok\n", "box {id}");
     }
-    let mut on_disk: Vec<String> = std::fs::read_dir(d.dir.join("boxes"))
+    let mut on_disk: Vec<String> = std::fs::read_dir(d.dir.join("pool/boxes"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();

@@ -70,6 +70,8 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        // A data dir's storage pool first (the CLI mounts it).
+        boxd_runtime::storage::unmount(&self.0);
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -221,7 +221,7 @@ async fn box_root_is_an_unprivileged_host_uid() {
     b.ok("echo mine > /workspace/home/owned && id -u").await;
     let upper = rt
         .dir
-        .join("boxes")
+        .join("pool/boxes")
         .join(b.id())
         .join("upper-0/workspace/home/owned");
     let md = std::fs::metadata(&upper).expect("file in the box's upper dir");

@@ -66,7 +66,7 @@ async fn two_hundred_create_exec_destroy_cycles_leave_nothing_behind() {
         mounts_before,
         "mounts leaked into the host namespace"
     );
-    let boxes: Vec<_> = std::fs::read_dir(rt.dir.join("boxes")).unwrap().collect();
+    let boxes: Vec<_> = std::fs::read_dir(rt.dir.join("pool/boxes")).unwrap().collect();
     assert!(boxes.is_empty(), "box directories left: {}", boxes.len());
     for dir in cgroup_parent_dirs(&parent) {
         let children: Vec<_> = std::fs::read_dir(&dir)
@@ -104,7 +104,7 @@ async fn destroy_removes_processes_namespaces_and_files() {
         !nets_before.contains(&net),
         "the box shares a network namespace"
     );
-    let dir = rt.dir.join("boxes").join(b.id());
+    let dir = rt.dir.join("pool/boxes").join(b.id());
     let cg = b.cgroup().clone();
     b.destroy();
     assert!(!dir.exists());
@@ -217,13 +217,13 @@ async fn a_half_created_box_is_removed_when_the_runtime_starts() {
     let b = rt.create(&BoxSpec::new(unique("half"))).unwrap();
     let (pid, id, cg) = (b.pid(), b.id().to_string(), b.cgroup().clone());
     // As if the daemon died between starting the box and recording it.
-    std::fs::remove_file(rt.dir.join("boxes").join(&id).join("box.json")).unwrap();
+    std::fs::remove_file(rt.dir.join("pool/boxes").join(&id).join("box.json")).unwrap();
     std::mem::forget(b);
     let mut cfg = RuntimeConfig::new(&rt.dir, AGENT);
     cfg.cgroup_parent = rt.config().cgroup_parent.clone();
     let _rt2 = Runtime::new(cfg).unwrap();
     assert!(
-        !rt.dir.join("boxes").join(&id).exists(),
+        !rt.dir.join("pool/boxes").join(&id).exists(),
         "half box still on disk"
     );
     for _ in 0..500 {

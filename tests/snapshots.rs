@@ -38,7 +38,7 @@ fn snapshot_ids(d: &TestDaemon) -> Vec<String> {
 }
 
 fn snapshot_dirs(d: &TestDaemon) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(d.dir.join("snapshots"))
+    let mut v: Vec<String> = std::fs::read_dir(d.dir.join("pool/snapshots"))
         .map(|rd| {
             rd.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -164,7 +164,7 @@ fn a_snapshot_in_use_is_hidden_on_delete_and_freed_with_its_last_box() {
     let sid = snap(&d, &src, "held")["id"].as_str().unwrap().to_string();
     // Layers are reachable by host root only.
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(d.dir.join("snapshots"))
+    let mode = std::fs::metadata(d.dir.join("pool/snapshots"))
         .unwrap()
         .permissions()
         .mode();
@@ -231,7 +231,7 @@ fn kill_9_during_a_snapshot_lists_nothing_half_done() {
     });
     // Kill as soon as the capture has started writing.
     for _ in 0..2000 {
-        let started = std::fs::read_dir(d.dir.join("snapshots"))
+        let started = std::fs::read_dir(d.dir.join("pool/snapshots"))
             .map(|rd| rd.flatten().count() > 0)
             .unwrap_or(false);
         if started {

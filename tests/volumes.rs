@@ -38,7 +38,7 @@ fn a_volume_is_shared_read_only_where_asked_owned_by_box_root_and_outlives_its_b
     let vol_id = vol["id"].as_str().expect("volume id").to_string();
     assert_eq!(vol["name"], "data");
     assert_eq!(vol["size_mib"], 64);
-    let host_dir = d.dir.join("volumes").join(&vol_id);
+    let host_dir = d.dir.join("pool/volumes").join(&vol_id);
     assert!(host_dir.is_dir(), "{} is missing", host_dir.display());
     let (s, v) = d.post("/v2/volumes", json!({"name": "data"}));
     assert_eq!(s, 409, "{v}");

@@ -321,6 +321,7 @@ mod tests {
             labels: vec!["a".into(), "env:prod".into()],
             runtime: "host".into(),
             size: BoxSize::Small,
+            disk_mib: None,
             keep_alive: false,
             created_at: 1_000_000 - 180,
             updated_at: 1_000_000,

@@ -286,6 +286,7 @@ impl Drop for TestDaemon {
                 }
             }
         }
+        boxd_runtime::storage::unmount(&self.dir);
         remove_cgroup_parent(&self.cgroup_parent);
         // A killed daemon leaves its table; box links went with the boxes.
         let _ = Command::new("nft")

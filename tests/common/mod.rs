@@ -37,6 +37,7 @@ impl Drop for TestRuntime {
             }
         }
         remove_cgroup_parent(&self.rt.config().cgroup_parent);
+        boxd_runtime::storage::unmount(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -68,6 +68,14 @@ impl BoxSize {
             BoxSize::Large => 4000,
         }
     }
+    /// Default disk size (the box's writable layer) in MiB.
+    pub fn disk_mib(self) -> u64 {
+        match self {
+            BoxSize::Small => 10 << 10,
+            BoxSize::Medium => 20 << 10,
+            BoxSize::Large => 50 << 10,
+        }
+    }
     /// Memory limit in bytes.
     pub fn memory_bytes(self) -> u64 {
         match self {
@@ -98,6 +106,12 @@ pub struct CreateBoxRequest {
     /// `node`, `python`, `host`, … (default: `host`).
     pub runtime: Option<String>,
     pub size: Option<BoxSize>,
+    /// boxd extension: most MiB the box's own files may take (its
+    /// writable layer; the image and snapshot layers below are free);
+    /// writing past it fails with EDQUOT inside the box [default by size:
+    /// 10 GiB small, 20 GiB medium, 50 GiB large].
+    #[serde(alias = "disk")]
+    pub disk_mib: Option<u64>,
     /// Environment of every process in the box.
     pub env_vars: Option<BTreeMap<String, String>>,
     pub keep_alive: Option<bool>,
@@ -236,6 +250,10 @@ pub struct BoxData {
     pub labels: Vec<String>,
     pub runtime: String,
     pub size: BoxSize,
+    /// boxd extension: the box's disk limit in MiB; absent when the
+    /// daemon's storage pool enforces no limits (`[storage] driver = "dir"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_mib: Option<u64>,
     #[serde(default)]
     pub keep_alive: bool,
     /// Unix seconds.

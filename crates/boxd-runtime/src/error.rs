@@ -33,6 +33,8 @@ pub enum RuntimeError {
     },
     #[error("no usable cgroup hierarchy: {0}")]
     NoCgroups(String),
+    #[error("storage pool: {0}")]
+    Storage(String),
     #[error("the box failed to start: {0}")]
     Setup(String),
     #[error("{context}: {source}")]

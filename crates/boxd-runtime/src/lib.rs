@@ -8,11 +8,13 @@
 //! HTTP, teams or policy.
 //!
 //! On disk, under the data directory:
-//! `images/<name>/` (manifest + layers), `boxes/<id>/` (`box.json`, the
-//! `upper-N` and `work-N` dirs of each overlay, the agent socket), `mnt/`
-//! (an empty mountpoint each box covers with a private tmpfs) and
-//! `volumes/<id>/` (volume contents, owned by [`idmap::VOLUME_OWNER`]).
-//! `snapshots/<id>/upper-N` (snapshot layers, see [`snapshot`]).
+//! `images/<name>/` (manifest + layers), `mnt/` (an empty mountpoint each
+//! box covers with a private tmpfs) and the storage pool `pool/` (see
+//! [`storage`]) with `pool/boxes/<id>/` (`box.json`, the `upper-N` and
+//! `work-N` dirs of each overlay, the agent socket; limited to the box's
+//! disk size), `pool/volumes/<id>/` (volume contents, owned by
+//! [`idmap::VOLUME_OWNER`]) and `pool/snapshots/<id>/upper-N` (snapshot
+//! layers, see [`snapshot`]).
 
 pub mod cgroup;
 pub mod env;
@@ -23,6 +25,7 @@ pub mod seccomp;
 pub mod setup;
 pub mod snapshot;
 mod spawn;
+pub mod storage;
 
 pub use cgroup::{BoxCgroup, CgroupMode, Limits};
 pub use error::{Result, RuntimeError};
@@ -32,7 +35,7 @@ use boxd_agent::{AgentClient, AgentConfig, Completed, ProcessStream};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -48,6 +51,8 @@ pub struct RuntimeConfig {
     /// How many boxes may exist at once (at most `idmap::MAX_SLOTS`; the
     /// daemon lowers it to what its network address plan holds).
     pub max_boxes: u32,
+    /// The storage pool's driver and size.
+    pub storage: storage::StorageConfig,
 }
 
 impl RuntimeConfig {
@@ -57,6 +62,7 @@ impl RuntimeConfig {
             agent_path: agent_path.into(),
             cgroup_parent: "boxd".into(),
             max_boxes: idmap::MAX_SLOTS,
+            storage: storage::StorageConfig::default(),
         }
     }
 }
@@ -75,6 +81,10 @@ pub struct BoxSpec {
     pub limits: Limits,
     /// Size of `/tmp` and `/dev/shm` (tmpfs, charged to the box's memory).
     pub tmp_bytes: u64,
+    /// Most bytes the box's writable layer may hold (enforced when the
+    /// storage pool enforces limits, see [`Runtime::storage`]).
+    #[serde(default)]
+    pub disk_bytes: Option<u64>,
     /// A CA bundle the box must trust, mounted read-only over its system
     /// bundles.
     pub trust: Option<TrustBundle>,
@@ -122,6 +132,7 @@ impl BoxSpec {
                 pids: Some(2048),
             },
             tmp_bytes: 512 << 20,
+            disk_bytes: None,
             trust: None,
             volumes: Vec::new(),
             snapshot_layers: Vec::new(),
@@ -230,6 +241,7 @@ pub struct Runtime {
     /// Boxes frozen for a snapshot: (captures in progress, whether the box
     /// was frozen before the first of them — then it stays frozen).
     holds: Mutex<std::collections::HashMap<String, (u32, bool)>>,
+    pool: storage::Pool,
 }
 
 fn check_name(s: &str, extra: &[char]) -> bool {
@@ -278,21 +290,28 @@ impl Runtime {
                 "it must not contain ',' or ':' (overlayfs option separators)",
             ));
         }
-        for sub in ["images", "boxes", "mnt", "volumes", "snapshots"] {
+        for sub in ["images", "mnt"] {
             let p = dd.join(sub);
             std::fs::create_dir_all(&p)
                 .map_err(RuntimeError::io(format!("create {}", p.display())))?;
         }
-        // Box state is reachable only by root on the host.
-        for p in [dd.clone(), dd.join("boxes")] {
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o711))
-                .map_err(RuntimeError::io(format!("chmod {}", p.display())))?;
+        std::fs::set_permissions(dd, std::fs::Permissions::from_mode(0o711))
+            .map_err(RuntimeError::io(format!("chmod {}", dd.display())))?;
+        let pool = storage::Pool::open(dd, &cfg.storage)?;
+        let pd = pool.root().to_path_buf();
+        for sub in ["boxes", "volumes", "snapshots"] {
+            let p = pd.join(sub);
+            std::fs::create_dir_all(&p)
+                .map_err(RuntimeError::io(format!("create {}", p.display())))?;
         }
+        // Box state is reachable only by root on the host.
+        std::fs::set_permissions(pd.join("boxes"), std::fs::Permissions::from_mode(0o711))
+            .map_err(RuntimeError::io("chmod the boxes directory"))?;
         // Volume contents (boxes reach them through their mounts) and
         // snapshot layers (box files with box-relative owners: box root's
         // set-id files are host-root owned there): only host root may
         // enter.
-        for p in [dd.join("volumes"), dd.join("snapshots")] {
+        for p in [pd.join("volumes"), pd.join("snapshots")] {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700))
                 .map_err(RuntimeError::io(format!("chmod {}", p.display())))?;
         }
@@ -305,20 +324,26 @@ impl Runtime {
         let cgroups = CgroupMode::detect()?;
         cgroups.prepare_parent(&cfg.cgroup_parent)?;
         image::ensure_host_image(&dd.join("images"))?;
-        Self::remove_half_created(dd, &cgroups, &cfg.cgroup_parent);
-        Self::remove_unfinished_snapshots(dd);
+        Self::remove_half_created(&pd, &cgroups, &cfg.cgroup_parent);
+        Self::remove_unfinished_snapshots(&pd);
         let mut slots = idmap::Slots::new(cfg.max_boxes);
-        for rec in Self::records(dd) {
+        for rec in Self::records(&pd) {
             slots.mark(rec.slot);
         }
         let seccomp = seccomp::encoded().map_err(|e| RuntimeError::Setup(e.to_string()))?;
-        tracing::info!(cgroups = %cgroups, data_dir = %dd.display(), "box runtime ready");
+        tracing::info!(
+            cgroups = %cgroups,
+            data_dir = %dd.display(),
+            disk_limits = pool.enforces_limits(),
+            "box runtime ready"
+        );
         Ok(Runtime {
             cfg,
             cgroups,
             slots: Mutex::new(slots),
             seccomp,
             holds: Mutex::new(std::collections::HashMap::new()),
+            pool,
         })
     }
 
@@ -330,8 +355,13 @@ impl Runtime {
         &self.cfg
     }
 
+    /// The storage pool (whether it enforces disk and volume limits).
+    pub fn storage(&self) -> &storage::Pool {
+        &self.pool
+    }
+
     fn boxes_dir(&self) -> PathBuf {
-        self.cfg.data_dir.join("boxes")
+        self.pool.root().join("boxes")
     }
 
     /// The directory holding volume `id`'s files.
@@ -339,16 +369,16 @@ impl Runtime {
         if !check_name(id, &['_']) {
             return Err(RuntimeError::InvalidId(id.to_string()));
         }
-        Ok(self.cfg.data_dir.join("volumes").join(id))
+        Ok(self.pool.root().join("volumes").join(id))
     }
 
     /// Creates volume `id`'s directory, empty, owned by the volume owner
-    /// (box root in every box that mounts it).
-    pub fn create_volume(&self, id: &str) -> Result<PathBuf> {
+    /// (box root in every box that mounts it), holding at most
+    /// `limit_bytes` when the pool enforces limits.
+    pub fn create_volume(&self, id: &str, limit_bytes: Option<u64>) -> Result<PathBuf> {
         let dir = self.volume_dir(id)?;
-        std::fs::DirBuilder::new()
-            .mode(0o755)
-            .create(&dir)
+        self.pool
+            .make_dir(&dir, 0o755, limit_bytes)
             .map_err(RuntimeError::io(format!("create {}", dir.display())))?;
         let owner = idmap::VOLUME_OWNER;
         if let Err(e) = std::os::unix::fs::chown(&dir, Some(owner), Some(owner)) {
@@ -371,7 +401,7 @@ impl Runtime {
 
     /// Ids of the volume directories on disk.
     pub fn volume_ids(&self) -> Vec<String> {
-        let Ok(rd) = std::fs::read_dir(self.cfg.data_dir.join("volumes")) else {
+        let Ok(rd) = std::fs::read_dir(self.pool.root().join("volumes")) else {
             return Vec::new();
         };
         rd.flatten()
@@ -379,8 +409,8 @@ impl Runtime {
             .collect()
     }
 
-    fn records(data_dir: &Path) -> Vec<BoxRecord> {
-        let Ok(rd) = std::fs::read_dir(data_dir.join("boxes")) else {
+    fn records(pool: &Path) -> Vec<BoxRecord> {
+        let Ok(rd) = std::fs::read_dir(pool.join("boxes")) else {
             return Vec::new();
         };
         rd.flatten()
@@ -391,8 +421,8 @@ impl Runtime {
     /// Removes boxes whose creation never finished (the process making them
     /// died before `box.json` was written): their processes, cgroups and
     /// files. A box is only ever listed once its record exists.
-    fn remove_half_created(data_dir: &Path, cgroups: &CgroupMode, parent: &str) {
-        let Ok(rd) = std::fs::read_dir(data_dir.join("boxes")) else {
+    fn remove_half_created(pool: &Path, cgroups: &CgroupMode, parent: &str) {
+        let Ok(rd) = std::fs::read_dir(pool.join("boxes")) else {
             return;
         };
         for entry in rd.flatten() {
@@ -413,7 +443,7 @@ impl Runtime {
 
     /// Records of every box on disk (running or not).
     pub fn box_records(&self) -> Vec<BoxRecord> {
-        Self::records(&self.cfg.data_dir)
+        Self::records(self.pool.root())
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, idmap::Slots> {
@@ -462,7 +492,7 @@ impl Runtime {
             slots.take().ok_or(RuntimeError::NoSlots(n))?
         };
         // Only host root may enter a box's directory (its files, its agent socket).
-        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        match self.pool.make_dir(&dir, 0o700, spec.disk_bytes) {
             Ok(()) => {}
             Err(e) => {
                 self.slots().release(slot);
@@ -599,12 +629,12 @@ impl Runtime {
     }
 
     fn snapshots_dir(&self) -> PathBuf {
-        self.cfg.data_dir.join("snapshots")
+        self.pool.root().join("snapshots")
     }
 
     /// Removes `snapshots/.tmp-*`: captures a crash cut short.
-    fn remove_unfinished_snapshots(data_dir: &Path) {
-        let Ok(rd) = std::fs::read_dir(data_dir.join("snapshots")) else {
+    fn remove_unfinished_snapshots(pool: &Path) {
+        let Ok(rd) = std::fs::read_dir(pool.join("snapshots")) else {
             return;
         };
         for e in rd.flatten() {

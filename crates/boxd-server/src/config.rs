@@ -18,7 +18,7 @@ pub struct ServeArgs {
     /// TOML config file (keys: listen, log_format, cgroup_parent,
     /// max_json_body_bytes, max_upload_bytes, master_key_file,
     /// idle_pause_secs, and the
-    /// [network] and [tls] tables).
+    /// [network], [tls] and [storage] tables).
     #[arg(long, env = "BOXD_CONFIG")]
     pub config: Option<PathBuf>,
     /// Log format: text or json [default: text].
@@ -50,6 +50,18 @@ struct FileConfig {
     idle_pause_secs: Option<u64>,
     network: Option<NetworkSettings>,
     tls: Option<TlsSettings>,
+    storage: Option<StorageSettings>,
+}
+
+/// The `[storage]` table: the pool holding boxes, snapshots and volumes.
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields, default)]
+struct StorageSettings {
+    /// `auto` (btrfs if it can be made, else `dir`), `btrfs` or `dir`.
+    driver: boxd_runtime::storage::Driver,
+    /// Size of the pool image when it is first made, in GiB [default:
+    /// 90% of the data directory filesystem's free space].
+    size_gib: Option<u64>,
 }
 
 /// The `[tls]` table: how the egress proxy verifies upstream servers.
@@ -83,6 +95,8 @@ pub struct Config {
     /// A box without `keep_alive` and with no exec, stream or file call
     /// for this long is paused (0: never) [default: 600].
     pub idle_pause_secs: u64,
+    /// `[storage]`: the pool's driver and first size.
+    pub storage: boxd_runtime::storage::StorageConfig,
 }
 
 impl Config {
@@ -110,6 +124,10 @@ impl Config {
             None
         };
         let extra_roots = file.tls.unwrap_or_default().extra_roots;
+        let storage = file.storage.unwrap_or_default();
+        if storage.size_gib == Some(0) {
+            bail!("[storage] size_gib must be at least 1");
+        }
         for root in &extra_roots {
             if !root.is_file() {
                 bail!(
@@ -135,6 +153,10 @@ impl Config {
             max_json_body_bytes: file.max_json_body_bytes.unwrap_or(16 << 20),
             max_upload_bytes: file.max_upload_bytes.unwrap_or(1 << 30),
             idle_pause_secs: file.idle_pause_secs.unwrap_or(600),
+            storage: boxd_runtime::storage::StorageConfig {
+                driver: storage.driver,
+                size_bytes: storage.size_gib.map(|g| g.saturating_mul(1 << 30)),
+            },
         })
     }
 }

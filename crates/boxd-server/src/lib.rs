@@ -188,6 +188,7 @@ async fn run(config: Config) -> Result<()> {
 
     let mut rcfg = RuntimeConfig::new(&config.data_dir, &config.agent);
     rcfg.cgroup_parent = config.cgroup_parent.clone();
+    rcfg.storage = config.storage.clone();
     if let Some(net) = &config.network {
         rcfg.max_boxes = rcfg.max_boxes.min(net.plan.capacity());
     }

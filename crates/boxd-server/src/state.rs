@@ -99,6 +99,9 @@ pub struct AppState {
 #[serde(default)]
 pub struct BoxMeta {
     pub size: BoxSize,
+    /// The enforced disk limit (`None`: the pool enforces none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_mib: Option<u64>,
     pub keep_alive: bool,
     pub metadata: BTreeMap<String, String>,
     /// The Upstash network policy, canonical (`None`: allow-all).
@@ -200,6 +203,7 @@ pub fn box_data(row: &BoxRow) -> BoxData {
         labels: row.labels.keys().cloned().collect(),
         runtime: row.runtime.clone(),
         size: meta.size,
+        disk_mib: meta.disk_mib,
         keep_alive: meta.keep_alive,
         created_at: row.created_at / 1000,
         updated_at: row.updated_at / 1000,

@@ -231,6 +231,40 @@ pub async fn from_snapshot(
     create_box(st, caller, req).await
 }
 
+/// Smallest and largest disk limits a box may ask for, in MiB.
+const DISK_MIB: std::ops::RangeInclusive<u64> = 64..=(1 << 30);
+
+/// The box's disk limit: the request's, else the snapshot's, else its
+/// size's default; `None` when the storage pool enforces no limits (then
+/// asking for one is an error, not a silent no-op).
+fn disk_limit(
+    st: &AppState,
+    req: &CreateBoxRequest,
+    from_snapshot: Option<u64>,
+    size: boxd_api::BoxSize,
+) -> ApiResult<Option<u64>> {
+    if let Some(mib) = req.disk_mib {
+        if !DISK_MIB.contains(&mib) {
+            return Err(ApiError::bad_request(format!(
+                "disk_mib {mib}: a box's disk is {} MiB to {} MiB",
+                DISK_MIB.start(),
+                DISK_MIB.end()
+            )));
+        }
+    }
+    let pool = st.runtime.storage();
+    if !pool.enforces_limits() {
+        if req.disk_mib.is_some() {
+            return Err(ApiError::bad_request(format!(
+                "disk_mib: this daemon cannot enforce disk limits ({})",
+                pool.no_limits_reason().unwrap_or("no btrfs storage pool")
+            )));
+        }
+        return Ok(None);
+    }
+    Ok(Some(req.disk_mib.or(from_snapshot).unwrap_or(size.disk_mib())))
+}
+
 async fn create_box(
     st: Arc<AppState>,
     caller: Caller,
@@ -258,6 +292,7 @@ async fn create_box(
         .size
         .or(snapshot.as_ref().map(|s| s.spec.size))
         .unwrap_or_default();
+    let disk_mib = disk_limit(&st, &req, snapshot.as_ref().and_then(|s| s.spec.disk_mib), size)?;
     let runtime = match (&snapshot, &req.runtime) {
         (Some(s), Some(r)) if *r != s.row.runtime => {
             return Err(ApiError::bad_request(format!(
@@ -294,6 +329,7 @@ async fn create_box(
     let id = new_box_id()?;
     let meta = BoxMeta {
         size,
+        disk_mib,
         keep_alive: req.keep_alive.unwrap_or(false),
         metadata,
         network_policy,
@@ -351,6 +387,7 @@ async fn create_box(
     let mut spec = BoxSpec::new(&id);
     spec.runtime = runtime;
     spec.env = env;
+    spec.disk_bytes = disk_mib.map(|m| m << 20);
     if let Some(s) = &snapshot {
         spec.snapshot_layers = s.layers.clone();
     }

@@ -31,6 +31,8 @@ use std::time::Instant;
 pub struct SnapshotSpec {
     pub env: BTreeMap<String, String>,
     pub size: BoxSize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_mib: Option<u64>,
     pub metadata: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network_policy: Option<Value>,
@@ -147,6 +149,7 @@ pub async fn create(
     let spec = SnapshotSpec {
         env,
         size: meta.size,
+        disk_mib: meta.disk_mib,
         metadata: meta.metadata.clone(),
         network_policy: meta.network_policy.clone(),
         allow_net: meta.allow_net.clone(),

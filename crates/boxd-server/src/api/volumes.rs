@@ -161,13 +161,20 @@ pub async fn create(
                 "size_mib {size}: a volume's size is 1 MiB to 1 PiB"
             )));
         }
+        let pool = st.runtime.storage();
+        if !pool.enforces_limits() {
+            return Err(ApiError::bad_request(format!(
+                "size_mib: this daemon cannot enforce volume sizes ({})",
+                pool.no_limits_reason().unwrap_or("no btrfs storage pool")
+            )));
+        }
     }
     // The record first: a crash after it leaves a volume without a
     // directory, which start-up recreates; a failed mkdir removes it.
     let row = st
         .store
         .create_volume(&caller.team_id, &req.name, req.size_mib)?;
-    if let Err(e) = st.runtime.create_volume(&row.id) {
+    if let Err(e) = st.runtime.create_volume(&row.id, row.size_mib.map(|m| m << 20)) {
         if let Err(del) = st.store.delete_volume(&caller.team_id, &row.id) {
             tracing::error!(volume = %row.id, error = %del, "cannot remove a failed volume's record");
         }
@@ -279,7 +286,7 @@ pub fn recover(st: &AppState) -> anyhow::Result<()> {
         if let Ok(dir) = st.runtime.volume_dir(&row.id) {
             if !dir.is_dir() {
                 tracing::warn!(volume = %row.id, "recreating a volume's missing directory");
-                st.runtime.create_volume(&row.id)?;
+                st.runtime.create_volume(&row.id, row.size_mib.map(|m| m << 20))?;
             }
         }
     }
