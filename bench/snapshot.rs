@@ -1,11 +1,14 @@
-//! Snapshot and restore benchmark (library level).
+//! Snapshot and restore benchmark (library level, on the btrfs pool).
 //!
 //! For upper layers of 1 MiB, 100 MiB and 1 GiB (files of random data
-//! written in a box): the time of `Runtime::snapshot` (freeze, copy of the
-//! upper dirs, thaw, sync, rename), how long the box stays frozen is
-//! included in it; then restore — create a box whose lower stack starts
-//! with the snapshot layers → first command's exit — beside a plain create
-//! → first exit, interleaved in the same run.
+//! written in a box), three captures interleaved per repetition (median of
+//! 3): the write-back alone (`syncfs` of the pool right after the data was
+//! written: the floor of any durable capture of fresh data), a *fresh*
+//! snapshot (`Runtime::snapshot` right after the write: write-back, freeze,
+//! clone, thaw, sync, rename) and a *settled* one (the data already on
+//! disk), each with how long the box stayed frozen. Then restore — create
+//! a box whose lower stack starts with the snapshot layers → first
+//! command's exit — beside a plain create → first exit, interleaved.
 //!
 //! Run as root: `cargo bench --bench snapshot` (`-- --runs N` for the
 //! restore/create pairs per size, default 20). Never asserts a timing.
@@ -31,12 +34,34 @@ fn first_exec(rt: &Runtime, tokio: &tokio::runtime::Runtime, spec: &BoxSpec) -> 
     d
 }
 
+/// A box whose upper dir holds `mib` MiB of random data in `files` files.
+fn filled(
+    rt: &Runtime,
+    tokio: &tokio::runtime::Runtime,
+    id: &str,
+    mib: u64,
+    files: u64,
+) -> boxd_runtime::BoxHandle {
+    let b = rt.create(&BoxSpec::new(id)).expect("create");
+    let each = mib * 1024 / files; // KiB per file
+    let script = format!(
+        "cd /workspace/home && for i in $(seq 1 {files}); do \
+         head -c {each}K /dev/urandom > f$i || exit 1; done"
+    );
+    let out = tokio
+        .block_on(b.exec(SpawnRequest::argv(["sh", "-c", &script])))
+        .expect("fill");
+    assert_eq!(out.status.code, 0, "fill the upper dir");
+    b
+}
+
 fn main() {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("SKIPPED: the snapshot benchmark needs root");
         return;
     }
     let runs = shared::runs_arg(20);
+    let reps = 3;
     let dir = std::env::temp_dir().join(format!("boxd-bench-snap-{}", std::process::id()));
     let mut cfg = RuntimeConfig::new(&dir, AGENT);
     cfg.cgroup_parent = format!("boxd-bench-snap-{}", std::process::id());
@@ -56,32 +81,69 @@ fn main() {
         first_exec(&rt, &tokio, &BoxSpec::new("warm"));
     }
     println!(
-        "{:>8}  {:>10}  {:>10}  {:>12}  {:>14}  {:>14}  {:>6}",
-        "upper", "snapshot", "frozen", "bytes", "restore→exec", "create→exec", "ratio"
+        "{:>8}  {:>11}  {:>11}  {:>11}  {:>11}  {:>11}",
+        "upper", "write-back", "fresh snap", "frozen", "settled", "frozen"
     );
+    let mut restores = Vec::new();
     for (label, mib, files) in [
         ("1 MiB", 1u64, 1u64),
         ("100 MiB", 100, 10),
         ("1 GiB", 1024, 16),
     ] {
-        let src = rt
-            .create(&BoxSpec::new(format!("src-{mib}")))
-            .expect("create");
-        let each = mib * 1024 / files; // KiB per file
-        let script = format!(
-            "cd /workspace/home && for i in $(seq 1 {files}); do \
-             head -c {}K /dev/urandom > f$i || exit 1; done",
-            each
+        // Interleaved per repetition: (a) fill, then time the write-back
+        // alone (syncfs of the pool: the floor of any durable capture of
+        // data just written); (b) fill, snapshot at once (fresh);
+        // (c) fill, sync, snapshot (settled: the data is on disk).
+        let (mut wb, mut fresh, mut fresh_frozen, mut settled, mut settled_frozen) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        let mut kept = None;
+        for rep in 0..reps {
+            let b = filled(&rt, &tokio, &format!("wb-{mib}-{rep}"), mib, files);
+            let pool = dir.join("pool");
+            let t = Instant::now();
+            boxd_runtime::snapshot::sync_fs(&pool).expect("syncfs");
+            wb.push(t.elapsed());
+            rt.destroy(b).expect("destroy");
+
+            let b = filled(&rt, &tokio, &format!("fresh-{mib}-{rep}"), mib, files);
+            let id = format!("fresh-{mib}-{rep}");
+            let t = Instant::now();
+            let c = rt.snapshot(&b, &id).expect("snapshot");
+            fresh.push(t.elapsed());
+            fresh_frozen.push(c.frozen);
+            rt.destroy(b).expect("destroy");
+            rt.remove_snapshot(&id).expect("remove snapshot");
+
+            let b = filled(&rt, &tokio, &format!("settled-{mib}-{rep}"), mib, files);
+            boxd_runtime::snapshot::sync_fs(&pool).expect("syncfs");
+            let id = format!("settled-{mib}-{rep}");
+            let t = Instant::now();
+            let c = rt.snapshot(&b, &id).expect("snapshot");
+            settled.push(t.elapsed());
+            settled_frozen.push(c.frozen);
+            rt.destroy(b).expect("destroy");
+            match kept {
+                None => kept = Some((id, c)),
+                Some(_) => rt.remove_snapshot(&id).expect("remove snapshot"),
+            }
+        }
+        let med = |v: Vec<Duration>| shared::fmt_dur(shared::median_p99(v).0);
+        println!(
+            "{:>8}  {:>11}  {:>11}  {:>11}  {:>11}  {:>11}",
+            label,
+            med(wb),
+            med(fresh),
+            med(fresh_frozen),
+            med(settled),
+            med(settled_frozen)
         );
-        let out = tokio
-            .block_on(src.exec(SpawnRequest::argv(["sh", "-c", &script])))
-            .expect("fill");
-        assert_eq!(out.status.code, 0, "fill the upper dir");
-        let id = format!("snap-{mib}");
-        let t = Instant::now();
-        let captured = rt.snapshot(&src, &id).expect("snapshot");
-        let snap_time = t.elapsed();
-        rt.destroy(src).expect("destroy");
+        restores.push((label, mib, kept.expect("at least one repetition")));
+    }
+    println!(
+        "\n{:>8}  {:>14}  {:>14}  {:>6}",
+        "upper", "restore→exec", "create→exec", "ratio"
+    );
+    for (label, mib, (id, captured)) in restores {
         let mut restore = Vec::new();
         let mut plain = Vec::new();
         for i in 0..runs {
@@ -97,11 +159,8 @@ fn main() {
         let (rm, _) = shared::median_p99(restore);
         let (pm, _) = shared::median_p99(plain);
         println!(
-            "{:>8}  {:>10}  {:>10}  {:>12}  {:>14}  {:>14}  {:>5.2}x",
+            "{:>8}  {:>14}  {:>14}  {:>5.2}x",
             label,
-            shared::fmt_dur(snap_time),
-            shared::fmt_dur(captured.frozen),
-            captured.bytes,
             shared::fmt_dur(rm),
             shared::fmt_dur(pm),
             rm.as_secs_f64() / pm.as_secs_f64()

@@ -770,12 +770,12 @@ fn a_box_whose_create_never_finished_is_removed_at_start() {
         let rt = boxd_runtime::Runtime::new(cfg).unwrap();
         rt.create(&boxd_runtime::BoxSpec::new("box-half")).unwrap();
     }
-    assert!(d.dir.join("boxes/box-half").exists());
+    assert!(d.dir.join("pool/boxes/box-half").exists());
     d.start_again();
     assert_eq!(d.get("/v2/box/half").0, 404);
     assert_eq!(d.get("/v2/box").1, json!([]));
     assert!(
-        !d.dir.join("boxes/box-half").exists(),
+        !d.dir.join("pool/boxes/box-half").exists(),
         "the runtime box is gone"
     );
     let (_, v) = d.get("/v2/audit?box=box-half");

@@ -672,10 +672,14 @@ impl Runtime {
 
     /// Captures the box's overlay upper dirs into snapshot `id`'s layers
     /// (`snapshots/<id>/upper-N`). The box is frozen while its files are
-    /// copied and thawed afterwards, also on error (a box that was already
-    /// frozen, e.g. paused, stays frozen). The layers are synced and
-    /// renamed into place before this returns; a crash leaves only a
-    /// `.tmp-<id>` dir, removed at the next start.
+    /// copied (cloned, on a btrfs pool) and thawed afterwards, also on
+    /// error (a box that was already frozen, e.g. paused, stays frozen).
+    /// The layers are synced and renamed into place before this returns;
+    /// a crash leaves only a `.tmp-<id>` dir, removed at the next start.
+    ///
+    /// A durable snapshot cannot be faster than writing the box's dirty
+    /// data to disk; that write-back happens first, while the box still
+    /// runs, so the box is frozen only for what it writes meanwhile.
     pub fn snapshot(&self, handle: &BoxHandle, id: &str) -> Result<CapturedLayers> {
         if !check_name(id, &['_']) {
             return Err(RuntimeError::InvalidId(id.to_string()));
@@ -686,6 +690,10 @@ impl Runtime {
         let dest = self.snapshots_dir().join(id);
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir(&tmp).map_err(RuntimeError::io(format!("create {}", tmp.display())))?;
+        if let Err(e) = snapshot::sync_fs(&box_dir) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
         let t = std::time::Instant::now();
         let copied = self.frozen(handle, || {
             let mut copier = snapshot::Copier::new(handle.host_root_id());
