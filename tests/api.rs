@@ -629,6 +629,61 @@ fn a_create_cut_by_kill_9_leaves_no_half_box() {
 }
 
 #[test]
+fn a_delete_cut_by_kill_9_is_finished_at_the_next_start() {
+    let Some(mut d) = TestDaemon::start() else {
+        return;
+    };
+    let keep = d.create(json!({"name": "keep"}));
+    let mut cut = 0;
+    for round in 0..3 {
+        let id = d.create(json!({}));
+        // Many files: removing the box's layer takes a while.
+        let (code, _, err) = d.sh(
+            &id,
+            "mkdir -p /workspace/home/t && cd /workspace/home/t && seq 1 20000 | xargs touch",
+        );
+        assert_eq!(code, 0, "{err}");
+        std::thread::scope(|s| {
+            let d = &d;
+            let path = format!("/v2/box/{id}");
+            s.spawn(move || {
+                let _ = d.req(Method::DELETE, &path).send();
+            });
+            // The box leaves the API as soon as the delete is recorded.
+            let t = std::time::Instant::now();
+            while d.get(&format!("/v2/box/{id}")).0 == 200 {
+                assert!(t.elapsed().as_secs() < 30, "the delete never started");
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            let pid = nix::unistd::Pid::from_raw(d.pid() as i32);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+        });
+        d.kill9();
+        d.start_again();
+        assert_eq!(d.get(&format!("/v2/box/{id}")).0, 404, "round {round}");
+        assert_eq!(ids(&d.get("/v2/box").1), vec![keep.clone()], "round {round}");
+        assert!(
+            !d.dir.join("pool/boxes").join(&id).exists(),
+            "round {round}: the deleted box's files are still there"
+        );
+        let (_, v) = d.get(&format!("/v2/audit?box={id}"));
+        let deletes: Vec<&Value> = v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "box.delete")
+            .collect();
+        assert_eq!(deletes.len(), 1, "round {round}: {v}");
+        if deletes[0]["data"]["finished_at_start"] == true {
+            cut += 1;
+        }
+    }
+    // Nothing of the kept box was lost.
+    assert_eq!(d.sh(&keep, "echo ok").1, "ok\n");
+    eprintln!("{cut} of 3 deletes were cut by the kill and finished at start");
+}
+
+#[test]
 fn audit_trail_records_actions_and_follows_new_events() {
     let Some(d) = TestDaemon::start() else { return };
     let id = d.create(json!({"labels": ["team:x"]}));

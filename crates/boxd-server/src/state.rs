@@ -551,7 +551,24 @@ impl AppState {
         let (mut adopted, mut failed, mut abandoned) = (0, 0, 0);
         for row in &rows {
             match row.state {
-                BoxState::Deleted => {}
+                BoxState::Deleted => {
+                    // A delete was cut short: finish it.
+                    if let Ok(handle) = self.runtime.adopt(&row.id) {
+                        if let Err(e) = self.runtime.destroy(handle) {
+                            tracing::error!(box_id = %row.id, error = %e, "cannot finish a box's delete");
+                            continue;
+                        }
+                    }
+                    self.store.delete_box(&row.team_id, &row.id)?;
+                    self.audit(
+                        &row.team_id,
+                        None,
+                        Some(row),
+                        "box.delete",
+                        json!({"finished_at_start": true}),
+                    );
+                    tracing::warn!(box_id = %row.id, "finished a delete that boxd's stop cut short");
+                }
                 BoxState::Creating => {
                     // The create call never answered: nobody knows this box.
                     if let Ok(handle) = self.runtime.adopt(&row.id) {

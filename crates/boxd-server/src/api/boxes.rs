@@ -642,8 +642,10 @@ async fn delete_row(st: &Arc<AppState>, caller: &Caller, row: &BoxRow) -> ApiRes
     remove_box(st, Some(caller), row, "box.delete", json!({})).await
 }
 
-/// The one delete path (an API delete, an expiry): destroys the box,
-/// removes its record and appends the `kind` audit event.
+/// The one delete path (an API delete, an expiry): records the delete
+/// (state `deleted`: no longer listed or found, finished at the next start
+/// if boxd dies now), destroys the box, removes its record and appends the
+/// `kind` audit event.
 pub(crate) async fn remove_box(
     st: &Arc<AppState>,
     caller: Option<&Caller>,
@@ -651,6 +653,7 @@ pub(crate) async fn remove_box(
     kind: &str,
     data: Value,
 ) -> ApiResult<()> {
+    st.store.set_box_state(&row.id, BoxState::Deleted)?;
     let handle = match st.remove_live(&row.id) {
         Some(live) => Some(live),
         // Not live here (e.g. its record is all that is left): adopt what
@@ -676,6 +679,9 @@ pub(crate) async fn remove_box(
             .map_err(|e| ApiError::internal(format!("the delete task failed: {e}")))?;
         if let Err(e) = destroyed {
             st.insert_live_arc(live);
+            if let Err(e) = st.store.set_box_state(&row.id, row.state) {
+                tracing::error!(box_id = %row.id, error = %e, "cannot restore a box's state after a failed delete");
+            }
             return Err(ApiError::internal(format!(
                 "could not remove box {}: {e}; retry the delete",
                 row.id
