@@ -538,16 +538,19 @@ fn fifty_concurrent_creates_all_succeed_and_are_isolated() {
 }
 
 #[test]
-fn boxes_survive_daemon_restarts_and_dead_ones_are_marked() {
+fn boxes_survive_daemon_restarts_and_dead_ones_restart_on_their_files() {
     let Some(mut d) = TestDaemon::start() else {
         return;
     };
     let keep = d.create(json!({"name": "keep"}));
-    let dies = d.create(json!({"name": "dies"}));
-    d.post(
-        &format!("/v2/box/{keep}/files/write"),
-        json!({"path": "f", "content": "kept"}),
-    );
+    let dies = d.create(json!({"name": "dies", "env_vars": {"MARK": "m1"},
+        "init_command": "echo boot >> /workspace/home/boots"}));
+    for id in [&keep, &dies] {
+        d.post(
+            &format!("/v2/box/{id}/files/write"),
+            json!({"path": "f", "content": "kept"}),
+        );
+    }
     d.restart();
     assert_eq!(d.sh(&keep, "cat f").1, "kept");
 
@@ -574,15 +577,65 @@ fn boxes_survive_daemon_restarts_and_dead_ones_are_marked() {
     }
     d.start_again();
     assert_eq!(d.sh(&keep, "cat f").1, "kept");
-    assert_eq!(d.get(&format!("/v2/box/{dies}")).1["status"], "error");
-    let (s, v) = d.post(
-        &format!("/v2/box/{dies}/exec"),
-        json!({"command": ["true"]}),
-    );
+    // The dead box was started again on its files (as after a host
+    // reboot), with its env, and its init command ran again.
+    assert_eq!(d.get(&format!("/v2/box/{dies}")).1["status"], "running");
+    assert_eq!(d.sh(&dies, "cat f; echo \" $MARK\"").1, "kept m1\n");
+    let kinds = |d: &TestDaemon| -> Vec<String> {
+        let (_, v) = d.get(&format!("/v2/audit?box={dies}"));
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let k = kinds(&d);
     assert!(
-        s == 409 && v["error"].as_str().unwrap().contains("delete"),
+        k.contains(&"box.failed".to_string()) && k.contains(&"box.restart".to_string()),
+        "{k:?}"
+    );
+    let boots = |d: &TestDaemon| d.sh(&dies, "cat /workspace/home/boots").1.lines().count();
+    let t = std::time::Instant::now();
+    while boots(&d) < 2 {
+        assert!(
+            t.elapsed().as_secs() < 20,
+            "the init command did not run again"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    // Its init dies while boxd runs: calls say how to get it back, and a
+    // restart does, files kept.
+    let rec: Value = serde_json::from_slice(
+        &std::fs::read(d.dir.join("pool/boxes").join(&dies).join("box.json")).unwrap(),
+    )
+    .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(rec["pid"].as_i64().unwrap() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    let (s, v) = loop {
+        let (s, v) = d.post(
+            &format!("/v2/box/{dies}/exec"),
+            json!({"command": ["true"]}),
+        );
+        // (A call racing the death may see the connection reset.)
+        if s == 409 || t.elapsed().as_secs() > 10 {
+            break (s, v);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(
+        s == 409 && v["error"].as_str().unwrap().contains("restart"),
         "{v}"
     );
+    let (s, v) = d.post(&format!("/v2/box/{dies}/restart"), json!({}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["status"], "running");
+    assert_eq!(d.sh(&dies, "cat f").1, "kept");
     assert_eq!(d.delete(&format!("/v2/box/{dies}")).0, 200);
     assert!(!d.dir.join("pool/boxes").join(&dies).exists());
     // The admin key from BOXD_API_KEY still works, and only one exists.
@@ -661,7 +714,11 @@ fn a_delete_cut_by_kill_9_is_finished_at_the_next_start() {
         d.kill9();
         d.start_again();
         assert_eq!(d.get(&format!("/v2/box/{id}")).0, 404, "round {round}");
-        assert_eq!(ids(&d.get("/v2/box").1), vec![keep.clone()], "round {round}");
+        assert_eq!(
+            ids(&d.get("/v2/box").1),
+            vec![keep.clone()],
+            "round {round}"
+        );
         assert!(
             !d.dir.join("pool/boxes").join(&id).exists(),
             "round {round}: the deleted box's files are still there"

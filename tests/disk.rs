@@ -180,5 +180,8 @@ fn the_dir_driver_refuses_limits_it_cannot_enforce() {
     assert!(v["disk_mib"].is_null(), "{v}");
     let (s, v) = d.post("/v2/volumes", json!({"name": "v"}));
     assert_eq!(s, 200, "{v}");
-    assert!(!d.dir.join("pool.img").exists(), "the dir driver made an image");
+    assert!(
+        !d.dir.join("pool.img").exists(),
+        "the dir driver made an image"
+    );
 }

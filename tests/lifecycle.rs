@@ -72,7 +72,9 @@ async fn two_hundred_create_exec_destroy_cycles_leave_nothing_behind() {
         mounts_before,
         "mounts leaked into the host namespace"
     );
-    let boxes: Vec<_> = std::fs::read_dir(rt.dir.join("pool/boxes")).unwrap().collect();
+    let boxes: Vec<_> = std::fs::read_dir(rt.dir.join("pool/boxes"))
+        .unwrap()
+        .collect();
     assert!(boxes.is_empty(), "box directories left: {}", boxes.len());
     for dir in cgroup_parent_dirs(&parent) {
         let children: Vec<_> = std::fs::read_dir(&dir)

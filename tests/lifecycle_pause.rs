@@ -296,3 +296,46 @@ fn init_commands_run_at_create_and_after_a_restart() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(count(&d), 2, "a removed init command ran");
 }
+
+#[test]
+fn a_box_restart_keeps_its_files_and_env_ends_its_processes_and_reruns_init() {
+    let Some(d) = TestDaemon::start() else {
+        return;
+    };
+    let cmd = "echo ran >> /workspace/home/init.log";
+    let id = d.create(json!({"keep_alive": true, "init_command": cmd,
+        "env_vars": {"MARK": "m1"}}));
+    let count = |d: &TestDaemon| {
+        let (_, out, _) = d.sh(&id, "cat /workspace/home/init.log 2>/dev/null | wc -l");
+        out.trim().parse::<u32>().unwrap_or(0)
+    };
+    wait_for(30, "the init command at create", || count(&d) == 1);
+    let (code, _, err) = d.sh(
+        &id,
+        "echo data > /workspace/home/f && (setsid sleep 1000 >/dev/null 2>&1 &) && pgrep -x sleep",
+    );
+    assert_eq!(code, 0, "{err}");
+    // A paused box restarts too (and comes back running).
+    assert_eq!(post_empty(&d, &format!("/v2/box/{id}/pause")).0, 200);
+    let (code, v) = post_empty(&d, &format!("/v2/box/{id}/restart"));
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["status"], "running");
+    let (_, out, _) = d.sh(
+        &id,
+        "cat /workspace/home/f; echo $MARK; pgrep -x sleep || echo none",
+    );
+    assert_eq!(out, "data\nm1\nnone\n");
+    wait_for(30, "the init command after the box's restart", || {
+        count(&d) == 2
+    });
+    let restarts = events(&d, &id, "box.restart");
+    assert_eq!(restarts.len(), 1, "{restarts:?}");
+    assert_eq!(restarts[0]["data"]["from"], "paused");
+    let inits = events(&d, &id, "box.init");
+    assert_eq!(
+        inits.last().unwrap()["data"]["when"],
+        "box restart",
+        "{inits:?}"
+    );
+    assert_eq!(post_empty(&d, "/v2/box/nope/restart").0, 404);
+}

@@ -164,6 +164,11 @@ pub struct BoxRecord {
     pub env: BTreeMap<String, String>,
     pub limits: Limits,
     pub cgroup: BoxCgroup,
+    /// What the box was made from, so it can be started again on its
+    /// files ([`Runtime::restart_notify`]); absent in records of older
+    /// versions.
+    #[serde(default)]
+    pub spec: Option<BoxSpec>,
 }
 
 /// A live (or dead, after re-adoption) box.
@@ -612,6 +617,7 @@ impl Runtime {
             env: spec.env.clone(),
             limits: spec.limits,
             cgroup,
+            spec: Some(spec.clone()),
         };
         let handle = BoxHandle {
             record,
@@ -790,6 +796,44 @@ impl Runtime {
             our_child: false,
             agent: AgentClient::new(socket),
         })
+    }
+
+    /// Starts box `id` again on its own files, like a reboot: whatever of
+    /// it still runs is killed, then a new agent starts over the same
+    /// layers, with the same spec, slot (so id range) and hostname. Its
+    /// files are never removed, also when the start fails (the box can be
+    /// restarted again or deleted). `started` as in
+    /// [`Runtime::create_notify`].
+    pub fn restart_notify(&self, id: &str, started: impl FnOnce(u32, i32)) -> Result<BoxHandle> {
+        if !check_name(id, &['_']) {
+            return Err(RuntimeError::InvalidId(id.to_string()));
+        }
+        let old = self.adopt(id)?;
+        let Some(spec) = old.record.spec.clone() else {
+            return Err(RuntimeError::Setup(format!(
+                "box {id} was made by an older boxd that did not record its spec; it cannot be restarted"
+            )));
+        };
+        // Frozen processes die as well (the kill thaws them).
+        self.teardown(&old);
+        let _ = old.record.cgroup.remove();
+        let dir = self.boxes_dir().join(id);
+        let socket = dir.join("agent.sock");
+        match std::fs::remove_file(&socket) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(RuntimeError::io(format!("remove {}", socket.display()))(e));
+            }
+            _ => {}
+        }
+        let image = image::load(&self.cfg.data_dir.join("images"), &old.record.image)?;
+        let cgroup = self.cgroups.box_cgroup(&self.cfg.cgroup_parent, id);
+        let (slot, hostname) = (old.record.slot, old.record.hostname.clone());
+        let result = self.start(&spec, &image, slot, hostname, cgroup.clone(), started);
+        if result.is_err() {
+            let _ = cgroup.kill();
+            let _ = cgroup.remove();
+        }
+        result
     }
 
     /// Destroys a box: every process, mount, cgroup, namespace and file.

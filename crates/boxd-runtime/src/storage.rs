@@ -315,7 +315,10 @@ mod loopdev {
                 if e.raw_os_error() == Some(libc::EBUSY) {
                     continue;
                 }
-                return Err(storage_err(format!("attach {} to {dev_path}: {e}", image.display())));
+                return Err(storage_err(format!(
+                    "attach {} to {dev_path}: {e}",
+                    image.display()
+                )));
             }
             let flags = nix::mount::MsFlags::MS_NOSUID
                 | nix::mount::MsFlags::MS_NODEV
@@ -337,7 +340,9 @@ mod loopdev {
                 ))
             });
         }
-        Err(storage_err("every free loop device was taken by someone else"))
+        Err(storage_err(
+            "every free loop device was taken by someone else",
+        ))
     }
 }
 

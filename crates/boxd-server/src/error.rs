@@ -93,7 +93,8 @@ impl From<ClientError> for ApiError {
             }
             None => match e {
                 ClientError::AgentGone => ApiError::conflict(
-                    "the box has stopped (its processes are gone); delete it and create a new one",
+                    "the box has stopped (its processes are gone): restart it with \
+                     POST /v2/box/{id}/restart (its files are kept) or delete it",
                 ),
                 other => ApiError::internal(format!("talking to the box failed: {other}")),
             },

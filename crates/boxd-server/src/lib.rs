@@ -232,9 +232,10 @@ async fn run(config: Config) -> Result<()> {
         secrets,
     ));
     let st = state.clone();
-    tokio::task::spawn_blocking(move || {
-        st.recover()?;
-        api::snapshots::recover(&st)
+    let died = tokio::task::spawn_blocking(move || {
+        let died = st.recover()?;
+        api::snapshots::recover(&st)?;
+        anyhow::Ok(died)
     })
     .await
     .context("re-adopt boxes")??;
@@ -249,6 +250,13 @@ async fn run(config: Config) -> Result<()> {
     // Boxes that expired while boxd was down go before anything is served;
     // then the sweeper keeps deleting expired boxes and pausing idle ones.
     state.sweep().await;
+    // Boxes whose processes died while boxd was down (a host reboot)
+    // start again on their files.
+    for row in died {
+        if let Err(e) = state.restart(&row, None, "died while boxd was down").await {
+            tracing::error!(box_id = %row.id, error = %e.message, "cannot restart a box");
+        }
+    }
     state
         .run_inits_after_restart()
         .context("run the init commands of adopted boxes")?;

@@ -1,5 +1,5 @@
-//! Pause and resume, lifetimes (ttl / timeout / ephemeral), idle pause
-//! and init commands.
+//! Pause and resume, restart, lifetimes (ttl / timeout / ephemeral), idle
+//! pause and init commands.
 //!
 //! Owns the order of a pause or resume (the new state is in the store
 //! before the cgroup freezer acts, and a restart makes the cgroup match
@@ -29,10 +29,7 @@ impl AppState {
             Some(live) if live.handle.is_alive() => Ok(live),
             _ => {
                 self.mark_failed(row, "its init process exited");
-                Err(ApiError::conflict(format!(
-                    "box {} has stopped: its init process exited; delete it and create a new one",
-                    row.id
-                )))
+                Err(crate::state::stopped(&row.id))
             }
         }
     }
@@ -42,6 +39,98 @@ impl AppState {
             .box_by_id(id)?
             .filter(|r| r.state != BoxState::Deleted)
             .ok_or_else(|| ApiError::not_found(format!("box {id} not found")))
+    }
+
+    /// Starts the box again on its own files, like a reboot: its processes
+    /// (if any still run) are killed, a new init starts over the same
+    /// layers with the same env, limits, volumes, network policy and
+    /// secrets, and its init command runs. Works on running, paused and
+    /// failed boxes; the box is `running` after. A failed start leaves it
+    /// `error` with its files kept.
+    pub async fn restart(
+        self: &Arc<Self>,
+        row: &BoxRow,
+        caller: Option<&Caller>,
+        reason: &str,
+    ) -> ApiResult<BoxRow> {
+        let old = self.live(&row.id);
+        let _turn = match &old {
+            Some(live) => Some(live.lifecycle.lock().await),
+            None => None,
+        };
+        let mut row = self.current(&row.id)?;
+        if row.state == BoxState::Creating {
+            return Err(ApiError::conflict(format!(
+                "box {} is still being created",
+                row.id
+            )));
+        }
+        let started = Instant::now();
+        if let Some(live) = &old {
+            let _ = live.handle.thaw();
+            if let Some(net) = &self.network {
+                net.detach(&row.id, live.handle.record().slot);
+            }
+        }
+        self.remove_live(&row.id);
+        let meta = BoxMeta::of(&row);
+        let rules = Arc::new(self.secrets.box_rules(&self.store, &row.id)?);
+        let rt = self.runtime.clone();
+        let id = row.id.clone();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let starting = tokio::task::spawn_blocking(move || {
+            rt.restart_notify(&id, move |slot, pid| {
+                let _ = started_tx.send((slot, pid));
+            })
+        });
+        let networking = async {
+            let (slot, pid) = started_rx.await.ok()?;
+            Some((
+                slot,
+                self.attach_network(&row.id, &meta, slot, pid, rules, false)
+                    .await,
+            ))
+        };
+        let (started_box, networked) = tokio::join!(starting, networking);
+        let failed = |why: String| {
+            if let (Some(net), Some((slot, _))) = (&self.network, &networked) {
+                net.detach(&row.id, *slot);
+            }
+            self.mark_failed(&row, &why);
+            ApiError::internal(format!("could not restart box {}: {why}", row.id))
+        };
+        let handle = match started_box {
+            Ok(Ok(handle)) => handle,
+            Ok(Err(e)) => return Err(failed(e.to_string())),
+            Err(e) => return Err(failed(format!("the restart task failed: {e}"))),
+        };
+        if let Some((_, Err(e))) = &networked {
+            // Its processes go (a box without its network reaches
+            // nothing); its files stay.
+            let _ = handle.cgroup().kill();
+            self.insert_live(handle);
+            return Err(failed(e.message.clone()));
+        }
+        let live = self.insert_live(handle);
+        self.store.set_box_state(&row.id, BoxState::Running)?;
+        let from = row.state;
+        row.state = BoxState::Running;
+        self.audit(
+            &row.team_id,
+            caller,
+            Some(&row),
+            "box.restart",
+            json!({
+                "reason": reason,
+                "from": crate::state::status_of(from).as_str(),
+                "duration_ms": started.elapsed().as_millis() as u64,
+            }),
+        );
+        tracing::info!(box_id = %row.id, reason, "box restarted");
+        if let Some(cmd) = &meta.init_command {
+            self.run_init(&row, &live, cmd, "box restart");
+        }
+        Ok(row)
     }
 
     /// Freezes every process of the box. Pausing a paused box does

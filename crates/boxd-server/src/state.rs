@@ -193,6 +193,14 @@ pub fn status_of(state: BoxState) -> BoxStatus {
     }
 }
 
+/// The answer to a call on a box whose processes are gone.
+pub fn stopped(id: &str) -> ApiError {
+    ApiError::conflict(format!(
+        "box {id} has stopped (its processes are gone): restart it with \
+         POST /v2/box/{id}/restart (its files are kept) or delete it"
+    ))
+}
+
 /// The wire form of a stored box.
 pub fn box_data(row: &BoxRow) -> BoxData {
     let meta = BoxMeta::of(row);
@@ -371,13 +379,7 @@ impl AppState {
                     row.id
                 )))
             }
-            _ => {
-                return Err(ApiError::conflict(format!(
-                    "box {} is in state {}: its processes are gone; delete it and create a new one",
-                    row.id,
-                    status_of(row.state).as_str()
-                )))
-            }
+            _ => return Err(stopped(&row.id)),
         }
         match self.live(&row.id) {
             Some(live) if live.handle.is_alive() => {
@@ -386,10 +388,7 @@ impl AppState {
             }
             _ => {
                 self.mark_failed(&row, "its init process exited");
-                Err(ApiError::conflict(format!(
-                    "box {} has stopped: its init process exited; delete it and create a new one",
-                    row.id
-                )))
+                Err(stopped(&row.id))
             }
         }
     }
@@ -546,8 +545,11 @@ impl AppState {
 
     /// After a (re)start: re-adopt every box the store says exists, mark
     /// the dead ones failed, and remove what a crash left half made.
-    pub fn recover(&self) -> anyhow::Result<()> {
+    /// Returns the boxes that were up and died while boxd was down (a
+    /// host reboot): the caller restarts them.
+    pub fn recover(&self) -> anyhow::Result<Vec<BoxRow>> {
         let rows = self.store.all_boxes()?;
+        let mut died = Vec::new();
         let (mut adopted, mut failed, mut abandoned) = (0, 0, 0);
         for row in &rows {
             match row.state {
@@ -603,6 +605,7 @@ impl AppState {
                                 adopted += 1;
                             } else if row.state != BoxState::Failed {
                                 self.mark_failed(row, "its processes died while boxd was down");
+                                died.push(row.clone());
                                 failed += 1;
                             }
                         }
@@ -629,6 +632,6 @@ impl AppState {
             }
         }
         tracing::info!(adopted, failed, abandoned, "boxes recovered");
-        Ok(())
+        Ok(died)
     }
 }

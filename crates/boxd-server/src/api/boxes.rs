@@ -262,7 +262,9 @@ fn disk_limit(
         }
         return Ok(None);
     }
-    Ok(Some(req.disk_mib.or(from_snapshot).unwrap_or(size.disk_mib())))
+    Ok(Some(
+        req.disk_mib.or(from_snapshot).unwrap_or(size.disk_mib()),
+    ))
 }
 
 async fn create_box(
@@ -292,7 +294,12 @@ async fn create_box(
         .size
         .or(snapshot.as_ref().map(|s| s.spec.size))
         .unwrap_or_default();
-    let disk_mib = disk_limit(&st, &req, snapshot.as_ref().and_then(|s| s.spec.disk_mib), size)?;
+    let disk_mib = disk_limit(
+        &st,
+        &req,
+        snapshot.as_ref().and_then(|s| s.spec.disk_mib),
+        size,
+    )?;
     let runtime = match (&snapshot, &req.runtime) {
         (Some(s), Some(r)) if *r != s.row.runtime => {
             return Err(ApiError::bad_request(format!(

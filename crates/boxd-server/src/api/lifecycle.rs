@@ -44,6 +44,24 @@ pub async fn resume(
     Ok(Json(st.data(&row)))
 }
 
+#[utoipa::path(post, path = "/v2/box/{id}/restart", tag = "boxes",
+    params(("id" = String, Path, description = "box id or name")),
+    responses((status = 200, body = BoxData), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 500, body = ErrorBody)))]
+/// Starts the box again on its own files, like a reboot: its processes are
+/// killed, a new init starts with the same env, limits, volumes, network
+/// policy and secrets, and the init command runs. Works on running, paused
+/// and failed (`error`) boxes.
+pub async fn restart(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<BoxData>> {
+    let row = st.find(&caller, &id)?;
+    let row = st.restart(&row, Some(&caller), "api").await?;
+    Ok(Json(st.data(&row)))
+}
+
 #[utoipa::path(get, path = "/v2/box/{id}/startup", tag = "boxes",
     params(("id" = String, Path, description = "box id or name")),
     responses((status = 200, body = StartupRequest), (status = 404, body = ErrorBody)))]

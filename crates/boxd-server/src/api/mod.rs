@@ -82,6 +82,7 @@ use utoipa::OpenApi;
         volumes::get,
         volumes::delete,
         lifecycle::pause,
+        lifecycle::restart,
         lifecycle::resume,
         lifecycle::get_startup,
         lifecycle::set_startup,
@@ -187,6 +188,7 @@ pub fn router(st: Arc<AppState>) -> Router {
             axum::routing::delete(boxes::remove_label),
         )
         .route("/v2/box/{id}/pause", post(lifecycle::pause))
+        .route("/v2/box/{id}/restart", post(lifecycle::restart))
         .route("/v2/box/{id}/resume", post(lifecycle::resume))
         .route(
             "/v2/box/{id}/startup",

@@ -174,7 +174,10 @@ pub async fn create(
     let row = st
         .store
         .create_volume(&caller.team_id, &req.name, req.size_mib)?;
-    if let Err(e) = st.runtime.create_volume(&row.id, row.size_mib.map(|m| m << 20)) {
+    if let Err(e) = st
+        .runtime
+        .create_volume(&row.id, row.size_mib.map(|m| m << 20))
+    {
         if let Err(del) = st.store.delete_volume(&caller.team_id, &row.id) {
             tracing::error!(volume = %row.id, error = %del, "cannot remove a failed volume's record");
         }
@@ -286,7 +289,8 @@ pub fn recover(st: &AppState) -> anyhow::Result<()> {
         if let Ok(dir) = st.runtime.volume_dir(&row.id) {
             if !dir.is_dir() {
                 tracing::warn!(volume = %row.id, "recreating a volume's missing directory");
-                st.runtime.create_volume(&row.id, row.size_mib.map(|m| m << 20))?;
+                st.runtime
+                    .create_volume(&row.id, row.size_mib.map(|m| m << 20))?;
             }
         }
     }
