@@ -58,7 +58,7 @@ fn main() {
     let mut n = 0;
     let mut lib_once = || {
         n += 1;
-        shared::lib_cycle(&rt, &tokio, &format!("lib-{n}"))
+        shared::lib_cycle(&rt, &tokio, &BoxSpec::new(format!("lib-{n}")))
     };
     let mut http = Http::connect(&addr, &key);
     let http_once = |http: &mut Http| {

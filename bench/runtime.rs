@@ -4,6 +4,10 @@
 //! warm-up), interleaved with the raw floor measured in the same process:
 //! `clone` with the same namespaces (user, mount, pid, net, uts, ipc,
 //! cgroup) + `exec /bin/true` + wait, with no overlay, cgroups or agent.
+//! The boxes are made on the btrfs storage pool with a disk limit (a
+//! subvolume + quota group each) and, interleaved, on a second runtime
+//! whose pool is plain directories (`driver = "dir"`): the difference is
+//! what disk limits cost a create.
 //! Also measures the exec round trip of `/bin/true` on a running box and of
 //! a bare `spawn` of `/bin/true` from this process, for reference.
 //!
@@ -38,25 +42,40 @@ fn main() {
     }
     let _cleanup = Cleanup(dir.clone(), parent);
     let rt = Runtime::new(cfg).expect("runtime");
+    assert!(
+        rt.storage().enforces_limits(),
+        "the btrfs pool is unavailable (btrfs-progs?)"
+    );
+    let plain_dir = std::env::temp_dir().join(format!("boxd-bench-dir-{}", std::process::id()));
+    let mut cfg = RuntimeConfig::new(&plain_dir, AGENT);
+    cfg.cgroup_parent = format!("boxd-bench-dir-{}", std::process::id());
+    cfg.storage.driver = boxd_runtime::storage::Driver::Dir;
+    let _cleanup_plain = Cleanup(plain_dir, cfg.cgroup_parent.clone());
+    let rt_plain = Runtime::new(cfg).expect("runtime (dir pool)");
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio");
     let mut n = 0;
-    let mut box_once = || {
+    let mut box_once = |rt: &Runtime| {
         n += 1;
-        shared::lib_cycle(&rt, &tokio, &format!("bench-{n}"))
+        let mut spec = BoxSpec::new(format!("bench-{n}"));
+        spec.disk_bytes = Some(10 << 30);
+        shared::lib_cycle(rt, &tokio, &spec)
     };
     for _ in 0..5 {
-        box_once();
+        box_once(&rt);
+        box_once(&rt_plain);
         shared::floor_true().expect("floor");
     }
-    let (mut boxes, mut floor) = (Vec::new(), Vec::new());
+    let (mut boxes, mut plain, mut floor) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
-        boxes.push(box_once());
+        boxes.push(box_once(&rt));
+        plain.push(box_once(&rt_plain));
         floor.push(shared::floor_true().expect("floor"));
     }
     let (bm, bp) = shared::median_p99(boxes);
+    let (pm, pp) = shared::median_p99(plain);
     let (fm, fp) = shared::median_p99(floor);
     // Exec round trip on a running box vs a bare spawn from the host.
     let b = rt.create(&BoxSpec::new("bench-exec")).expect("create");
@@ -85,6 +104,11 @@ fn main() {
         shared::fmt_dur(bp)
     );
     println!(
+        "| the same on a `dir` pool (no disk limit) | {} | {} |",
+        shared::fmt_dur(pm),
+        shared::fmt_dur(pp)
+    );
+    println!(
         "| raw floor: clone(7 namespaces) + exec `true` | {} | {} |",
         shared::fmt_dur(fm),
         shared::fmt_dur(fp)
@@ -100,10 +124,12 @@ fn main() {
         shared::fmt_dur(sp)
     );
     println!(
-        "ratio create/floor (median): {:.2}x; exec/host spawn (median): {:.2}x",
+        "ratio create/floor (median): {:.2}x; btrfs pool/dir pool: {:.2}x; exec/host spawn (median): {:.2}x",
         bm.as_secs_f64() / fm.as_secs_f64(),
+        bm.as_secs_f64() / pm.as_secs_f64(),
         em.as_secs_f64() / sm.as_secs_f64()
     );
-    // Boxes are gone; the runtime goes before the cleanup guard.
+    // Boxes are gone; the runtimes go before the cleanup guards.
     drop(rt);
+    drop(rt_plain);
 }

@@ -97,9 +97,9 @@ pub fn floor_true() -> std::io::Result<Duration> {
 
 /// Creates a box through the library, runs `true` in it and destroys it;
 /// returns the time from the create call to the exit of `true`.
-pub fn lib_cycle(rt: &Runtime, tokio: &tokio::runtime::Runtime, id: &str) -> Duration {
+pub fn lib_cycle(rt: &Runtime, tokio: &tokio::runtime::Runtime, spec: &BoxSpec) -> Duration {
     let t = Instant::now();
-    let b = rt.create(&BoxSpec::new(id)).expect("create");
+    let b = rt.create(spec).expect("create");
     let out = tokio
         .block_on(b.exec(SpawnRequest::argv(["/bin/true"])))
         .expect("exec");

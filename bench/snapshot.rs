@@ -22,18 +22,6 @@ use std::time::{Duration, Instant};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_boxd-agent");
 
-fn first_exec(rt: &Runtime, tokio: &tokio::runtime::Runtime, spec: &BoxSpec) -> Duration {
-    let t = Instant::now();
-    let b = rt.create(spec).expect("create");
-    let out = tokio
-        .block_on(b.exec(SpawnRequest::argv(["/bin/true"])))
-        .expect("exec");
-    let d = t.elapsed();
-    assert_eq!(out.status.code, 0);
-    rt.destroy(b).expect("destroy");
-    d
-}
-
 /// A box whose upper dir holds `mib` MiB of random data in `files` files.
 fn filled(
     rt: &Runtime,
@@ -78,7 +66,7 @@ fn main() {
         .build()
         .expect("tokio");
     for _ in 0..3 {
-        first_exec(&rt, &tokio, &BoxSpec::new("warm"));
+        shared::lib_cycle(&rt, &tokio, &BoxSpec::new("warm"));
     }
     println!(
         "{:>8}  {:>11}  {:>11}  {:>11}  {:>11}  {:>11}",
@@ -149,8 +137,8 @@ fn main() {
         for i in 0..runs {
             let mut spec = BoxSpec::new(format!("r-{mib}-{i}"));
             spec.snapshot_layers = captured.layers.clone();
-            restore.push(first_exec(&rt, &tokio, &spec));
-            plain.push(first_exec(
+            restore.push(shared::lib_cycle(&rt, &tokio, &spec));
+            plain.push(shared::lib_cycle(
                 &rt,
                 &tokio,
                 &BoxSpec::new(format!("p-{mib}-{i}")),
