@@ -65,7 +65,7 @@ fn writing_past_a_box_disk_limit_fails_in_that_box_only() {
     assert_ne!(code, 0, "a 100 MiB write fit in a 64 MiB disk: {out}");
     assert!(out.contains("Disk quota exceeded"), "{out}");
     assert!(
-        written <= 64 << 20 && written >= 32 << 20,
+        ((32 << 20)..=(64 << 20)).contains(&written),
         "wrote {written} bytes into a 64 MiB disk"
     );
     // The neighbour and the host are not affected.
