@@ -221,7 +221,7 @@ fn bad_volume_specs_are_refused_naming_the_problem_and_create_nothing() {
     );
     // Nothing was created by the refused requests.
     assert_eq!(d.get("/v2/box").1, json!([]));
-    let boxes = std::fs::read_dir(d.dir.join("boxes")).unwrap().count();
+    let boxes = std::fs::read_dir(d.dir.join("pool/boxes")).unwrap().count();
     assert_eq!(boxes, 0);
     assert_eq!(d.get("/v2/volumes/data").1["boxes"], json!([]));
 }

@@ -396,12 +396,9 @@ impl Runtime {
     /// Removes volume `id` and everything in it (absent already: fine).
     pub fn remove_volume(&self, id: &str) -> Result<()> {
         let dir = self.volume_dir(id)?;
-        match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(RuntimeError::io(format!("remove {}", dir.display()))(e))
-            }
-            _ => Ok(()),
-        }
+        self.pool
+            .remove_dir(&dir)
+            .map_err(RuntimeError::io(format!("remove {}", dir.display())))
     }
 
     /// Ids of the volume directories on disk.
@@ -513,7 +510,7 @@ impl Runtime {
         if result.is_err() {
             let _ = cgroup.kill();
             let _ = cgroup.remove();
-            let _ = std::fs::remove_dir_all(&dir);
+            let _ = self.pool.remove_dir(&dir);
             self.slots().release(slot);
         }
         result
@@ -844,12 +841,10 @@ impl Runtime {
         self.teardown(handle);
         let cg = handle.record.cgroup.remove();
         let dir = self.boxes_dir().join(&handle.record.id);
-        let files = match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(RuntimeError::io(format!("remove {}", dir.display()))(e))
-            }
-            _ => Ok(()),
-        };
+        let files = self
+            .pool
+            .remove_dir(&dir)
+            .map_err(RuntimeError::io(format!("remove {}", dir.display())));
         self.slots().release(handle.record.slot);
         cg.and(files)
     }

@@ -135,6 +135,25 @@ impl Pool {
     }
 }
 
+impl Pool {
+    /// Removes `path` (made by [`Pool::make_dir`]) and everything in it;
+    /// absent already is fine. A subvolume goes in one call (the pool
+    /// frees its blocks in the background), whatever it holds.
+    pub fn remove_dir(&self, path: &Path) -> std::io::Result<()> {
+        if self.quotas {
+            if let (Some(parent), Some(name)) = (path.parent(), path.file_name()) {
+                if btrfs::destroy_subvolume(parent, name.as_encoded_bytes()).is_ok() {
+                    return Ok(());
+                }
+            }
+        }
+        match std::fs::remove_dir_all(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
 fn mkdir(p: &Path, mode: u32) -> Result<()> {
     match std::fs::DirBuilder::new().mode(mode).create(p) {
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
@@ -376,6 +395,7 @@ mod btrfs {
     const QGROUP_LIMIT_MAX_RFER: u64 = 1;
 
     nix::ioctl_write_ptr!(subvol_create, 0x94, 14, VolArgs);
+    nix::ioctl_write_ptr!(snap_destroy, 0x94, 15, VolArgs);
     nix::ioctl_readwrite!(quota_ctl, 0x94, 40, QuotaCtlArgs);
     nix::ioctl_read!(qgroup_limit, 0x94, 43, QgroupLimitArgs);
 
@@ -386,18 +406,32 @@ mod btrfs {
             .open(p)
     }
 
-    pub fn create_subvolume(parent: &Path, name: &[u8]) -> std::io::Result<()> {
+    fn vol_args(name: &[u8]) -> std::io::Result<VolArgs> {
         if name.is_empty() || name.len() >= 4088 || name.contains(&b'/') || name.contains(&0) {
             return Err(std::io::ErrorKind::InvalidInput.into());
         }
-        let dir = open_dir(parent)?;
         let mut args = VolArgs {
             fd: 0,
             name: [0; 4088],
         };
         args.name[..name.len()].copy_from_slice(name);
+        Ok(args)
+    }
+
+    pub fn create_subvolume(parent: &Path, name: &[u8]) -> std::io::Result<()> {
+        let args = vol_args(name)?;
+        let dir = open_dir(parent)?;
         // SAFETY: `args` is a valid, NUL-terminated `btrfs_ioctl_vol_args`.
         unsafe { subvol_create(dir.as_raw_fd(), &args) }?;
+        Ok(())
+    }
+
+    /// Deletes subvolume `name` of `parent` (fails if it is a plain dir).
+    pub fn destroy_subvolume(parent: &Path, name: &[u8]) -> std::io::Result<()> {
+        let args = vol_args(name)?;
+        let dir = open_dir(parent)?;
+        // SAFETY: as in `create_subvolume`.
+        unsafe { snap_destroy(dir.as_raw_fd(), &args) }?;
         Ok(())
     }
 
