@@ -600,6 +600,7 @@ mod tests {
             labels: vec![],
             runtime: "host".into(),
             size: BoxSize::Small,
+            disk_mib: Some(10240),
             keep_alive: false,
             created_at: 1,
             updated_at: 2,
