@@ -573,3 +573,140 @@ fn team_headers_are_set_from_stdin_listed_by_name_and_removed() {
         "the value reached the daemon's log"
     );
 }
+
+#[test]
+fn snapshots_are_taken_listed_restored_and_removed_from_the_cli() {
+    let Some(d) = Cli::start() else { return };
+    let src = d
+        .ok(&["create", "--name", "snap-src", "--env", "GREETING=hi"])
+        .trim()
+        .to_string();
+    d.ok(&["exec", &src, "--", "sh", "-c", "echo kept > f"]);
+
+    // create: prints the snapshot's id; --name names it.
+    let sid = d
+        .ok(&["snapshot", "create", "snap-src", "--name", "base"])
+        .trim()
+        .to_string();
+    assert!(
+        sid.starts_with("snap-") && !sid.contains(char::is_whitespace),
+        "{sid:?}"
+    );
+    let other: serde_json::Value =
+        serde_json::from_str(&d.ok(&["snapshot", "create", &src, "--json"])).unwrap();
+    assert_eq!(other["status"], "ready", "{other}");
+    assert_eq!(other["box_id"], src.as_str());
+    // Without --name, the name is the id.
+    let other_id = other["id"].as_str().unwrap().to_string();
+    assert_eq!(other["name"], other_id.as_str());
+
+    // ls: a table of the team's snapshots, or of one box's; --json: the
+    // API's answer.
+    let table = d.ok(&["snapshot", "ls"]);
+    let mut lines = table.lines();
+    let header = lines.next().unwrap();
+    for col in ["ID", "NAME", "BOX", "SIZE", "STATUS", "CREATED"] {
+        assert!(header.contains(col), "{table}");
+    }
+    let row = lines
+        .clone()
+        .find(|l| l.starts_with(&sid))
+        .expect("the snapshot is listed");
+    assert!(
+        row.contains(" base ")
+            && row.contains(&src)
+            && row.contains(" B ")
+            && row.contains("ready"),
+        "{row}"
+    );
+    assert_eq!(lines.count(), 2, "{table}");
+    let listed: serde_json::Value =
+        serde_json::from_str(&d.ok(&["snapshot", "ls", "snap-src", "--json"])).unwrap();
+    let mut ids: Vec<&str> = listed["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["id"].as_str())
+        .collect();
+    ids.sort();
+    let mut want = vec![sid.as_str(), other_id.as_str()];
+    want.sort();
+    assert_eq!(ids, want, "{listed}");
+    let empty_box = d.ok(&["create"]).trim().to_string();
+    assert_eq!(
+        d.ok(&["snapshot", "ls", &empty_box]),
+        "ID  NAME  BOX  SIZE  STATUS  CREATED\n"
+    );
+
+    // create --from-snapshot: a box with the snapshot's files and env,
+    // by snapshot id or name; options override the snapshot's config.
+    let restored = d
+        .ok(&["create", "--from-snapshot", &sid, "--name", "snap-copy"])
+        .trim()
+        .to_string();
+    assert_ne!(restored, src);
+    assert_eq!(
+        d.ok(&[
+            "exec",
+            "snap-copy",
+            "--",
+            "sh",
+            "-c",
+            "cat f; echo $GREETING"
+        ]),
+        "kept\nhi\n"
+    );
+    let by_name = d
+        .ok(&["create", "--from-snapshot", "base", "--env", "GREETING=bye"])
+        .trim()
+        .to_string();
+    assert_eq!(
+        d.ok(&["exec", &by_name, "--", "sh", "-c", "cat f; echo $GREETING"]),
+        "kept\nbye\n"
+    );
+
+    // The API's errors are shown with a non-zero exit: an unknown
+    // snapshot, a taken name, an unknown box.
+    let out = d.run(&["create", "--from-snapshot", "no-such-snap"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with("boxd: ")
+            && stderr(&out).contains("snapshot no-such-snap not found")
+            && stderr(&out).contains("(HTTP 404)"),
+        "{}",
+        stderr(&out)
+    );
+    let out = d.run(&["snapshot", "create", &src, "--name", "base"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("(HTTP 409)"), "{}", stderr(&out));
+    let out = d.run(&["snapshot", "ls", "no-such-box"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("(HTTP 404)"), "{}", stderr(&out));
+
+    // rm: each id reported; one failure makes the exit code 1; the boxes
+    // started from a removed snapshot keep working.
+    let out = d.run(&["snapshot", "rm", &sid, "no-such-snap", &other_id]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(stdout(&out), format!("deleted {sid}\ndeleted {other_id}\n"));
+    assert!(
+        stderr(&out).contains("no-such-snap") && stderr(&out).contains("(HTTP 404)"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        d.ok(&["snapshot", "ls"]),
+        "ID  NAME  BOX  SIZE  STATUS  CREATED\n"
+    );
+    assert_eq!(d.ok(&["exec", &restored, "--", "cat", "f"]), "kept\n");
+    let out = d.run(&["create", "--from-snapshot", &sid]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("(HTTP 404)"), "{}", stderr(&out));
+    let out = d.run(&["snapshot", "rm", "--json", "gone"]);
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&json[0]["snapshot"], &json[0]["deleted"]),
+        (&serde_json::json!("gone"), &serde_json::json!(false)),
+        "{json}"
+    );
+}

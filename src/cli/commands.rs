@@ -1,5 +1,5 @@
-//! The client commands other than `cp`: `create`, `ls`, `exec`, `sh`,
-//! `rm`, `status`. Each turns its arguments into one or more API requests
+//! The client commands other than `cp`, `headers` and `snapshot`:
+//! `create` (also `--from-snapshot`), `ls`, `exec`, `sh`, `rm`, `status`. Each turns its arguments into one or more API requests
 //! and prints the answer for people (tables, `key: value` lines) or, with
 //! `--json`, as JSON.
 //!
@@ -25,6 +25,7 @@ pub async fn run(client: &Client, json: bool, cmd: &ClientCommand) -> Result<i32
     match cmd {
         ClientCommand::Create {
             name,
+            from_snapshot,
             runtime,
             size,
             env,
@@ -36,6 +37,7 @@ pub async fn run(client: &Client, json: bool, cmd: &ClientCommand) -> Result<i32
                 size: size.as_deref().map(parse_size).transpose()?,
                 env_vars: Some(parse_env(env)?).filter(|e| !e.is_empty()),
                 labels: Some(check_labels(labels)?).filter(|l| !l.is_empty()),
+                snapshot_id: from_snapshot.clone(),
                 ..CreateBoxRequest::default()
             };
             create(client, json, &req).await
@@ -63,6 +65,7 @@ pub async fn run(client: &Client, json: bool, cmd: &ClientCommand) -> Result<i32
         ClientCommand::Rm { targets } => rm(client, json, targets).await,
         ClientCommand::Status { target } => status(client, json, target).await,
         ClientCommand::Headers { command } => super::headers::run(client, json, command).await,
+        ClientCommand::Snapshot { command } => super::snapshots::run(client, json, command).await,
     }
 }
 
@@ -100,8 +103,12 @@ pub(super) fn print_json(v: &impl serde::Serialize) -> Result<()> {
     out(format!("{}\n", serde_json::to_string_pretty(v)?))
 }
 
+/// `POST /v2/box`, or `/v2/box/from-snapshot` when `req` names a snapshot.
 async fn create(client: &Client, json: bool, req: &CreateBoxRequest) -> Result<i32> {
-    let url = client.url(&["v2", "box"]);
+    let url = match req.snapshot_id {
+        Some(_) => client.url(&["v2", "box", "from-snapshot"]),
+        None => client.url(&["v2", "box"]),
+    };
     let b: serde_json::Value = client
         .json(client.request(Method::POST, url).json(req))
         .await?;

@@ -1,5 +1,6 @@
 //! The CLI's API client commands (`boxd create`, `ls`, `exec`, `sh`, `cp`,
-//! `rm`, `status`, `headers`) and the local key management (`boxd keys`).
+//! `rm`, `status`, `headers`, `snapshot`) and the local key management
+//! (`boxd keys`).
 //!
 //! Client commands talk only to the HTTP API (`--url`/`BOXD_URL`,
 //! `--key`/`BOXD_API_KEY`); they never touch the runtime or the store.
@@ -10,14 +11,15 @@
 //! error reporting of these commands: every failure is printed as
 //! `boxd: <why>` on stderr and exits 1 (`exec` exits with the command's
 //! code once it ran). The work is in the submodules: `client` (HTTP, key,
-//! errors), `commands`, `cp`, `keys`, `trailer` (exec-stream parsing) and
-//! `table` (human output).
+//! errors), `commands`, `cp`, `headers`, `keys`, `snapshots`, `trailer`
+//! (exec-stream parsing) and `table` (human output).
 
 mod client;
 mod commands;
 mod cp;
 mod headers;
 mod keys;
+mod snapshots;
 mod table;
 mod trailer;
 
@@ -50,6 +52,10 @@ pub enum ClientCommand {
     Create {
         #[arg(long)]
         name: Option<String>,
+        /// Start from this snapshot (id or name): its files, env and
+        /// config; the other options here override its config.
+        #[arg(long, value_name = "SNAPSHOT")]
+        from_snapshot: Option<String>,
         /// Runtime or image: host, node, python.
         #[arg(long)]
         runtime: Option<String>,
@@ -108,6 +114,38 @@ pub enum ClientCommand {
     Headers {
         #[command(subcommand)]
         command: HeadersCommand,
+    },
+    /// Snapshots: a box's files and config, kept to start new boxes from
+    /// (`boxd create --from-snapshot`).
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCommand {
+    /// Snapshot a box (a running box is frozen for the copy) and print the
+    /// snapshot's id.
+    Create {
+        /// Box id or name.
+        #[arg(name = "BOX")]
+        target: String,
+        /// Unique among the team's snapshots (default: the snapshot's id).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List the team's snapshots, or those taken from one box.
+    Ls {
+        /// Only snapshots of this box (id or name).
+        #[arg(name = "BOX")]
+        target: Option<String>,
+    },
+    /// Delete snapshots (boxes started from one keep working).
+    Rm {
+        /// Snapshot ids or names.
+        #[arg(required = true, name = "ID")]
+        ids: Vec<String>,
     },
 }
 

@@ -13,12 +13,19 @@
 //! Ownership is shifted from the box's host id range to box-relative ids
 //! (`host_base + n` → `n`), the form image layers have, so the id-mapped
 //! mount of any later box shows the same owners; an id outside the range
-//! (overlay's own files) becomes 65534 (nobody). File data is cloned
-//! (`FICLONE`) where the filesystem can, else copied in the kernel
-//! (`copy_file_range`).
+//! (overlay's own files) becomes 65534 (nobody). The ids inside xattrs
+//! are shifted the same way: the user and group entries of POSIX ACLs
+//! (`system.posix_acl_access`, `system.posix_acl_default`) and the root
+//! id of v3 file capabilities (`security.capability` set in the box's user
+//! namespace). File data is cloned (`FICLONE`) where the filesystem can,
+//! else copied in the kernel (`copy_file_range`).
+//!
+//! It never writes an id-carrying xattr it cannot parse: the capture fails
+//! naming the file instead (see [`shifted_xattr`]).
 
 use crate::error::{Result, RuntimeError};
 use crate::idmap::IDS_PER_BOX;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::File;
@@ -168,7 +175,7 @@ impl Copier {
             std::fs::set_permissions(dst, std::fs::Permissions::from_mode(md.mode() & 0o7777))
                 .map_err(io("chmod", dst))?;
         }
-        copy_xattrs(src, dst)
+        copy_xattrs(src, dst, |id| self.shift(id))
     }
 }
 
@@ -199,7 +206,102 @@ fn set_times(dst: &Path, md: &std::fs::Metadata) -> Result<()> {
     Ok(())
 }
 
-fn copy_xattrs(src: &Path, dst: &Path) -> Result<()> {
+const ACL_ACCESS: &[u8] = b"system.posix_acl_access";
+const ACL_DEFAULT: &[u8] = b"system.posix_acl_default";
+const CAPABILITY: &[u8] = b"security.capability";
+
+/// `posix_acl_xattr_header.a_version`.
+const ACL_XATTR_VERSION: u32 = 2;
+/// `posix_acl_xattr_entry` tags whose `e_id` is a uid or a gid.
+const ACL_USER: u16 = 0x02;
+const ACL_GROUP: u16 = 0x08;
+
+const VFS_CAP_REVISION_MASK: u32 = 0xFF00_0000;
+const VFS_CAP_REVISION_1: u32 = 0x0100_0000;
+const VFS_CAP_REVISION_2: u32 = 0x0200_0000;
+const VFS_CAP_REVISION_3: u32 = 0x0300_0000;
+/// `vfs_ns_cap_data`: magic_etc, two (permitted, inheritable) pairs, rootid.
+const VFS_CAP_V3_LEN: usize = 24;
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// The value xattr `name` gets in the layer: the ids in POSIX ACLs and in
+/// v3 file capabilities mapped with `shift`, every other value as it is.
+///
+/// A value of those names that does not parse is an error (`Err` says
+/// why), not copied verbatim: verbatim it would keep the source box's host
+/// ids (wrong, or pointing into another box's range, in every restored
+/// box), and the kernel hands out only well-formed values, so a malformed
+/// one means a damaged filesystem the user should hear about.
+fn shifted_xattr<'a>(
+    name: &[u8],
+    value: &'a [u8],
+    shift: impl Fn(u32) -> u32,
+) -> std::result::Result<Cow<'a, [u8]>, String> {
+    if name == ACL_ACCESS || name == ACL_DEFAULT {
+        shift_acl(value, shift).map(Cow::Owned)
+    } else if name == CAPABILITY {
+        shift_capability(value, shift)
+    } else {
+        Ok(Cow::Borrowed(value))
+    }
+}
+
+/// A POSIX ACL xattr: a u32 version (2), then 8-byte entries {tag u16,
+/// perm u16, id u32}, little-endian; user and group entries carry ids.
+fn shift_acl(value: &[u8], shift: impl Fn(u32) -> u32) -> std::result::Result<Vec<u8>, String> {
+    if value.len() < 4 || !(value.len() - 4).is_multiple_of(8) {
+        return Err(format!(
+            "a POSIX ACL of {} bytes (want 4 + 8 per entry)",
+            value.len()
+        ));
+    }
+    let version = le32(value, 0);
+    if version != ACL_XATTR_VERSION {
+        return Err(format!("a POSIX ACL of version {version} (want 2)"));
+    }
+    let mut out = value.to_vec();
+    for entry in out[4..].chunks_exact_mut(8) {
+        let tag = u16::from_le_bytes([entry[0], entry[1]]);
+        if tag == ACL_USER || tag == ACL_GROUP {
+            let id = shift(le32(entry, 4));
+            entry[4..8].copy_from_slice(&id.to_le_bytes());
+        }
+    }
+    Ok(out)
+}
+
+/// A file capability: revisions 1 and 2 carry no id; revision 3 (set in a
+/// user namespace) ends with the host uid of that namespace's root.
+fn shift_capability(
+    value: &[u8],
+    shift: impl Fn(u32) -> u32,
+) -> std::result::Result<Cow<'_, [u8]>, String> {
+    if value.len() < 4 {
+        return Err(format!("a file capability of {} bytes", value.len()));
+    }
+    match le32(value, 0) & VFS_CAP_REVISION_MASK {
+        VFS_CAP_REVISION_1 | VFS_CAP_REVISION_2 => Ok(Cow::Borrowed(value)),
+        VFS_CAP_REVISION_3 if value.len() == VFS_CAP_V3_LEN => {
+            let mut out = value.to_vec();
+            let root = shift(le32(value, 20));
+            out[20..24].copy_from_slice(&root.to_le_bytes());
+            Ok(Cow::Owned(out))
+        }
+        VFS_CAP_REVISION_3 => Err(format!(
+            "a v3 file capability of {} bytes (want {VFS_CAP_V3_LEN})",
+            value.len()
+        )),
+        rev => Err(format!(
+            "a file capability of unknown revision {:#x}",
+            rev >> 24
+        )),
+    }
+}
+
+fn copy_xattrs(src: &Path, dst: &Path, shift: impl Fn(u32) -> u32) -> Result<()> {
     let (cs, cd) = (cpath(src)?, cpath(dst)?);
     let mut names = vec![0u8; 4096];
     // SAFETY: llistxattr into a buffer of the given size.
@@ -248,13 +350,22 @@ fn copy_xattrs(src: &Path, dst: &Path) -> Result<()> {
         if len < 0 {
             return Err(last("read an xattr of", src));
         }
-        // SAFETY: lsetxattr with a value buffer of `len` bytes.
+        let val = shifted_xattr(name, &val[..len as usize], &shift).map_err(|why| {
+            io(
+                &format!("copy xattr {} of", String::from_utf8_lossy(name)),
+                src,
+            )(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{why}: not copied, so the snapshot is not taken"),
+            ))
+        })?;
+        // SAFETY: lsetxattr with a value buffer of `val.len()` bytes.
         if unsafe {
             libc::lsetxattr(
                 cd.as_ptr(),
                 cname.as_ptr(),
                 val.as_ptr().cast(),
-                len as usize,
+                val.len(),
                 0,
             )
         } != 0
@@ -289,5 +400,158 @@ pub fn tree_bytes(p: &Path) -> u64 {
         md.len()
     } else {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The host range of a box whose root is host id 100000.
+    fn shift(id: u32) -> u32 {
+        Copier::new(100_000).shift(id)
+    }
+
+    fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+        let mut v = ACL_XATTR_VERSION.to_le_bytes().to_vec();
+        for (tag, perm, id) in entries {
+            v.extend(tag.to_le_bytes());
+            v.extend(perm.to_le_bytes());
+            v.extend(id.to_le_bytes());
+        }
+        v
+    }
+
+    fn cap_v3(magic_etc: u32, root: u32) -> Vec<u8> {
+        let mut v = magic_etc.to_le_bytes().to_vec();
+        v.extend([0x00, 0x20, 0, 0]); // permitted lo: cap_net_raw
+        v.extend([0u8; 12]); // inheritable lo, permitted hi, inheritable hi
+        v.extend(root.to_le_bytes());
+        v
+    }
+
+    const UNDEFINED: u32 = u32::MAX;
+
+    #[test]
+    fn acl_user_and_group_ids_are_shifted_and_other_entries_kept() {
+        // (user_obj, user, group_obj, group, mask, other) as getfacl writes them.
+        let input = acl(&[
+            (0x01, 6, UNDEFINED),
+            (ACL_USER, 6, 101_234),
+            (ACL_USER, 4, 100_000),
+            (0x04, 4, UNDEFINED),
+            (ACL_GROUP, 4, 102_345),
+            (0x10, 6, UNDEFINED),
+            (0x20, 0, UNDEFINED),
+        ]);
+        let want = acl(&[
+            (0x01, 6, UNDEFINED),
+            (ACL_USER, 6, 1234),
+            (ACL_USER, 4, 0),
+            (0x04, 4, UNDEFINED),
+            (ACL_GROUP, 4, 2345),
+            (0x10, 6, UNDEFINED),
+            (0x20, 0, UNDEFINED),
+        ]);
+        for name in [ACL_ACCESS, ACL_DEFAULT] {
+            assert_eq!(shifted_xattr(name, &input, shift).unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn acl_ids_outside_the_box_range_become_nobody() {
+        for (id, want) in [
+            (0, NOBODY),
+            (99_999, NOBODY),
+            (100_000 + IDS_PER_BOX - 1, IDS_PER_BOX - 1),
+            (100_000 + IDS_PER_BOX, NOBODY),
+            (u32::MAX, NOBODY),
+        ] {
+            for tag in [ACL_USER, ACL_GROUP] {
+                assert_eq!(
+                    shift_acl(&acl(&[(tag, 7, id)]), shift).unwrap(),
+                    acl(&[(tag, 7, want)]),
+                    "tag {tag:#x} id {id}"
+                );
+            }
+        }
+        // An ACL of just its header has nothing to shift.
+        assert_eq!(shift_acl(&acl(&[]), shift).unwrap(), acl(&[]));
+    }
+
+    #[test]
+    fn malformed_acls_are_refused() {
+        let good = acl(&[(ACL_USER, 6, 101_234)]);
+        let mut v1 = good.clone();
+        v1[0] = 1;
+        for (bad, why) in [
+            (vec![], "0 bytes"),
+            (vec![2, 0, 0], "3 bytes"),
+            (good[..good.len() - 1].to_vec(), "11 bytes"),
+            ([good.as_slice(), &[0]].concat(), "13 bytes"),
+            (v1, "version 1"),
+        ] {
+            let err = shifted_xattr(ACL_ACCESS, &bad, shift).unwrap_err();
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn v3_capability_root_ids_are_shifted() {
+        for (magic, root, want) in [
+            (VFS_CAP_REVISION_3, 100_000, 0),
+            // The effective bit stays.
+            (VFS_CAP_REVISION_3 | 1, 100_000, 0),
+            (VFS_CAP_REVISION_3 | 1, 101_000, 1000),
+            (VFS_CAP_REVISION_3 | 1, 5, NOBODY),
+        ] {
+            assert_eq!(
+                shifted_xattr(CAPABILITY, &cap_v3(magic, root), shift).unwrap(),
+                cap_v3(magic, want),
+                "magic {magic:#x} root {root}"
+            );
+        }
+    }
+
+    #[test]
+    fn v1_and_v2_capabilities_and_other_xattrs_are_kept_as_they_are() {
+        let v2 = cap_v3(VFS_CAP_REVISION_2 | 1, 0)[..20].to_vec();
+        let v1 = cap_v3(VFS_CAP_REVISION_1 | 1, 0)[..12].to_vec();
+        for (name, value) in [
+            (CAPABILITY, v2.as_slice()),
+            (CAPABILITY, v1.as_slice()),
+            (
+                &b"user.note"[..],
+                &b"\x02\x00\x00\x00\x02\x00\x06\x00\xa0\x86\x01\x00"[..],
+            ),
+            (&b"trusted.overlay.opaque"[..], &b"y"[..]),
+            (&b"security.selinux"[..], &b""[..]),
+        ] {
+            let out = shifted_xattr(name, value, shift).unwrap();
+            assert!(
+                matches!(out, Cow::Borrowed(_)) && *out == *value,
+                "{}",
+                String::from_utf8_lossy(name)
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_capabilities_are_refused() {
+        let v3 = cap_v3(VFS_CAP_REVISION_3, 100_000);
+        for (bad, why) in [
+            (vec![], "0 bytes"),
+            (vec![0, 0, 0], "3 bytes"),
+            (v3[..20].to_vec(), "v3 file capability of 20 bytes"),
+            (
+                [v3.as_slice(), &[0]].concat(),
+                "v3 file capability of 25 bytes",
+            ),
+            (cap_v3(0x0400_0000, 100_000), "unknown revision 0x4"),
+            (cap_v3(0, 100_000), "unknown revision 0x0"),
+        ] {
+            let err = shifted_xattr(CAPABILITY, &bad, shift).unwrap_err();
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
     }
 }
