@@ -72,6 +72,18 @@ fn writing_past_a_box_disk_limit_fails_in_that_box_only() {
     let (code, written, out) = fill(&d, &other, "/workspace/home/big", 100);
     assert_eq!(code, 0, "{out}");
     assert_eq!(written, 100 << 20);
+    // The box reports what it uses (the fill synced: the pool counted it).
+    let (_, v) = d.get(&format!("/v2/box/{other}"));
+    let used = v["disk_used_bytes"].as_u64().unwrap_or(0);
+    assert!(
+        ((100 << 20)..(110 << 20)).contains(&used),
+        "disk_used_bytes {used}: {v}"
+    );
+    let (_, v) = d.get(&format!("/v2/box/{other}/status"));
+    assert!(
+        v["disk_used_bytes"].as_u64().unwrap_or(0) >= 100 << 20,
+        "{v}"
+    );
     let host_file = d.dir.join("host-write");
     std::fs::write(&host_file, vec![0u8; 1 << 20]).expect("the host can still write");
     std::fs::remove_file(&host_file).expect("remove the host file");

@@ -329,6 +329,7 @@ mod tests {
             runtime: "host".into(),
             size: BoxSize::Small,
             disk_mib: None,
+            disk_used_bytes: None,
             keep_alive: false,
             created_at: 1_000_000 - 180,
             updated_at: 1_000_000,

@@ -254,6 +254,11 @@ pub struct BoxData {
     /// daemon's storage pool enforces no limits (`[storage] driver = "dir"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_mib: Option<u64>,
+    /// boxd extension: bytes the box's own files take against `disk_mib`,
+    /// as the storage pool last counted them (it commits every 30 s at
+    /// most); absent without a limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_used_bytes: Option<u64>,
     #[serde(default)]
     pub keep_alive: bool,
     /// Unix seconds.
@@ -335,6 +340,9 @@ pub struct StatusResponse {
     /// boxd extension: CPU time used by the box so far, in nanoseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_cpu_ns: Option<u64>,
+    /// boxd extension: as `disk_used_bytes` of the box.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_used_bytes: Option<u64>,
 }
 
 /// `GET /v2/box/{id}/startup` and the body of `PUT`.
@@ -601,6 +609,7 @@ mod tests {
             runtime: "host".into(),
             size: BoxSize::Small,
             disk_mib: Some(10240),
+            disk_used_bytes: None,
             keep_alive: false,
             created_at: 1,
             updated_at: 2,

@@ -365,6 +365,15 @@ impl Runtime {
         &self.pool
     }
 
+    /// Bytes box `id`'s own files take (its writable layer), as the pool
+    /// last counted them; `None` when the pool does not count.
+    pub fn disk_used(&self, id: &str) -> Option<u64> {
+        if !check_name(id, &['_']) {
+            return None;
+        }
+        self.pool.used_bytes(&self.boxes_dir().join(id))
+    }
+
     fn boxes_dir(&self) -> PathBuf {
         self.pool.root().join("boxes")
     }

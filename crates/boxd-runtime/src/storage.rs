@@ -136,6 +136,16 @@ impl Pool {
 }
 
 impl Pool {
+    /// Bytes the subvolume at `path` refers to, as its quota group counted
+    /// them at the pool's last commit (btrfs commits every 30 s at most);
+    /// `None` on a pool without limits or for a plain directory.
+    pub fn used_bytes(&self, path: &Path) -> Option<u64> {
+        if !self.quotas {
+            return None;
+        }
+        btrfs::referenced(path).ok()
+    }
+
     /// Removes `path` (made by [`Pool::make_dir`]) and everything in it;
     /// absent already is fine. A subvolume goes in one call (the pool
     /// frees its blocks in the background), whatever it holds.
@@ -391,11 +401,44 @@ mod btrfs {
         rsv_excl: u64,
     }
 
+    #[repr(C)]
+    struct InoLookupArgs {
+        treeid: u64,
+        objectid: u64,
+        name: [u8; 4080],
+    }
+
+    #[repr(C)]
+    struct SearchArgs {
+        tree_id: u64,
+        min_objectid: u64,
+        max_objectid: u64,
+        min_offset: u64,
+        max_offset: u64,
+        min_transid: u64,
+        max_transid: u64,
+        min_type: u32,
+        max_type: u32,
+        nr_items: u32,
+        unused: [u32; 1],
+        unused_more: [u64; 4],
+        buf: [u8; 4096 - 104],
+    }
+
+    const _: () = assert!(std::mem::size_of::<InoLookupArgs>() == 4096);
+    const _: () = assert!(std::mem::size_of::<SearchArgs>() == 4096);
+
+    const QUOTA_TREE: u64 = 8;
+    const QGROUP_INFO_KEY: u32 = 242;
+    /// The root directory's inode number in every subvolume.
+    const FIRST_FREE_OBJECTID: u64 = 256;
     const QUOTA_CTL_ENABLE: u64 = 1;
     const QGROUP_LIMIT_MAX_RFER: u64 = 1;
 
     nix::ioctl_write_ptr!(subvol_create, 0x94, 14, VolArgs);
     nix::ioctl_write_ptr!(snap_destroy, 0x94, 15, VolArgs);
+    nix::ioctl_readwrite!(tree_search, 0x94, 17, SearchArgs);
+    nix::ioctl_readwrite!(ino_lookup, 0x94, 18, InoLookupArgs);
     nix::ioctl_readwrite!(quota_ctl, 0x94, 40, QuotaCtlArgs);
     nix::ioctl_read!(qgroup_limit, 0x94, 43, QgroupLimitArgs);
 
@@ -445,6 +488,41 @@ mod btrfs {
         // SAFETY: `args` is a valid `btrfs_ioctl_quota_ctl_args`.
         unsafe { quota_ctl(dir.as_raw_fd(), &mut args) }?;
         Ok(())
+    }
+
+    /// The referenced bytes of the level-0 quota group of the subvolume
+    /// at `path` (its id from `INO_LOOKUP`, its counters from the quota
+    /// tree).
+    pub fn referenced(path: &Path) -> std::io::Result<u64> {
+        let dir = open_dir(path)?;
+        let mut look = InoLookupArgs {
+            treeid: 0,
+            objectid: FIRST_FREE_OBJECTID,
+            name: [0; 4080],
+        };
+        // SAFETY: `look` is a valid `btrfs_ioctl_ino_lookup_args`.
+        unsafe { ino_lookup(dir.as_raw_fd(), &mut look) }?;
+        let subvol = look.treeid;
+        // SAFETY: all-zero is a valid `btrfs_ioctl_search_args`.
+        let mut args: SearchArgs = unsafe { std::mem::zeroed() };
+        args.tree_id = QUOTA_TREE;
+        args.min_type = QGROUP_INFO_KEY;
+        args.max_type = QGROUP_INFO_KEY;
+        args.min_offset = subvol;
+        args.max_offset = subvol;
+        args.max_transid = u64::MAX;
+        args.nr_items = 1;
+        // SAFETY: `args` is a valid `btrfs_ioctl_search_args`.
+        unsafe { tree_search(dir.as_raw_fd(), &mut args) }?;
+        // One item: a 32-byte search header (transid, objectid, offset,
+        // type, len), then `btrfs_qgroup_info_item` (generation, rfer, …).
+        let b = &args.buf;
+        let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]));
+        let item_type = u32::from_le_bytes(b[24..28].try_into().unwrap_or([0; 4]));
+        if args.nr_items != 1 || item_type != QGROUP_INFO_KEY || u64_at(16) != subvol {
+            return Err(std::io::ErrorKind::NotFound.into());
+        }
+        Ok(u64_at(32 + 8))
     }
 
     /// Limits the bytes the subvolume at `path` refers to.

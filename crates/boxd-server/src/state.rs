@@ -212,6 +212,7 @@ pub fn box_data(row: &BoxRow) -> BoxData {
         runtime: row.runtime.clone(),
         size: meta.size,
         disk_mib: meta.disk_mib,
+        disk_used_bytes: None,
         keep_alive: meta.keep_alive,
         created_at: row.created_at / 1000,
         updated_at: row.updated_at / 1000,
@@ -307,6 +308,7 @@ impl AppState {
     /// (CPU time, last activity).
     pub fn data(&self, row: &BoxRow) -> BoxData {
         let mut data = box_data(row);
+        data.disk_used_bytes = self.runtime.disk_used(&row.id);
         if let Some(live) = self.live(&row.id) {
             data.total_cpu_ns = live.cpu_ns();
             data.last_activity_at = Some(live.last_activity.load(Ordering::Relaxed) / 1000);

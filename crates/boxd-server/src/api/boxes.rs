@@ -573,6 +573,7 @@ pub async fn status(
     Ok(Json(StatusResponse {
         status: status_of(row.state),
         total_cpu_ns: st.live(&row.id).and_then(|l| l.cpu_ns()),
+        disk_used_bytes: st.runtime.disk_used(&row.id),
     }))
 }
 
