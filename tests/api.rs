@@ -579,7 +579,13 @@ fn boxes_survive_daemon_restarts_and_dead_ones_restart_on_their_files() {
     assert_eq!(d.sh(&keep, "cat f").1, "kept");
     // The dead box was started again on its files (as after a host
     // reboot), with its env, and its init command ran again.
-    assert_eq!(d.get(&format!("/v2/box/{dies}")).1["status"], "running");
+    let (_, v) = d.get(&format!("/v2/box/{dies}"));
+    assert_eq!(
+        v["status"],
+        "running",
+        "{v}\n{}",
+        d.get(&format!("/v2/audit?box={dies}")).1
+    );
     assert_eq!(d.sh(&dies, "cat f; echo \" $MARK\"").1, "kept m1\n");
     let kinds = |d: &TestDaemon| -> Vec<String> {
         let (_, v) = d.get(&format!("/v2/audit?box={dies}"));

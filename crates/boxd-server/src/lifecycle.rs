@@ -85,11 +85,24 @@ impl AppState {
         });
         let networking = async {
             let (slot, pid) = started_rx.await.ok()?;
-            Some((
-                slot,
-                self.attach_network(&row.id, &meta, slot, pid, rules, false)
-                    .await,
-            ))
+            // The slot's old link may still be going away with the old
+            // network namespace (the kernel cleans namespaces up in the
+            // background): a failed attach is tried again, a few times.
+            let mut attached = Err(ApiError::internal("not attached"));
+            for attempt in 0..3 {
+                if attempt > 0 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                attached = self
+                    .attach_network(&row.id, &meta, slot, pid, rules.clone(), false)
+                    .await;
+                match &attached {
+                    Ok(()) => break,
+                    Err(e) => tracing::warn!(box_id = %row.id, attempt, error = %e.message,
+                        "attaching a restarted box's network failed"),
+                }
+            }
+            Some((slot, attached))
         };
         let (started_box, networked) = tokio::join!(starting, networking);
         let failed = |why: String| {
