@@ -43,15 +43,18 @@ fn net_namespaces() -> BTreeSet<String> {
     out
 }
 
-/// Mounts in the host namespace, but the storage pools that runtimes of
-/// concurrent tests mount (`<data dir>/pool`).
-fn host_mount_count() -> usize {
+/// Mounts in the host namespace under `dir` (a runtime's data dir), but
+/// its storage pool: where a box's mounts would show if one leaked. (The
+/// whole table changes with whatever else runs on the machine.)
+fn host_mount_count(dir: &std::path::Path) -> usize {
+    let dir = dir.to_string_lossy().into_owned();
+    let pool = format!("{dir}/pool");
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
         .filter(|l| {
             let mountpoint = l.split(' ').nth(4).unwrap_or_default();
-            !(mountpoint.ends_with("/pool") && l.contains(" - btrfs "))
+            mountpoint.starts_with(&dir) && mountpoint != pool
         })
         .count()
 }
@@ -59,7 +62,7 @@ fn host_mount_count() -> usize {
 #[tokio::test]
 async fn two_hundred_create_exec_destroy_cycles_leave_nothing_behind() {
     let Some(rt) = runtime() else { return };
-    let mounts_before = host_mount_count();
+    let mounts_before = host_mount_count(&rt.dir);
     let parent = rt.config().cgroup_parent.clone();
     for i in 0..200 {
         let b = rt.create(&BoxSpec::new(format!("cycle-{i}"))).unwrap();
@@ -68,7 +71,7 @@ async fn two_hundred_create_exec_destroy_cycles_leave_nothing_behind() {
         rt.destroy(b).unwrap();
     }
     assert_eq!(
-        host_mount_count(),
+        host_mount_count(&rt.dir),
         mounts_before,
         "mounts leaked into the host namespace"
     );
