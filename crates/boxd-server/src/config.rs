@@ -221,6 +221,25 @@ mod tests {
         std::fs::write(&path, "lisen = \"x\"\n").unwrap();
         let err = Config::load(&args, "/d".into(), "/a".into()).unwrap_err();
         assert!(format!("{err:#}").contains("lisen"), "{err:#}");
+        use boxd_runtime::storage::Driver;
+        let c = Config::load(&args, "/d".into(), "/a".into());
+        assert!(c.is_err(), "the bad key is still in the file");
+        std::fs::write(&path, "[storage]\ndriver = \"dir\"\nsize_gib = 3\n").unwrap();
+        let c = Config::load(&args, "/d".into(), "/a".into()).unwrap();
+        assert_eq!(c.storage.driver, Driver::Dir);
+        assert_eq!(c.storage.size_bytes, Some(3 << 30));
+        for (bad, named) in [
+            ("driver = \"zfs\"", "zfs"),
+            ("size_gib = 0", "size_gib"),
+            ("size = 3", "size"),
+        ] {
+            std::fs::write(&path, format!("[storage]\n{bad}\n")).unwrap();
+            let err = Config::load(&args, "/d".into(), "/a".into()).unwrap_err();
+            assert!(format!("{err:#}").contains(named), "{bad}: {err:#}");
+        }
+        std::fs::write(&path, "").unwrap();
+        let c = Config::load(&args, "/d".into(), "/a".into()).unwrap();
+        assert_eq!(c.storage.driver, Driver::Auto);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
