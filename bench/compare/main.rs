@@ -3,9 +3,9 @@
 //! clone + exec), measured in one process on one machine, interleaved
 //! (A B A B …), reported as medians, p99s and boxd/peer ratios.
 //!
-//! Owns: the comparison scenarios 1–3 of issue 7 (start + run `true`,
-//! sequential and concurrent; exec in a running environment; idle
-//! density), the listing of the scenarios that cannot be measured yet,
+//! Owns: the comparison scenarios 1–3 and 5 of issue 7 (start + run
+//! `true`, sequential and concurrent; exec in a running environment; idle
+//! density; snapshot / restore / fork, in `snapshot.rs`), the listing of the scenarios that cannot be measured yet,
 //! and the section of `docs/BENCHMARKS.md` between `<!-- compare:begin -->`
 //! and `<!-- compare:end -->` (rewritten by a full run, or with
 //! `--write-docs`).
@@ -30,6 +30,7 @@ mod report;
 mod scenarios;
 #[path = "../shared.rs"]
 mod shared;
+mod snapshot;
 mod workspace;
 
 use anyhow::{bail, Context, Result};
@@ -237,11 +238,6 @@ fn not_yet_measured() -> Table {
          through boxd's interception, spliced, direct and through mitmproxy, interleaved)"
             .into(),
     ]);
-    t.row(vec![
-        "5. snapshot / restore / fork vs `podman commit` + `podman run` (1 MiB, 100 MiB, 1 GiB)"
-            .into(),
-        "not yet measured: needs the box lifecycle (issue 6)".into(),
-    ]);
     t
 }
 
@@ -366,6 +362,12 @@ fn real_main() -> Result<bool> {
             eprintln!("compare: cleanup: {p}");
         }
         checks.push(cleanup_check("after scenario 3", &before, &allowed));
+        common::settle(plan.settle, "let the kernel finish tearing down namespaces");
+        tables.push(snapshot::snapshot_restore_fork(&cx));
+        for p in ws.sweep() {
+            eprintln!("compare: cleanup: {p}");
+        }
+        checks.push(cleanup_check("after scenario 5", &before, &allowed));
     }
     drop(ws);
     checks.push(cleanup_check("at the end", &before, &[]));
