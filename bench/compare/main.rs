@@ -266,6 +266,11 @@ const METHOD: &str = "How each environment is made equivalent to a box:
   `--network none`, a private cgroup namespace, its own uid/gid range, runc as its OCI
   runtime, the cgroupfs manager, vfs storage in private directories, no events backend;
   podman's own default seccomp profile and capabilities.
+- **podman in scenario 5** (snapshot / restore / fork): a `--rootfs` container cannot be
+  committed, so the same rootfs is `podman import`ed once (untimed) into a second private
+  storage root with the overlay driver (podman's default for root; vfs would copy each layer
+  in full), and the containers run that image with the flags above; the snapshot is
+  `podman commit --pause=true` (paused, as boxd freezes the box).
 - **raw floor**: `clone` with the same seven namespaces + exec `true` + wait, nothing else
   (as `bench/runtime.rs`).
 - **boxd**: the library (`boxd_runtime::Runtime`) in the bench's process, its data dir in
