@@ -41,6 +41,9 @@ pub struct Plan {
     pub settle: Duration,
     /// No new measurement starts after this (the full run's budget).
     pub deadline: Instant,
+    /// No round of scenario 5 starts that would end after this (the whole
+    /// run's bound).
+    pub end_by: Instant,
     /// `--only`: the peers to measure besides boxd (None: all).
     pub only: Option<Vec<String>>,
 }
@@ -63,6 +66,7 @@ impl Plan {
                 snap_budget: Duration::from_secs(150),
                 settle: Duration::from_secs(2),
                 deadline: start + Duration::from_secs(150),
+                end_by: start + Duration::from_secs(5 * 60),
                 only: None,
             }
         } else {
@@ -77,13 +81,14 @@ impl Plan {
                 density_big: vec![500],
                 snap_sizes: vec![
                     SnapSize::new(1, 1, 10),
-                    SnapSize::new(100, 10, 10),
-                    SnapSize::new(1024, 16, 5),
+                    SnapSize::new(100, 10, 8),
+                    SnapSize::new(1024, 16, 4),
                 ],
                 fork_n: 10,
-                snap_budget: Duration::from_secs(6 * 60),
+                snap_budget: Duration::from_secs(330),
                 settle: Duration::from_secs(10),
                 deadline: start + Duration::from_secs(13 * 60),
+                end_by: start + Duration::from_secs(870),
                 only: None,
             }
         }
