@@ -82,7 +82,7 @@ impl Plan {
                 snap_sizes: vec![
                     SnapSize::new(1, 1, 10),
                     SnapSize::new(100, 10, 8),
-                    SnapSize::new(1024, 16, 4),
+                    SnapSize::new(1024, 16, 3),
                 ],
                 fork_n: 10,
                 snap_budget: Duration::from_secs(330),

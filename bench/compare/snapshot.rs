@@ -380,7 +380,8 @@ impl<'a> SnapPodman<'a> {
         args: &[&str],
     ) -> Result<Command> {
         let mut c = self.cmd()?;
-        c.arg("run");
+        // The images are local; never try a registry.
+        c.args(["run", "--pull", "never"]);
         if detach {
             c.arg("--detach");
         }
