@@ -4,7 +4,8 @@
 
 use anyhow::{bail, Context, Result};
 use boxd_agent::protocol::SpawnRequest;
-use boxd_runtime::{BoxHandle, BoxSpec, Runtime, RuntimeConfig};
+use boxd_runtime::image::Layer;
+use boxd_runtime::{BoxHandle, BoxSpec, CapturedLayers, Runtime, RuntimeConfig};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -48,10 +49,55 @@ impl Boxd {
     }
 
     pub fn create(&self) -> Result<BoxHandle> {
+        self.create_from(&[])
+    }
+
+    /// A box whose lower stack starts with snapshot `layers` (none: a
+    /// plain box of the host image).
+    pub fn create_from(&self, layers: &[Layer]) -> Result<BoxHandle> {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let mut spec = BoxSpec::new(format!("c{n}"));
+        spec.snapshot_layers = layers.to_vec();
+        self.rt.create(&spec).context("create a box")
+    }
+
+    /// Runs `sh -c script` in the box (at most `timeout`); fails unless it
+    /// exits 0.
+    pub fn sh(
+        &self,
+        tokio: &tokio::runtime::Runtime,
+        b: &BoxHandle,
+        script: &str,
+        timeout: Duration,
+    ) -> Result<()> {
+        let out = tokio
+            .block_on(async {
+                tokio::time::timeout(timeout, b.exec(SpawnRequest::argv(["sh", "-c", script])))
+                    .await
+            })
+            .with_context(|| format!("exec `{script}`: timed out after {timeout:?}"))?
+            .with_context(|| format!("exec `{script}` through the agent"))?;
+        if out.status.code != 0 {
+            bail!(
+                "`{script}` in a box exited with {}: {}",
+                out.status.code,
+                crate::common::tail(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// `Runtime::snapshot`: the box's upper layers captured as snapshot `id`.
+    pub fn snapshot(&self, b: &BoxHandle, id: &str) -> Result<CapturedLayers> {
         self.rt
-            .create(&BoxSpec::new(format!("c{n}")))
-            .context("create a box")
+            .snapshot(b, id)
+            .with_context(|| format!("snapshot {id}"))
+    }
+
+    pub fn remove_snapshot(&self, id: &str) -> Result<()> {
+        self.rt
+            .remove_snapshot(id)
+            .with_context(|| format!("remove snapshot {id}"))
     }
 
     pub fn exec_true(&self, tokio: &tokio::runtime::Runtime, b: &BoxHandle) -> Result<()> {

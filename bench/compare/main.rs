@@ -3,9 +3,9 @@
 //! clone + exec), measured in one process on one machine, interleaved
 //! (A B A B …), reported as medians, p99s and boxd/peer ratios.
 //!
-//! Owns: the comparison scenarios 1–3 of issue 7 (start + run `true`,
-//! sequential and concurrent; exec in a running environment; idle
-//! density), the listing of the scenarios that cannot be measured yet,
+//! Owns: the comparison scenarios 1–3 and 5 of issue 7 (start + run
+//! `true`, sequential and concurrent; exec in a running environment; idle
+//! density; snapshot / restore / fork, in `snapshot.rs`), the listing of the scenarios that cannot be measured yet,
 //! and the section of `docs/BENCHMARKS.md` between `<!-- compare:begin -->`
 //! and `<!-- compare:end -->` (rewritten by a full run, or with
 //! `--write-docs`).
@@ -30,6 +30,7 @@ mod report;
 mod scenarios;
 #[path = "../shared.rs"]
 mod shared;
+mod snapshot;
 mod workspace;
 
 use anyhow::{bail, Context, Result};
@@ -237,11 +238,6 @@ fn not_yet_measured() -> Table {
          through boxd's interception, spliced, direct and through mitmproxy, interleaved)"
             .into(),
     ]);
-    t.row(vec![
-        "5. snapshot / restore / fork vs `podman commit` + `podman run` (1 MiB, 100 MiB, 1 GiB)"
-            .into(),
-        "not yet measured: needs the box lifecycle (issue 6)".into(),
-    ]);
     t
 }
 
@@ -270,6 +266,11 @@ const METHOD: &str = "How each environment is made equivalent to a box:
   `--network none`, a private cgroup namespace, its own uid/gid range, runc as its OCI
   runtime, the cgroupfs manager, vfs storage in private directories, no events backend;
   podman's own default seccomp profile and capabilities.
+- **podman in scenario 5** (snapshot / restore / fork): a `--rootfs` container cannot be
+  committed, so the same rootfs is `podman import`ed once (untimed) into a second private
+  storage root with the overlay driver (podman's default for root; vfs would copy each layer
+  in full), and the containers run that image with the flags above; the snapshot is
+  `podman commit --pause=true` (paused, as boxd freezes the box).
 - **raw floor**: `clone` with the same seven namespaces + exec `true` + wait, nothing else
   (as `bench/runtime.rs`).
 - **boxd**: the library (`boxd_runtime::Runtime`) in the bench's process, its data dir in
@@ -366,6 +367,12 @@ fn real_main() -> Result<bool> {
             eprintln!("compare: cleanup: {p}");
         }
         checks.push(cleanup_check("after scenario 3", &before, &allowed));
+        common::settle(plan.settle, "let the kernel finish tearing down namespaces");
+        tables.push(snapshot::snapshot_restore_fork(&cx));
+        for p in ws.sweep() {
+            eprintln!("compare: cleanup: {p}");
+        }
+        checks.push(cleanup_check("after scenario 5", &before, &allowed));
     }
     drop(ws);
     checks.push(cleanup_check("at the end", &before, &[]));

@@ -159,6 +159,14 @@ pub fn bwrap_run_true(ws: &Workspace) -> Result<Duration> {
 
 /// The `podman run` flags that make its container equivalent to a box.
 fn podman_run_args(ws: &Workspace, c: &mut Command) {
+    podman_env_args(ws, c);
+    c.arg("--rootfs").arg(&ws.rootfs);
+}
+
+/// [`podman_run_args`] without the root: a fresh name, the user namespace
+/// range, network, cgroup, limits and `/usr`; the caller adds the image.
+/// Returns the container's name.
+pub fn podman_env_args(ws: &Workspace, c: &mut Command) -> String {
     let who = ws.next("podman");
     let map = format!("0:{}:{PEER_IDS}", who.host_id);
     c.arg("--name").arg(&who.id);
@@ -174,8 +182,8 @@ fn podman_run_args(ws: &Workspace, c: &mut Command) {
             "nproc=4096:4096",
         ])
         .args(["--pids-limit", "2048", "--hostname", "compare"])
-        .args(["-v", "/usr:/usr:ro", "--rootfs"])
-        .arg(&ws.rootfs);
+        .args(["-v", "/usr:/usr:ro"]);
+    who.id
 }
 
 /// `podman run --rm --rootfs … /bin/true`; the time until podman exits

@@ -13,6 +13,7 @@ use crate::common::{
 use crate::mem;
 use crate::peers::{self, IdleGuard};
 use crate::report::Table;
+pub use crate::snapshot::SnapSize;
 use crate::workspace::Workspace;
 use anyhow::{anyhow, Context, Result};
 use std::collections::BTreeMap;
@@ -30,10 +31,19 @@ pub struct Plan {
     pub density_rounds: usize,
     /// Larger densities tried (full run only) if memory and time allow.
     pub density_big: Vec<usize>,
+    /// Scenario 5: the change sizes and repetitions.
+    pub snap_sizes: Vec<SnapSize>,
+    /// Scenario 5: boxes / containers forked from one snapshot at once.
+    pub fork_n: usize,
+    /// Scenario 5's own time budget (no new repetition starts after it).
+    pub snap_budget: Duration,
     /// Pause between scenarios (the kernel tears namespaces down lazily).
     pub settle: Duration,
     /// No new measurement starts after this (the full run's budget).
     pub deadline: Instant,
+    /// No round of scenario 5 starts that would end after this (the whole
+    /// run's bound).
+    pub end_by: Instant,
     /// `--only`: the peers to measure besides boxd (None: all).
     pub only: Option<Vec<String>>,
 }
@@ -51,8 +61,12 @@ impl Plan {
                 density_n: 20,
                 density_rounds: 1,
                 density_big: Vec::new(),
+                snap_sizes: vec![SnapSize::new(1, 1, 3), SnapSize::new(100, 10, 3)],
+                fork_n: 5,
+                snap_budget: Duration::from_secs(150),
                 settle: Duration::from_secs(2),
                 deadline: start + Duration::from_secs(150),
+                end_by: start + Duration::from_secs(5 * 60),
                 only: None,
             }
         } else {
@@ -65,8 +79,16 @@ impl Plan {
                 density_n: 100,
                 density_rounds: 3,
                 density_big: vec![500],
+                snap_sizes: vec![
+                    SnapSize::new(1, 1, 10),
+                    SnapSize::new(100, 10, 8),
+                    SnapSize::new(1024, 16, 3),
+                ],
+                fork_n: 10,
+                snap_budget: Duration::from_secs(330),
                 settle: Duration::from_secs(10),
                 deadline: start + Duration::from_secs(13 * 60),
+                end_by: start + Duration::from_secs(870),
                 only: None,
             }
         }
@@ -75,7 +97,7 @@ impl Plan {
     pub fn describe(&self) -> String {
         format!(
             "{} sequential starts after {} warm-up each, {} concurrent × {} round(s), {} execs, \
-             idle density N={} × {} round(s){}",
+             idle density N={} × {} round(s){}, snapshot / restore / fork of {} (fork of {})",
             self.seq_runs,
             self.warmup,
             self.concurrency,
@@ -94,12 +116,18 @@ impl Plan {
                         .collect::<Vec<_>>()
                         .join(", ")
                 )
-            }
+            },
+            self.snap_sizes
+                .iter()
+                .map(|s| format!("{} × {}", s.label(), s.reps))
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.fork_n,
         )
     }
 
     /// Why peer `key` is left out by `--only`, if it is (boxd never is).
-    fn left_out(&self, key: &str) -> Option<String> {
+    pub fn left_out(&self, key: &str) -> Option<String> {
         let only = self.only.as_ref()?;
         (key != "boxd" && !only.iter().any(|o| o == key))
             .then(|| "not selected (--only)".to_string())
@@ -117,7 +145,7 @@ pub struct Cx<'a> {
 }
 
 /// Rotates `items` left by `by` (so iteration i starts with item i).
-fn rotated<T: Copy>(items: &[T], by: usize) -> Vec<T> {
+pub fn rotated<T: Copy>(items: &[T], by: usize) -> Vec<T> {
     if items.is_empty() {
         return Vec::new();
     }
@@ -125,7 +153,7 @@ fn rotated<T: Copy>(items: &[T], by: usize) -> Vec<T> {
     items[k..].iter().chain(&items[..k]).copied().collect()
 }
 
-fn dash() -> String {
+pub fn dash() -> String {
     "—".into()
 }
 

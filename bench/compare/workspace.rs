@@ -83,7 +83,7 @@ fn is_cgroup2(path: &str) -> bool {
     }
 }
 
-fn mkdir(p: &Path, mode: u32) -> Result<()> {
+pub fn mkdir(p: &Path, mode: u32) -> Result<()> {
     std::fs::create_dir_all(p).with_context(|| format!("create {}", p.display()))?;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("chmod {}", p.display()))
@@ -350,17 +350,25 @@ impl Workspace {
     /// `podman` with private storage, run and tmp dirs, cgroupfs, no events,
     /// runc as its OCI runtime.
     pub fn podman(&self) -> Option<Command> {
+        self.podman_storage(&self.podman_dirs, "vfs")
+    }
+
+    /// `podman` as [`Workspace::podman`], but with the storage, run and tmp
+    /// dirs `dirs` (which must lie inside the workspace directory) and the
+    /// storage driver `driver`.
+    pub fn podman_storage(&self, dirs: &[PathBuf; 3], driver: &str) -> Option<Command> {
         let bin = self.tools.podman.as_ref().ok()?;
         let runc = self.tools.runc.as_ref().ok()?;
         let mut c = Command::new(bin);
-        let [root, runroot, tmp] = &self.podman_dirs;
+        let [root, runroot, tmp] = dirs;
         c.arg("--root")
             .arg(root)
             .arg("--runroot")
             .arg(runroot)
             .arg("--tmpdir")
             .arg(tmp)
-            .args(["--storage-driver", "vfs"])
+            .arg("--storage-driver")
+            .arg(driver)
             .args(["--cgroup-manager", "cgroupfs"])
             .args(["--events-backend", "none"])
             .arg("--runtime")
