@@ -26,7 +26,7 @@ use crate::common::{fmt_dur, run, run_timed, speed_ratio, stats, Io, Stats};
 use crate::peers::{podman_env_args, CMD_TIMEOUT};
 use crate::report::Table;
 use crate::scenarios::{dash, rotated, Cx};
-use crate::workspace::{mkdir, mounts_under, Workspace};
+use crate::workspace::{mkdir, unmount_and_remove, Workspace};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -415,26 +415,7 @@ impl Drop for SnapPodman<'_> {
             eprintln!("compare: CLEANUP PROBLEM: {p}");
         }
         // The overlay driver keeps a private bind mount of its home.
-        for _ in 0..3 {
-            let mounts = mounts_under(&self.dir);
-            if mounts.is_empty() {
-                break;
-            }
-            for m in &mounts {
-                if let Ok(c) = std::ffi::CString::new(m.as_os_str().as_encoded_bytes()) {
-                    // SAFETY: umount2 with a valid C string.
-                    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-                }
-            }
-        }
-        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                eprintln!(
-                    "compare: CLEANUP PROBLEM: remove {}: {e}",
-                    self.dir.display()
-                );
-            }
-        }
+        unmount_and_remove(&self.dir);
     }
 }
 

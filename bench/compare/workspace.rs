@@ -522,6 +522,28 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// Detaches every mount below `dir` (deepest first, a few passes), then
+/// removes it; says so loudly when something stays.
+pub fn unmount_and_remove(dir: &Path) {
+    for _ in 0..3 {
+        let mounts = mounts_under(dir);
+        if mounts.is_empty() {
+            break;
+        }
+        for m in mounts.iter().take(10_000) {
+            if let Ok(c) = std::ffi::CString::new(m.as_os_str().as_encoded_bytes()) {
+                // SAFETY: umount2 with a valid C string.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+    }
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            eprintln!("compare: CLEANUP PROBLEM: remove {}: {e}", dir.display());
+        }
+    }
+}
+
 impl Drop for Workspace {
     fn drop(&mut self) {
         for p in self.sweep() {
@@ -532,26 +554,7 @@ impl Drop for Workspace {
         }
         // Anything still mounted below the directory (a peer's storage
         // driver may leave a private bind mount of its home).
-        for _ in 0..3 {
-            let mounts = mounts_under(&self.dir);
-            if mounts.is_empty() {
-                break;
-            }
-            for m in mounts.iter().take(10_000) {
-                if let Ok(c) = std::ffi::CString::new(m.as_os_str().as_encoded_bytes()) {
-                    // SAFETY: umount2 with a valid C string.
-                    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-                }
-            }
-        }
-        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                eprintln!(
-                    "compare: CLEANUP PROBLEM: remove {}: {e}",
-                    self.dir.display()
-                );
-            }
-        }
+        unmount_and_remove(&self.dir);
         for d in &self.created_run_dirs {
             // Only if empty: never remove another user's state.
             let _ = std::fs::remove_dir(d);

@@ -545,6 +545,20 @@ impl AppState {
         self.audit_seq.subscribe()
     }
 
+    /// Removes a box at start (its runtime remains, its record) and audits
+    /// `kind`; `false` (logged) if its runtime remains could not go.
+    fn remove_at_start(&self, row: &BoxRow, kind: &str, data: Value) -> anyhow::Result<bool> {
+        if let Ok(handle) = self.runtime.adopt(&row.id) {
+            if let Err(e) = self.runtime.destroy(handle) {
+                tracing::error!(box_id = %row.id, kind, error = %e, "cannot remove a box at start");
+                return Ok(false);
+            }
+        }
+        self.store.delete_box(&row.team_id, &row.id)?;
+        self.audit(&row.team_id, None, Some(row), kind, data);
+        Ok(true)
+    }
+
     /// After a (re)start: re-adopt every box the store says exists, mark
     /// the dead ones failed, and remove what a crash left half made.
     /// Returns the boxes that were up and died while boxd was down (a
@@ -557,39 +571,17 @@ impl AppState {
             match row.state {
                 BoxState::Deleted => {
                     // A delete was cut short: finish it.
-                    if let Ok(handle) = self.runtime.adopt(&row.id) {
-                        if let Err(e) = self.runtime.destroy(handle) {
-                            tracing::error!(box_id = %row.id, error = %e, "cannot finish a box's delete");
-                            continue;
-                        }
+                    let data = json!({"finished_at_start": true});
+                    if self.remove_at_start(row, "box.delete", data)? {
+                        tracing::warn!(box_id = %row.id, "finished a delete that boxd's stop cut short");
                     }
-                    self.store.delete_box(&row.team_id, &row.id)?;
-                    self.audit(
-                        &row.team_id,
-                        None,
-                        Some(row),
-                        "box.delete",
-                        json!({"finished_at_start": true}),
-                    );
-                    tracing::warn!(box_id = %row.id, "finished a delete that boxd's stop cut short");
                 }
                 BoxState::Creating => {
                     // The create call never answered: nobody knows this box.
-                    if let Ok(handle) = self.runtime.adopt(&row.id) {
-                        if let Err(e) = self.runtime.destroy(handle) {
-                            tracing::error!(box_id = %row.id, error = %e, "cannot remove a half-created box");
-                            continue;
-                        }
+                    let data = json!({"reason": "boxd stopped while the box was being created"});
+                    if self.remove_at_start(row, "box.create_abandoned", data)? {
+                        abandoned += 1;
                     }
-                    self.store.delete_box(&row.team_id, &row.id)?;
-                    self.audit(
-                        &row.team_id,
-                        None,
-                        Some(row),
-                        "box.create_abandoned",
-                        json!({"reason": "boxd stopped while the box was being created"}),
-                    );
-                    abandoned += 1;
                 }
                 BoxState::Running | BoxState::Paused | BoxState::Failed => {
                     if let Some(at) = BoxMeta::of(row).expires_at {
