@@ -348,8 +348,9 @@ fn real_main() -> Result<bool> {
             boxd: &boxd,
             plan: &plan,
         };
-        // While boxd's runtime lives, its cgroup parent is expected.
-        let allowed = [boxd_parent.as_str()];
+        // While boxd's runtime lives, its cgroup parent and its storage
+        // pool's mount are expected.
+        let allowed = [boxd_parent.as_str(), "/boxd/pool"];
         tables.extend(scenarios::start_and_run(&cx));
         for p in ws.sweep() {
             eprintln!("compare: cleanup: {p}");

@@ -810,8 +810,8 @@ pub fn snapshot_restore_fork(cx: &Cx) -> Table {
          starts a fresh environment, writes the change as files of random data (boxd: an \
          exec in the box into `/workspace/home`; podman: `podman exec` into `/root` of a \
          `podman run --detach … sleep infinity` container), then times: the snapshot (boxd: \
-         `Runtime::snapshot` — freeze, copy of the upper dirs with owners shifted, thaw, \
-         syncfs, rename; podman: `podman commit --pause=true`, which pauses the container as \
+         `Runtime::snapshot` — write-back of the box's dirty data, freeze, clone of the upper \
+         dirs (reflinks on boxd's btrfs pool) with owners shifted, thaw, syncfs, rename; podman: `podman commit --pause=true`, which pauses the container as \
          boxd freezes the box, diffs its upper layer and stores it as a new image layer); \
          restore → first `true` (boxd: create a box stacking the snapshot's layers + exec \
          `true` through the agent; podman: `podman run` of the committed image with \
