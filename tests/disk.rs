@@ -196,4 +196,17 @@ fn the_dir_driver_refuses_limits_it_cannot_enforce() {
         !d.dir.join("pool.img").exists(),
         "the dir driver made an image"
     );
+    // Opened later without the setting (the default `auto` driver), the
+    // pool stays plain directories: an image mounted over it would hide
+    // the running box.
+    let mut cfg = boxd_runtime::RuntimeConfig::new(&d.dir, common::AGENT);
+    cfg.cgroup_parent = d.cgroup_parent.clone();
+    let rt = boxd_runtime::Runtime::new(cfg).expect("open the data dir again");
+    assert!(!rt.storage().enforces_limits());
+    let ids: Vec<String> = rt.box_records().into_iter().map(|r| r.id).collect();
+    assert_eq!(ids, vec![id.clone()]);
+    assert!(
+        !d.dir.join("pool.img").exists(),
+        "an image was made over the dir pool"
+    );
 }

@@ -69,6 +69,21 @@ impl Pool {
         if cfg.driver == Driver::Dir {
             return Ok(Pool::plain(root, "the storage driver is `dir`".into()));
         }
+        // A pool the `dir` driver filled (no image, entries in it) stays
+        // a dir pool: mounting an image over it would hide its boxes.
+        let image = data_dir.join("pool.img");
+        let filled = std::fs::read_dir(&root).is_ok_and(|mut rd| rd.next().is_some());
+        if !image.exists() && !is_btrfs(&root) && filled {
+            let why = format!(
+                "{} holds boxes of the `dir` driver (no pool image); move them away to use btrfs",
+                root.display()
+            );
+            if cfg.driver == Driver::Btrfs {
+                return Err(storage_err(why));
+            }
+            tracing::warn!(reason = %why, "keeping the storage pool as plain directories");
+            return Ok(Pool::plain(root, why));
+        }
         match open_btrfs(data_dir, &root, cfg) {
             Ok(()) => Ok(Pool {
                 root,
