@@ -238,16 +238,29 @@ async fn sh(client: &Client, target: &str) -> Result<i32> {
 }
 
 async fn rm(client: &Client, json: bool, targets: &[String]) -> Result<i32> {
+    delete_each(client, json, "box", targets, |t| vec!["v2", "box", t]).await
+}
+
+/// `DELETE`s each target (its path from `path`), reporting each one as
+/// `deleted T` (or `{kind: T, deleted, error}` with `--json`); exit 1 if
+/// any failed.
+pub(super) async fn delete_each<'a>(
+    client: &Client,
+    json: bool,
+    kind: &str,
+    targets: &'a [String],
+    path: impl Fn(&'a str) -> Vec<&'a str>,
+) -> Result<i32> {
     let mut results = Vec::new();
     let mut failed = false;
     for t in targets {
-        let url = client.url(&["v2", "box", t]);
+        let url = client.url(&path(t));
         match client.send(client.request(Method::DELETE, url)).await {
             Ok(_) => {
                 if !json {
                     out(format!("deleted {t}\n"))?;
                 }
-                results.push(serde_json::json!({"box": t, "deleted": true}));
+                results.push(serde_json::json!({kind: t, "deleted": true}));
             }
             Err(e) => {
                 failed = true;
@@ -255,7 +268,7 @@ async fn rm(client: &Client, json: bool, targets: &[String]) -> Result<i32> {
                     eprintln!("boxd: {t}: {e:#}");
                 }
                 results.push(
-                    serde_json::json!({"box": t, "deleted": false, "error": format!("{e:#}")}),
+                    serde_json::json!({kind: t, "deleted": false, "error": format!("{e:#}")}),
                 );
             }
         }

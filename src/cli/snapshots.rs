@@ -6,7 +6,7 @@
 //! snapshot files: the daemon owns them.
 
 use super::client::Client;
-use super::commands::print_json;
+use super::commands::{delete_each, print_json};
 use super::{out, table, SnapshotCommand};
 use anyhow::{anyhow, Context, Result};
 use boxd_api::{CreateSnapshotRequest, Snapshot, SnapshotsResponse};
@@ -72,32 +72,10 @@ async fn ls(client: &Client, json: bool, target: Option<&str>) -> Result<i32> {
 }
 
 async fn rm(client: &Client, json: bool, ids: &[String]) -> Result<i32> {
-    let mut results = Vec::new();
-    let mut failed = false;
-    for id in ids {
-        let url = client.url(&["v2", "box", "snapshots", id]);
-        match client.send(client.request(Method::DELETE, url)).await {
-            Ok(_) => {
-                if !json {
-                    out(format!("deleted {id}\n"))?;
-                }
-                results.push(serde_json::json!({"snapshot": id, "deleted": true}));
-            }
-            Err(e) => {
-                failed = true;
-                if !json {
-                    eprintln!("boxd: {id}: {e:#}");
-                }
-                results.push(
-                    serde_json::json!({"snapshot": id, "deleted": false, "error": format!("{e:#}")}),
-                );
-            }
-        }
-    }
-    if json {
-        print_json(&results)?;
-    }
-    Ok(i32::from(failed))
+    delete_each(client, json, "snapshot", ids, |id| {
+        vec!["v2", "box", "snapshots", id]
+    })
+    .await
 }
 
 #[cfg(test)]
