@@ -1,26 +1,10 @@
 //! TLS interception benchmark: what boxd's header-injecting proxy costs an
-//! HTTPS request.
-//!
-//! Starts, in this process, an HTTPS upstream (rustls, a leaf for
-//! `bench.example.test` from a test CA) answering `GET /` with 64 bytes on
-//! kept-alive connections and counting the requests that carried the
-//! injected header; one real `boxd serve` (this build) whose proxy trusts the
-//! test CA (`[tls] extra_roots`) and sends `bench.example.test` to the
-//! upstream (`[network.upstreams]`); two boxes: one with an attach-header
-//! rule for the name (intercepted: TLS terminated with a leaf from boxd's
-//! CA, `Authorization` injected, upstream verified and re-encrypted) and one
-//! without rules (spliced); and, when it can be installed from PyPI,
-//! mitmproxy in reverse mode doing the same injection from the host.
-//!
-//! The same static client (this binary with `--client`) runs in the boxes
-//! and on the host, rounds interleaved, the order rotating each round:
-//! 1. kept-alive: one TLS connection, then N `GET /` timed one by one;
-//! 2. new connections: N times TCP connect + full TLS handshake (no session
-//!    resumption, as boxd's interception offers none) + one `GET /`.
-//!
-//! Run as root: `cargo bench --bench intercept [-- --quick]`. Prints medians,
-//! p99s and differences; asserts only that each step worked and that the
-//! header was injected on exactly the intercepted and mitmproxy requests.
+//! HTTPS request, beside mitmproxy doing the same (`bench/interception.rs`
+//! measures; this prints). Run as root:
+//! `cargo bench --bench intercept [-- --quick]`. Prints medians, p99s and
+//! differences; asserts only that each step worked and that the header was
+//! injected on exactly the intercepted and mitmproxy requests. The same
+//! numbers are scenario 4 of `cargo bench --bench compare`.
 
 #[path = "shared.rs"]
 mod shared;
@@ -28,767 +12,76 @@ mod shared;
 #[path = "daemon.rs"]
 mod daemon;
 
-use daemon::{net_config, BenchDaemon, Http};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+#[path = "interception.rs"]
+mod interception;
 
-const NAME: &str = "bench.example.test";
-const INJECTED: &str = "Bearer bench-secret";
-const BODY: &[u8; 64] = b"boxd interception bench: sixty-four bytes of response body here\n";
-/// Untimed requests on a kept-alive connection before the timed ones.
-const KA_WARMUP: usize = 20;
-/// Untimed connections before the timed ones (the first one through the
-/// interceptor makes the leaf; the timed ones meet it cached).
-const CONN_WARMUP: usize = 3;
-const REQUEST: &[u8] =
-    b"GET / HTTP/1.1\r\nHost: bench.example.test\r\nUser-Agent: boxd-bench\r\nAccept: */*\r\n\r\n";
-
-// ---------------------------------------------------------------- test CA
-
-/// A certificate authority for the upstream (what `[tls] extra_roots`
-/// names and the host and spliced clients trust).
-struct TestCa {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-impl TestCa {
-    fn new() -> TestCa {
-        let mut params = CertificateParams::default();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "boxd bench upstream CA");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let key = KeyPair::generate().expect("CA key");
-        let cert = params.self_signed(&key).expect("CA certificate");
-        TestCa {
-            pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// A server configuration presenting a leaf for `names` (P-256, as
-    /// boxd's own leaves), HTTP/1.1 only.
-    fn server_config(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
-        let key = KeyPair::generate().expect("leaf key");
-        let params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .expect("leaf params");
-        let cert = params.signed_by(&key, &self.issuer).expect("leaf");
-        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.der().clone()], der)
-            .expect("server config");
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Arc::new(cfg)
-    }
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-// ---------------------------------------------------------------- upstream
-
-/// The HTTPS upstream on 127.0.0.1: one thread per connection, keep-alive,
-/// `200` with [`BODY`] for every request; counts requests and those that
-/// carried `Authorization: <INJECTED>`. Stops on drop.
-struct Upstream {
-    port: u16,
-    requests: Arc<AtomicU64>,
-    injected: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    accept: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Upstream {
-    fn start(config: Arc<rustls::ServerConfig>) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
-        let port = listener.local_addr().expect("addr").port();
-        let requests = Arc::new(AtomicU64::new(0));
-        let injected = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (req, inj, st) = (requests.clone(), injected.clone(), stop.clone());
-        // Blocking accept (a polling one would add its interval to every
-        // new connection); drop wakes it with a connection of its own.
-        let accept = std::thread::spawn(move || {
-            while !st.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok(_) if st.load(Ordering::Relaxed) => return,
-                    Ok((stream, _)) => {
-                        let (cfg, req, inj) = (config.clone(), req.clone(), inj.clone());
-                        std::thread::spawn(move || serve(stream, cfg, &req, &inj));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
-                }
-            }
-        });
-        Upstream {
-            port,
-            requests,
-            injected,
-            stop,
-            accept: Some(accept),
-        }
-    }
-
-    /// (requests, requests with the injected header) so far.
-    fn counts(&self) -> (u64, u64) {
-        (
-            self.requests.load(Ordering::SeqCst),
-            self.injected.load(Ordering::SeqCst),
-        )
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(h) = self.accept.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-/// Serves one TLS connection until EOF, an error or 30 s of silence.
-fn serve(stream: TcpStream, config: Arc<rustls::ServerConfig>, req: &AtomicU64, inj: &AtomicU64) {
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-    let Ok(conn) = rustls::ServerConnection::new(config) else {
-        return;
-    };
-    let mut tls = rustls::StreamOwned::new(conn, stream);
-    let response = [
-        format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
-            BODY.len()
-        )
-        .as_bytes(),
-        BODY,
-    ]
-    .concat();
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 16 * 1024];
-    for _ in 0..10_000_000 {
-        let head_end = loop {
-            if let Some(i) = find(&buf, b"\r\n\r\n") {
-                break i + 4;
-            }
-            if buf.len() > 64 * 1024 {
-                return;
-            }
-            match tls.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        buf.drain(..head_end);
-        let has_header = head.lines().skip(1).any(|l| {
-            l.split_once(':').is_some_and(|(k, v)| {
-                k.eq_ignore_ascii_case("authorization") && v.trim() == INJECTED
-            })
-        });
-        req.fetch_add(1, Ordering::SeqCst);
-        if has_header {
-            inj.fetch_add(1, Ordering::SeqCst);
-        }
-        if tls.write_all(&response).is_err() || tls.flush().is_err() {
-            return;
-        }
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-// ---------------------------------------------------------------- client
-
-/// Client mode (on the host or inside a box); prints one line of sorted,
-/// comma-separated nanoseconds.
-/// `ka ADDR SNI CAFILE N`: one connection, [`KA_WARMUP`] untimed requests,
-/// then N timed ones. `conn ADDR SNI CAFILE N`: [`CONN_WARMUP`] untimed,
-/// then N timed connections, each connect + handshake + one request.
-fn client(args: &[String]) {
-    let [mode, addr, sni, cafile, n] = args else {
-        panic!("usage: --client ka|conn ADDR SNI CAFILE N");
-    };
-    let n: usize = n.parse().expect("count");
-    let config = client_config(cafile);
-    let name = ServerName::try_from(sni.clone()).expect("server name");
-    // Resolved once, untimed (in a box: boxd's resolver), so the timings
-    // are the connections', not DNS lookups'.
-    let addr = addr
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .unwrap_or_else(|| panic!("resolve {addr}"));
-    let mut times = Vec::with_capacity(n);
-    match mode.as_str() {
-        "ka" => {
-            let mut tls = connect(addr, &config, &name);
-            let mut buf = Vec::with_capacity(4096);
-            for i in 0..KA_WARMUP + n {
-                let t = Instant::now();
-                get(&mut tls, &mut buf);
-                if i >= KA_WARMUP {
-                    times.push(t.elapsed().as_nanos() as u64);
-                }
-            }
-            close(tls);
-        }
-        "conn" => {
-            for i in 0..CONN_WARMUP + n {
-                let mut buf = Vec::with_capacity(4096);
-                let t = Instant::now();
-                let mut tls = connect(addr, &config, &name);
-                get(&mut tls, &mut buf);
-                if i >= CONN_WARMUP {
-                    times.push(t.elapsed().as_nanos() as u64);
-                }
-                close(tls);
-            }
-        }
-        other => panic!("unknown client mode {other}"),
-    }
-    times.sort_unstable();
-    let s: Vec<String> = times.iter().map(u64::to_string).collect();
-    println!("{}", s.join(","));
-}
-
-type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
-
-/// Trusts every certificate in `cafile`; HTTP/1.1; no session resumption,
-/// so every new connection is a full handshake on every path.
-fn client_config(cafile: &str) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cafile)
-        .expect("read the CA file")
-        .filter_map(Result::ok)
-        .collect();
-    let (added, _) = roots.add_parsable_certificates(certs);
-    assert!(added > 0, "no usable certificate in {cafile}");
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    cfg.resumption = rustls::client::Resumption::disabled();
-    Arc::new(cfg)
-}
-
-/// TCP connect + TLS handshake (driven to completion here, so a failed
-/// verification is reported as such).
-fn connect(
-    addr: SocketAddr,
-    config: &Arc<rustls::ClientConfig>,
-    name: &ServerName<'static>,
-) -> Tls {
-    let mut tcp = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    tcp.set_nodelay(true).expect("nodelay");
-    tcp.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    let mut conn =
-        rustls::ClientConnection::new(config.clone(), name.clone()).expect("client connection");
-    while conn.is_handshaking() {
-        conn.complete_io(&mut tcp)
-            .unwrap_or_else(|e| panic!("TLS handshake with {addr}: {e}"));
-    }
-    rustls::StreamOwned::new(conn, tcp)
-}
-
-/// One `GET /`: sends it, reads the response head and its Content-Length
-/// body, checks status and body.
-fn get(tls: &mut Tls, buf: &mut Vec<u8>) {
-    tls.write_all(REQUEST).expect("send the request");
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = find(buf, b"\r\n\r\n") {
-            break i + 4;
-        }
-        assert!(buf.len() < 64 * 1024, "response head too long");
-        match tls.read(&mut chunk) {
-            Ok(0) => panic!("connection closed before the response"),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) => panic!("read the response: {e}"),
-        }
-    };
-    let head = std::str::from_utf8(&buf[..head_end]).expect("ascii head");
-    assert!(head.starts_with("HTTP/1.1 200"), "response: {head}");
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .expect("content-length");
-    while buf.len() < head_end + len {
-        match tls.read(&mut chunk) {
-            Ok(0) => panic!("connection closed in the body"),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) => panic!("read the body: {e}"),
-        }
-    }
-    assert_eq!(&buf[head_end..head_end + len], BODY, "body");
-    buf.drain(..head_end + len);
-}
-
-fn close(mut tls: Tls) {
-    tls.conn.send_close_notify();
-    let _ = tls.conn.complete_io(&mut tls.sock);
-}
-
-// ---------------------------------------------------------------- harness
-
-/// Runs the client in `box_id`; its output line, or the error it printed.
-fn in_box(http: &mut Http, box_id: &str, args: &[&str]) -> Result<String, String> {
-    let mut cmd = vec!["/tmp/tlsbench", "--client"];
-    cmd.extend_from_slice(args);
-    let body = serde_json::json!({ "command": cmd, "timeout": 300_000 }).to_string();
-    let (s, out) = http.call("POST", &format!("/v2/box/{box_id}/exec"), &body);
-    assert_eq!(s, 200, "exec: {out}");
-    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
-    if v["exit_code"] != 0 {
-        let err = v["error"].as_str().unwrap_or_default();
-        // The panic's message is on the line after "panicked at".
-        let msg: Vec<&str> = err
-            .lines()
-            .skip_while(|l| !l.contains("panicked"))
-            .skip(1)
-            .take(2)
-            .collect();
-        return Err(format!("exit {}: {}", v["exit_code"], msg.join(" ").trim()));
-    }
-    Ok(v["output"].as_str().expect("output").trim().to_string())
-}
-
-fn on_host(args: &[&str]) -> Result<String, String> {
-    let exe = std::env::current_exe().expect("own path");
-    let out = Command::new(exe)
-        .arg("--client")
-        .args(args)
-        .output()
-        .expect("run the host client");
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-fn samples(line: &str) -> Vec<Duration> {
-    line.split(',')
-        .map(|n| Duration::from_nanos(n.parse().expect("nanoseconds")))
-        .collect()
-}
-
-fn create(http: &mut Http, body: serde_json::Value) -> String {
-    let (s, out) = http.call("POST", "/v2/box", &body.to_string());
-    assert_eq!(s, 200, "create: {out}");
-    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
-    v["id"].as_str().expect("id").to_string()
-}
-
-/// A scratch directory removed on drop.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Waits for `child` at most `limit`; kills it past that.
-fn wait_bounded(mut child: Child, limit: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + limit;
-    loop {
-        match child.try_wait() {
-            Ok(Some(s)) if s.success() => return Ok(()),
-            Ok(Some(s)) => return Err(format!("exited with {s}")),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("still running after {limit:?}; killed"));
-            }
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-}
-
-/// mitmdump in reverse mode in front of the upstream, injecting the same
-/// header; killed on drop (also when a step panics).
-struct Mitm {
-    child: Child,
-    port: u16,
-    ca: PathBuf,
-    version: String,
-}
-
-impl Drop for Mitm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// mitmproxy from a venv under the target dir (installed from PyPI there
-/// if missing); `Err` with the reason when it cannot be had.
-fn start_mitm(up_port: u16, up_ca: &Path, scratch: &Path) -> Result<Mitm, String> {
-    // The target dir: the nearest ancestor of cargo's scratch dir for
-    // benches (`<target>/<triple>/tmp`) holding cargo's `.rustc_info.json`.
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let target = tmp
-        .ancestors()
-        .find(|p| p.join(".rustc_info.json").exists())
-        .unwrap_or(tmp)
-        .join("bench");
-    let venv = target.join("mitm");
-    let mitmdump = venv.join("bin/mitmdump");
-    if !mitmdump.exists() {
-        eprintln!("installing mitmproxy from PyPI into {}", venv.display());
-        std::fs::create_dir_all(&target).map_err(|e| e.to_string())?;
-        let venv_made = Command::new("python3")
-            .arg("-m")
-            .arg("venv")
-            .arg(&venv)
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("python3: {e}"))?;
-        wait_bounded(venv_made, Duration::from_secs(120)).map_err(|e| format!("venv: {e}"))?;
-        let pip = Command::new(venv.join("bin/pip"))
-            .args(["install", "-q", "mitmproxy"])
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("pip: {e}"))?;
-        wait_bounded(pip, Duration::from_secs(600))
-            .map_err(|e| format!("pip install mitmproxy: {e}"))?;
-    }
-    let version = Command::new(&mitmdump)
-        .arg("--version")
-        .output()
-        .map_err(|e| format!("mitmdump --version: {e}"))?;
-    let version = String::from_utf8_lossy(&version.stdout)
-        .lines()
-        .next()
-        .unwrap_or("mitmproxy ?")
-        .to_string();
-    let confdir = target.join("mitm-conf");
-    std::fs::create_dir_all(&confdir).map_err(|e| e.to_string())?;
-    let addon = scratch.join("inject.py");
-    std::fs::write(
-        &addon,
-        format!(
-            "def request(flow):\n    flow.request.headers[\"Authorization\"] = \"{INJECTED}\"\n"
-        ),
-    )
-    .map_err(|e| e.to_string())?;
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())?
-        .port();
-    let child = Command::new(&mitmdump)
-        .arg("--mode")
-        .arg(format!("reverse:https://127.0.0.1:{up_port}"))
-        .args(["--listen-host", "127.0.0.1", "--listen-port"])
-        .arg(port.to_string())
-        .arg("-s")
-        .arg(&addon)
-        .arg("--set")
-        .arg(format!(
-            "ssl_verify_upstream_trusted_ca={}",
-            up_ca.display()
-        ))
-        .arg("--set")
-        .arg(format!("confdir={}", confdir.display()))
-        .args(["--set", "connection_strategy=lazy", "-q"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("start mitmdump: {e}"))?;
-    let mut m = Mitm {
-        child,
-        port,
-        ca: confdir.join("mitmproxy-ca-cert.pem"),
-        version,
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() || !m.ca.exists() {
-        if let Ok(Some(s)) = m.child.try_wait() {
-            return Err(format!("mitmdump exited with {s}"));
-        }
-        if Instant::now() > deadline {
-            return Err("mitmdump did not listen within 60 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(m)
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Path4 {
-    Intercepted,
-    Spliced,
-    Direct,
-    Mitm,
-}
-
-impl Path4 {
-    fn label(self) -> &'static str {
-        match self {
-            Path4::Intercepted => "box → boxd, intercepted (header injected) → upstream",
-            Path4::Spliced => "box → boxd, spliced (no rule) → upstream",
-            Path4::Direct => "host → upstream directly",
-            Path4::Mitm => "host → mitmproxy (header injected) → upstream",
-        }
-    }
-    fn injects(self) -> bool {
-        matches!(self, Path4::Intercepted | Path4::Mitm)
-    }
-}
-
-struct Env<'a> {
-    http: Http,
-    upstream: &'a Upstream,
-    intercepted: String,
-    spliced: String,
-    up_ca: String,
-    mitm: Option<(u16, String)>,
-}
-
-impl Env<'_> {
-    /// One client run on `path`; checks what reached the upstream.
-    fn run(&mut self, path: Path4, mode: &str, n: usize) -> Result<Vec<Duration>, String> {
-        let count = n.to_string();
-        let before = self.upstream.counts();
-        let line = match path {
-            Path4::Intercepted => {
-                let args = [
-                    mode,
-                    "bench.example.test:443",
-                    NAME,
-                    "/etc/ssl/certs/ca-certificates.crt",
-                    &count,
-                ];
-                in_box(&mut self.http, &self.intercepted, &args)
-            }
-            Path4::Spliced => {
-                let args = [
-                    mode,
-                    "bench.example.test:443",
-                    NAME,
-                    "/tmp/bench-ca.pem",
-                    &count,
-                ];
-                in_box(&mut self.http, &self.spliced, &args)
-            }
-            Path4::Direct => {
-                let addr = format!("127.0.0.1:{}", self.upstream.port);
-                on_host(&[mode, &addr, NAME, &self.up_ca, &count])
-            }
-            Path4::Mitm => {
-                let (port, ca) = self.mitm.as_ref().expect("mitmproxy");
-                let addr = format!("127.0.0.1:{port}");
-                on_host(&[mode, &addr, NAME, ca, &count])
-            }
-        }?;
-        // The last response is read before the client exits, so the
-        // upstream has counted every request.
-        let after = self.upstream.counts();
-        let expected = (n + if mode == "ka" { KA_WARMUP } else { CONN_WARMUP }) as u64;
-        let (reqs, inj) = (after.0 - before.0, after.1 - before.1);
-        assert_eq!(reqs, expected, "{}: requests at the upstream", path.label());
-        let want_inj = if path.injects() { expected } else { 0 };
-        assert_eq!(
-            inj,
-            want_inj,
-            "{}: requests with the injected header",
-            path.label()
-        );
-        Ok(samples(&line))
-    }
-}
+use interception::Route;
+use std::time::Duration;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--client") {
-        return client(&args[i + 1..]);
+        return interception::client(&args[i + 1..]);
     }
     if !nix::unistd::geteuid().is_root() {
         eprintln!("SKIPPED: the interception benchmark needs root");
         return;
     }
-    // Fails (after printing everything else) when the intercepted path
+    let quick = args.iter().any(|a| a == "--quick");
+    let r = interception::measure(interception::Options {
+        rounds: if quick { 3 } else { 5 },
+        ka_n: if quick { 300 } else { 2000 },
+        conn_n: if quick { 30 } else { 200 },
+    });
+    print(&r);
+    // Fails (after printing everything else) when the intercepted route
     // could not be measured, which is this bench's point; the daemon,
     // mitmproxy and the scratch files are gone by then.
-    if !bench(&args) {
+    if r.unavailable.is_some() {
         std::process::exit(1);
     }
 }
 
-/// The whole run; false when the intercepted path was unavailable.
-fn bench(args: &[String]) -> bool {
-    let quick = args.iter().any(|a| a == "--quick");
-    let rounds = if quick { 3 } else { 5 };
-    let ka_n = if quick { 300 } else { 2000 };
-    let conn_n = if quick { 30 } else { 200 };
-    let started = Instant::now();
-
-    let scratch =
-        TempDir(std::env::temp_dir().join(format!("boxd-bench-tls-{}", std::process::id())));
-    std::fs::create_dir_all(&scratch.0).expect("scratch dir");
-    let ca = TestCa::new();
-    let ca_path = scratch.0.join("upstream-ca.pem");
-    std::fs::write(&ca_path, &ca.pem).expect("write the test CA");
-    let upstream = Upstream::start(ca.server_config(&[NAME, "127.0.0.1"]));
-
-    let closed_dns = std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("port");
-    let table = "boxd_bench_tls";
-    let config = format!(
-        "{}upstream_dns = [\"{closed_dns}\"]\nallow_ranges = [\"127.0.0.0/8\"]\n\
-         [network.upstreams]\n\"{NAME}\" = \"127.0.0.1:{}\"\n\
-         [tls]\nextra_roots = [{:?}]\n",
-        net_config(table, "bbt", "10.96.0.0/24", "fd42:b0cb::/48"),
-        upstream.port,
-        ca_path.display().to_string(),
-    );
-    let d = BenchDaemon::start("tls", &config, Some(table));
-    let mut http = d.http();
-    let intercepted = create(
-        &mut http,
-        serde_json::json!({
-            "allow_net": [NAME],
-            "attach_headers": {NAME: {"Authorization": INJECTED}},
-        }),
-    );
-    let spliced = create(&mut http, serde_json::json!({ "allow_net": [NAME] }));
-    let exe = std::fs::read(std::env::current_exe().expect("own path")).expect("read self");
-    for id in [&intercepted, &spliced] {
-        d.upload_executable(id, "/tmp/tlsbench", exe.clone());
-    }
-    d.upload_executable(&spliced, "/tmp/bench-ca.pem", ca.pem.clone().into_bytes());
-
-    let mitm = match start_mitm(upstream.port, &ca_path, &scratch.0) {
-        Ok(m) => Some(m),
-        Err(e) => {
-            eprintln!("\n*** mitmproxy SKIPPED: {e} ***\n");
-            None
-        }
-    };
-    let mut env = Env {
-        http,
-        upstream: &upstream,
-        intercepted: intercepted.clone(),
-        spliced: spliced.clone(),
-        up_ca: ca_path.display().to_string(),
-        mitm: mitm.as_ref().map(|m| (m.port, m.ca.display().to_string())),
-    };
-
-    // Which paths work: the intercepted one needs the interception engine
-    // (before it, the box meets the upstream's own certificate and its
-    // client rightly refuses it).
-    let mut paths = vec![Path4::Intercepted, Path4::Spliced, Path4::Direct];
-    if env.mitm.is_some() {
-        paths.push(Path4::Mitm);
-    }
-    let mut pending = None;
-    paths.retain(|&p| match env.run(p, "ka", 1) {
-        Ok(_) => true,
-        Err(e) if p == Path4::Intercepted => {
-            eprintln!("\n*** intercepted path UNAVAILABLE: the box's client failed: {e} ***\n");
-            pending = Some(e);
-            false
-        }
-        Err(e) => panic!("{}: {e}", p.label()),
-    });
-
-    let mut ka: Vec<Vec<Duration>> = vec![Vec::new(); paths.len()];
-    let mut conn: Vec<Vec<Duration>> = vec![Vec::new(); paths.len()];
-    for round in 0..rounds {
-        for k in 0..paths.len() {
-            let i = (k + round) % paths.len();
-            let s = env.run(paths[i], "ka", ka_n).unwrap_or_else(|e| {
-                panic!("{}: {e}", paths[i].label());
-            });
-            ka[i].extend(s);
-        }
-        for k in 0..paths.len() {
-            let i = (k + round) % paths.len();
-            let s = env.run(paths[i], "conn", conn_n).unwrap_or_else(|e| {
-                panic!("{}: {e}", paths[i].label());
-            });
-            conn[i].extend(s);
-        }
-    }
-    let mut http = env.http;
-    http.delete(&intercepted);
-    http.delete(&spliced);
-    let mitm_version = mitm.as_ref().map(|m| m.version.clone());
-    drop(mitm);
-
+fn print(r: &interception::Report) {
     let f = shared::fmt_dur;
-    let find = |p: Path4, v: &[Vec<Duration>]| {
-        paths
-            .iter()
-            .position(|&q| q == p)
-            .and_then(|i| shared::stats(&v[i]))
-    };
+    let o = &r.options;
     println!(
-        "boxd TLS interception benchmark ({rounds} rounds interleaved, upstream on loopback, {:.0} s)",
-        started.elapsed().as_secs_f64()
+        "boxd TLS interception benchmark ({} rounds interleaved, upstream on loopback, {:.0} s)",
+        o.rounds,
+        r.elapsed.as_secs_f64()
     );
     for (what, v, each) in [
         (
             "GET / (64 B body) on a kept-alive TLS connection",
-            &ka,
-            format!("{ka_n} per round"),
+            &r.kept_alive,
+            format!("{} per round", o.ka_n),
         ),
         (
             "new connection: TCP connect + full TLS handshake + GET /",
-            &conn,
-            format!("{conn_n} per round"),
+            &r.new_conn,
+            format!("{} per round", o.conn_n),
         ),
     ] {
         println!("{what} ({each}):");
-        println!("| path | n | median | p99 |");
+        println!("| route | n | median | p99 |");
         println!("|---|---|---|---|");
-        for p in [
-            Path4::Intercepted,
-            Path4::Spliced,
-            Path4::Direct,
-            Path4::Mitm,
-        ] {
-            match find(p, v) {
+        for route in Route::ALL {
+            match v[route as usize] {
                 Some(s) => println!(
                     "| {} | {} | {} | {} |",
-                    p.label(),
+                    route.label(),
                     s.n,
                     f(s.median),
                     f(s.p99)
                 ),
-                None if p == Path4::Mitm => println!("| {} | – | skipped | skipped |", p.label()),
-                None => println!("| {} | – | unavailable | unavailable |", p.label()),
+                None if route == Route::Mitm => {
+                    println!("| {} | – | skipped | skipped |", route.label())
+                }
+                None => println!("| {} | – | unavailable | unavailable |", route.label()),
             }
         }
-        let diff = |a: Path4, b: Path4, label: &str| {
-            if let (Some(x), Some(y)) = (find(a, v), find(b, v)) {
+        let diff = |a: Route, b: Route, label: &str| {
+            if let (Some(x), Some(y)) = (v[a as usize], v[b as usize]) {
                 let d = x.median.as_secs_f64() - y.median.as_secs_f64();
                 println!(
                     "  {label:<40} {:+.3} ms median ({:.2}x)",
@@ -798,20 +91,23 @@ fn bench(args: &[String]) -> bool {
             }
         };
         diff(
-            Path4::Intercepted,
-            Path4::Spliced,
+            Route::Intercepted,
+            Route::Spliced,
             "interception (intercepted − spliced)",
         );
-        diff(Path4::Intercepted, Path4::Direct, "intercepted − direct");
+        diff(Route::Intercepted, Route::Direct, "intercepted − direct");
         diff(
-            Path4::Spliced,
-            Path4::Direct,
+            Route::Spliced,
+            Route::Direct,
             "splicing proxy (spliced − direct)",
         );
-        diff(Path4::Mitm, Path4::Direct, "mitmproxy − direct");
-        diff(Path4::Intercepted, Path4::Mitm, "intercepted − mitmproxy");
+        diff(Route::Mitm, Route::Direct, "mitmproxy − direct");
+        diff(Route::Intercepted, Route::Mitm, "intercepted − mitmproxy");
     }
-    if let (Some(i), Some(s)) = (find(Path4::Intercepted, &ka), find(Path4::Spliced, &ka)) {
+    if let (Some(i), Some(s)) = (
+        r.kept_alive[Route::Intercepted as usize],
+        r.kept_alive[Route::Spliced as usize],
+    ) {
         let added = i.median.saturating_sub(s.median);
         println!(
             "target: interception adds ≤ 1 ms median per kept-alive request: {} ({})",
@@ -823,7 +119,7 @@ fn bench(args: &[String]) -> bool {
             f(added)
         );
     }
-    if let Some(c) = find(Path4::Intercepted, &conn) {
+    if let Some(c) = r.new_conn[Route::Intercepted as usize] {
         println!(
             "target: new intercepted connection ≤ 3 ms median: {} ({})",
             if c.median <= Duration::from_millis(3) {
@@ -834,12 +130,11 @@ fn bench(args: &[String]) -> bool {
             f(c.median)
         );
     }
-    if let Some(e) = &pending {
+    if let Some(e) = &r.unavailable {
         println!("intercepted rows UNAVAILABLE (no interception in this build?): {e}");
     }
-    match &mitm_version {
-        Some(v) => println!("mitmproxy: {v}"),
-        None => println!("mitmproxy: SKIPPED (see above)"),
+    match &r.mitm {
+        Ok(v) => println!("mitmproxy: {v}"),
+        Err(why) => println!("mitmproxy: SKIPPED: {why}"),
     }
-    pending.is_none()
 }

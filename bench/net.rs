@@ -1,18 +1,8 @@
-//! Egress benchmark: what boxd's network path costs a box.
-//!
-//! Starts a loopback upstream server in this process and two real
-//! `boxd serve` daemons (this build): one with networking, one with
-//! `[network] enabled = false`. Measures, interleaved (A B A B …):
-//! 1. request latency on a kept-alive TCP connection (64-byte ping-pong)
-//!    from inside a box through the proxy vs from the host directly;
-//! 2. throughput of a 1 GiB download (256 MiB with `--quick`), box through
-//!    the proxy vs host directly;
-//! 3. HTTP create → first exec of `true`, with networking vs without.
-//!
-//! The same client code runs on both sides: this binary is static, so it
-//! is uploaded into the box and run there with `--client`. Run as root:
+//! Egress benchmark: what boxd's network path costs a box
+//! (`bench/egress.rs` measures; this prints). Run as root:
 //! `cargo bench --bench net [-- --runs N] [-- --quick]`. Prints medians,
-//! p99s and ratios; asserts only that each step worked.
+//! p99s and ratios; asserts only that each step worked. The same numbers
+//! are scenario 4 of `cargo bench --bench compare`.
 
 #[path = "shared.rs"]
 mod shared;
@@ -20,249 +10,46 @@ mod shared;
 #[path = "daemon.rs"]
 mod daemon;
 
-use daemon::{net_config, BenchDaemon, Http};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::time::{Duration, Instant};
-
-const PING_BYTES: usize = 64;
-const UPSTREAM_NAME: &str = "bench.example.test";
-
-/// The upstream: `p` = echo 64-byte messages until EOF; `d` + u64 =
-/// send that many bytes, then close.
-fn serve_upstream(l: TcpListener) {
-    for conn in l.incoming() {
-        let Ok(mut c) = conn else { continue };
-        std::thread::spawn(move || {
-            let _ = c.set_nodelay(true);
-            let mut cmd = [0u8; 1];
-            if c.read_exact(&mut cmd).is_err() {
-                return;
-            }
-            match cmd[0] {
-                b'p' => {
-                    let mut buf = [0u8; PING_BYTES];
-                    while c.read_exact(&mut buf).is_ok() {
-                        if c.write_all(&buf).is_err() {
-                            return;
-                        }
-                    }
-                }
-                b'd' => {
-                    let mut n = [0u8; 8];
-                    if c.read_exact(&mut n).is_err() {
-                        return;
-                    }
-                    let mut left = u64::from_be_bytes(n);
-                    let chunk = vec![0x5au8; 1 << 20];
-                    while left > 0 {
-                        let k = left.min(chunk.len() as u64) as usize;
-                        if c.write_all(&chunk[..k]).is_err() {
-                            return;
-                        }
-                        left -= k as u64;
-                    }
-                }
-                _ => {}
-            }
-        });
-    }
-}
-
-/// Client mode (on the host or inside a box): prints one line.
-/// `ping ADDR N` → per-round-trip nanoseconds, sorted, comma-separated;
-/// `dl ADDR BYTES` → nanoseconds for the whole download.
-fn client(args: &[String]) {
-    let addr = &args[1];
-    let mut c = TcpStream::connect(addr.as_str()).expect("connect upstream");
-    c.set_nodelay(true).expect("nodelay");
-    match args[0].as_str() {
-        "ping" => {
-            let n: usize = args[2].parse().expect("count");
-            c.write_all(b"p").expect("send");
-            let mut buf = [7u8; PING_BYTES];
-            let mut rtts = Vec::with_capacity(n);
-            for i in 0..n + 50 {
-                let t = Instant::now();
-                c.write_all(&buf).expect("send");
-                c.read_exact(&mut buf).expect("echo");
-                if i >= 50 {
-                    rtts.push(t.elapsed().as_nanos() as u64);
-                }
-            }
-            rtts.sort_unstable();
-            let s: Vec<String> = rtts.iter().map(u64::to_string).collect();
-            println!("{}", s.join(","));
-        }
-        "dl" => {
-            let bytes: u64 = args[2].parse().expect("bytes");
-            let t = Instant::now();
-            c.write_all(b"d").expect("send");
-            c.write_all(&bytes.to_be_bytes()).expect("send");
-            let mut buf = vec![0u8; 1 << 20];
-            let mut got = 0u64;
-            while got < bytes {
-                let n = c.read(&mut buf).expect("read");
-                assert!(n > 0, "download cut at {got} bytes");
-                got += n as u64;
-            }
-            println!("{}", t.elapsed().as_nanos());
-        }
-        other => panic!("unknown client mode {other}"),
-    }
-}
-
-/// Runs the client in `box_id` through `http`; returns its output line.
-fn in_box(http: &mut Http, box_id: &str, args: &[&str]) -> String {
-    let mut cmd = vec!["/tmp/netbench", "--client"];
-    cmd.extend_from_slice(args);
-    let body = serde_json::json!({ "command": cmd, "timeout": 600_000 }).to_string();
-    let (s, out) = http.call("POST", &format!("/v2/box/{box_id}/exec"), &body);
-    assert_eq!(s, 200, "exec: {out}");
-    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
-    assert_eq!(v["exit_code"], 0, "client in box failed: {v}");
-    v["output"].as_str().expect("output").trim().to_string()
-}
-
-fn on_host(args: &[&str]) -> String {
-    let exe = std::env::current_exe().expect("own path");
-    let out = std::process::Command::new(exe)
-        .arg("--client")
-        .args(args)
-        .output()
-        .expect("run the host client");
-    assert!(out.status.success(), "host client failed");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn rtts(line: &str) -> Vec<Duration> {
-    line.split(',')
-        .map(|n| Duration::from_nanos(n.parse().expect("nanoseconds")))
-        .collect()
-}
-
-/// Copies this (static) binary into the box as /tmp/netbench.
-fn upload_self(d: &BenchDaemon, box_id: &str) {
-    let exe = std::fs::read(std::env::current_exe().expect("own path")).expect("read self");
-    d.upload_executable(box_id, "/tmp/netbench", exe);
-}
-
-fn mib_per_s(bytes: u64, ns: u64) -> f64 {
-    bytes as f64 / (1 << 20) as f64 / (ns as f64 / 1e9)
-}
+#[path = "egress.rs"]
+mod egress;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--client") {
-        return client(&args[i + 1..]);
+        return egress::client(&args[i + 1..]);
     }
     if !nix::unistd::geteuid().is_root() {
         eprintln!("SKIPPED: the network benchmark needs root");
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
-    let runs = shared::runs_arg(if quick { 20 } else { 50 });
-    let rounds = if quick { 3 } else { 5 };
-    let pings = 2000;
-    let dl_bytes: u64 = if quick { 256 << 20 } else { 1 << 30 };
-
-    let upstream = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
-    let up_addr = upstream.local_addr().expect("addr");
-    std::thread::spawn(move || serve_upstream(upstream));
-    let closed_dns = std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("port");
-    let table = "boxd_bench_net";
-    let config = format!(
-        "{}upstream_dns = [\"{closed_dns}\"]\nallow_ranges = [\"127.0.0.0/8\"]\n\
-         [network.upstreams]\n\"{UPSTREAM_NAME}\" = \"{up_addr}\"\n",
-        net_config(table, "bbn", "10.97.0.0/24", "fd42:b0c9::/48")
-    );
-    let net = BenchDaemon::start("net", &config, Some(table));
-    let nonet = BenchDaemon::start("nonet", "[network]\nenabled = false\n", None);
-
-    let mut http = net.http();
-    let (s, body) = http.call(
-        "POST",
-        "/v2/box",
-        &format!(r#"{{"allow_net": ["{UPSTREAM_NAME}"]}}"#),
-    );
-    assert_eq!(s, 200, "create: {body}");
-    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
-    let box_id = v["id"].as_str().expect("id").to_string();
-    upload_self(&net, &box_id);
-    let through = format!("{UPSTREAM_NAME}:80");
-    let direct = up_addr.to_string();
-
-    // 1. Latency on a kept-alive connection.
-    let (mut lat_box, mut lat_host) = (Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        lat_host.extend(rtts(&on_host(&["ping", &direct, &pings.to_string()])));
-        lat_box.extend(rtts(&in_box(
-            &mut http,
-            &box_id,
-            &["ping", &through, &pings.to_string()],
-        )));
-    }
-    let (hb, hb99) = shared::median_p99(lat_host);
-    let (bb, bb99) = shared::median_p99(lat_box);
-
-    // 2. Throughput.
-    let (mut tp_box, mut tp_host) = (Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        let ns: u64 = on_host(&["dl", &direct, &dl_bytes.to_string()])
-            .parse()
-            .expect("ns");
-        tp_host.push(mib_per_s(dl_bytes, ns));
-        let ns: u64 = in_box(&mut http, &box_id, &["dl", &through, &dl_bytes.to_string()])
-            .parse()
-            .expect("ns");
-        tp_box.push(mib_per_s(dl_bytes, ns));
-    }
-    let median_f = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (tb, th) = (median_f(tp_box), median_f(tp_host));
-    http.delete(&box_id);
-
-    // 3. Create → first exec, with networking and without.
-    let mut nonet_http = nonet.http();
-    let once = |h: &mut Http| {
-        let t = Instant::now();
-        let id = h.create();
-        h.exec_true(&id);
-        let d = t.elapsed();
-        h.delete(&id);
-        d
-    };
-    for _ in 0..5 {
-        once(&mut http);
-        once(&mut nonet_http);
-    }
-    let (mut c_net, mut c_nonet) = (Vec::new(), Vec::new());
-    for _ in 0..runs {
-        c_net.push(once(&mut http));
-        c_nonet.push(once(&mut nonet_http));
-    }
-    let (cn, cn99) = shared::median_p99(c_net);
-    let (co, co99) = shared::median_p99(c_nonet);
-
+    let r = egress::measure(egress::Options {
+        rounds: if quick { 3 } else { 5 },
+        pings: 2000,
+        dl_bytes: if quick { 256 << 20 } else { 1 << 30 },
+        create_runs: shared::runs_arg(if quick { 20 } else { 50 }),
+    });
+    let o = &r.options;
     let f = shared::fmt_dur;
-    println!("boxd network benchmark ({rounds} rounds interleaved, upstream on loopback)");
+    let (bb, hb) = (r.latency_box.median, r.latency_host.median);
+    let (cn, co) = (r.create_net.median, r.create_nonet.median);
+    println!(
+        "boxd network benchmark ({} rounds interleaved, upstream on loopback)",
+        o.rounds
+    );
     println!(
         "request latency, 64 B ping-pong on a kept-alive connection ({} round trips each side):",
-        rounds * pings
+        o.rounds * o.pings
     );
     println!(
         "  box → proxy → upstream  median {}  p99 {}",
         f(bb),
-        f(bb99)
+        f(r.latency_box.p99)
     );
     println!(
         "  host → upstream         median {}  p99 {}",
         f(hb),
-        f(hb99)
+        f(r.latency_host.p99)
     );
     println!(
         "  added by the proxy      median {}  ({:.2}x)",
@@ -270,22 +57,27 @@ fn main() {
         bb.as_secs_f64() / hb.as_secs_f64()
     );
     println!(
-        "throughput, {} MiB download (median of {rounds}):",
-        dl_bytes >> 20
+        "throughput, {} MiB download (median of {}):",
+        o.dl_bytes >> 20,
+        o.rounds
     );
+    let (tb, th) = (r.throughput_box, r.throughput_host);
     println!("  box → proxy → upstream  {tb:.0} MiB/s");
     println!("  host → upstream         {th:.0} MiB/s");
     println!("  box / host              {:.1} %", 100.0 * tb / th);
-    println!("create → first exec over HTTP ({runs} runs each, interleaved):");
+    println!(
+        "create → first exec over HTTP ({} runs each, interleaved):",
+        o.create_runs
+    );
     println!(
         "  with networking         median {}  p99 {}",
         f(cn),
-        f(cn99)
+        f(r.create_net.p99)
     );
     println!(
         "  without networking      median {}  p99 {}",
         f(co),
-        f(co99)
+        f(r.create_nonet.p99)
     );
     println!(
         "  networking adds         median {}  ({:.2}x)",
