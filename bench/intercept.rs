@@ -32,6 +32,7 @@ fn main() {
         rounds: if quick { 3 } else { 5 },
         ka_n: if quick { 300 } else { 2000 },
         conn_n: if quick { 30 } else { 200 },
+        skip_mitm: None,
     });
     print(&r);
     // Fails (after printing everything else) when the intercepted route

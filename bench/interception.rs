@@ -43,10 +43,10 @@ const NAME: &str = "bench.example.test";
 const INJECTED: &str = "Bearer bench-secret";
 const BODY: &[u8; 64] = b"boxd interception bench: sixty-four bytes of response body here\n";
 /// Untimed requests on a kept-alive connection before the timed ones.
-const KA_WARMUP: usize = 20;
+pub const KA_WARMUP: usize = 20;
 /// Untimed connections before the timed ones (the first one through the
 /// interceptor makes the leaf; the timed ones meet it cached).
-const CONN_WARMUP: usize = 3;
+pub const CONN_WARMUP: usize = 3;
 const REQUEST: &[u8] =
     b"GET / HTTP/1.1\r\nHost: bench.example.test\r\nUser-Agent: boxd-bench\r\nAccept: */*\r\n\r\n";
 
@@ -645,6 +645,9 @@ pub struct Options {
     pub ka_n: usize,
     /// Timed new connections per run.
     pub conn_n: usize,
+    /// Why mitmproxy is left out, if it is (otherwise it is measured,
+    /// installed from PyPI if missing).
+    pub skip_mitm: Option<String>,
 }
 
 /// What [`measure`] found. Indexed by `Route as usize`; `None` where the
@@ -675,6 +678,7 @@ pub fn measure(options: Options) -> Report {
         rounds,
         ka_n,
         conn_n,
+        ..
     } = options;
     let started = Instant::now();
 
@@ -714,7 +718,10 @@ pub fn measure(options: Options) -> Report {
     }
     d.upload_executable(&spliced, "/tmp/bench-ca.pem", ca.pem.clone().into_bytes());
 
-    let mitm = start_mitm(upstream.port, &ca_path, &scratch.0);
+    let mitm = match &options.skip_mitm {
+        Some(why) => Err(why.clone()),
+        None => start_mitm(upstream.port, &ca_path, &scratch.0),
+    };
     if let Err(e) = &mitm {
         eprintln!("\n*** mitmproxy SKIPPED: {e} ***\n");
     }

@@ -3,9 +3,10 @@
 //! clone + exec), measured in one process on one machine, interleaved
 //! (A B A B …), reported as medians, p99s and boxd/peer ratios.
 //!
-//! Owns: the comparison scenarios 1–3 and 5 of issue 7 (start + run
-//! `true`, sequential and concurrent; exec in a running environment; idle
-//! density; snapshot / restore / fork, in `snapshot.rs`), the listing of the scenarios that cannot be measured yet,
+//! Owns: the comparison scenarios of issue 7 (start + run `true`,
+//! sequential and concurrent; exec in a running environment; idle density;
+//! egress and header injection vs mitmproxy, in `network.rs`; snapshot /
+//! restore / fork, in `snapshot.rs`), the listing of what is not measured yet,
 //! and the section of `docs/BENCHMARKS.md` between `<!-- compare:begin -->`
 //! and `<!-- compare:end -->` (rewritten by a full run, or with
 //! `--write-docs`).
@@ -24,7 +25,14 @@
 
 mod boxd;
 mod common;
+#[path = "../daemon.rs"]
+mod daemon;
+#[path = "../egress.rs"]
+mod egress;
+#[path = "../interception.rs"]
+mod interception;
 mod mem;
+mod network;
 mod peers;
 mod report;
 mod scenarios;
@@ -46,7 +54,7 @@ const USAGE: &str = "usage (as root): cargo bench --bench compare [-- OPTIONS]
   --no-write-docs  never touch docs/BENCHMARKS.md
   --no-install     do not run bench/compare-peers when a peer is missing
   --only P[,P…]    measure only these beside boxd (runc, crun, bwrap, podman, floor,
-                   nsenter, host); never writes docs";
+                   nsenter, host, mitmproxy); never writes docs";
 
 struct Args {
     quick: bool,
@@ -55,8 +63,15 @@ struct Args {
     only: Option<Vec<String>>,
 }
 
-const PEER_KEYS: [&str; 7] = [
-    "runc", "crun", "bwrap", "podman", "floor", "nsenter", "host",
+const PEER_KEYS: [&str; 8] = [
+    "runc",
+    "crun",
+    "bwrap",
+    "podman",
+    "floor",
+    "nsenter",
+    "host",
+    "mitmproxy",
 ];
 
 fn parse_args() -> Result<Option<Args>> {
@@ -226,18 +241,6 @@ fn not_yet_measured() -> Table {
          not yet a column of these tables"
             .into(),
     ]);
-    t.row(vec![
-        "4. egress: latency and throughput through boxd's proxy vs from the host".into(),
-        "measured by `cargo bench --bench net` (its own section: the same client in a box \
-         and on the host, interleaved)"
-            .into(),
-    ]);
-    t.row(vec![
-        "4. injection: boxd's attach header vs mitmproxy with an addon".into(),
-        "measured by `cargo bench --bench intercept` (its own section: the same HTTPS client \
-         through boxd's interception, spliced, direct and through mitmproxy, interleaved)"
-            .into(),
-    ]);
     t
 }
 
@@ -278,6 +281,10 @@ const METHOD: &str = "How each environment is made equivalent to a box:
   → exec `true` through the agent → destroy.";
 
 fn main() -> ExitCode {
+    // A client run of scenario 4 (this binary, in a box or on the host).
+    if network::client(&std::env::args().collect::<Vec<_>>()) {
+        return ExitCode::SUCCESS;
+    }
     let r = real_main();
     common::stop_watchdog();
     match r {
@@ -329,7 +336,8 @@ fn real_main() -> Result<bool> {
     plan.only = args.only.clone();
     let machine = machine();
     let date = common::utc_date();
-    println!("boxd comparison benchmark: {}", plan.describe());
+    let describe = format!("{}, {}", plan.describe(), network::describe(args.quick));
+    println!("boxd comparison benchmark: {describe}");
     println!("machine: {machine}; date: {date}");
     println!("peers: {}", versions.join("; "));
     let before = leftovers(None);
@@ -369,6 +377,12 @@ fn real_main() -> Result<bool> {
         }
         checks.push(cleanup_check("after scenario 3", &before, &allowed));
         common::settle(plan.settle, "let the kernel finish tearing down namespaces");
+        tables.extend(network::egress_and_injection(
+            args.quick,
+            plan.left_out("mitmproxy"),
+        ));
+        checks.push(cleanup_check("after scenario 4", &before, &allowed));
+        common::settle(plan.settle, "let the kernel finish tearing down namespaces");
         tables.push(snapshot::snapshot_restore_fork(&cx));
         for p in ws.sweep() {
             eprintln!("compare: cleanup: {p}");
@@ -387,7 +401,7 @@ fn real_main() -> Result<bool> {
          Debian packages that `bench/compare-peers` installs (the bench runs it when one is \
          missing). Every environment type is measured in the same process, interleaved, the \
          order rotating each round; ratios compare medians. No timing is asserted.\n\n",
-        plan.describe()
+        describe
     );
     body += &format!(
         "Machine: {machine}, {cgroups}. Date: {date}. The run took {:.0} s{}.\n\n",

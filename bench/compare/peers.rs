@@ -26,6 +26,9 @@ pub struct Tools {
     pub bwrap: Result<PathBuf, String>,
     pub podman: Result<PathBuf, String>,
     pub nsenter: Result<PathBuf, String>,
+    /// Whether python3 can make a venv (scenario 4 installs mitmproxy from
+    /// PyPI into one), or why not.
+    pub venv: Result<(), String>,
     /// `name version` lines for the report.
     pub versions: Vec<String>,
 }
@@ -57,6 +60,18 @@ impl Tools {
             bwrap: find("bwrap", "bubblewrap"),
             podman: find("podman", "podman"),
             nsenter: find("nsenter", "util-linux"),
+            venv: run(
+                Command::new("python3").args(["-c", "import venv, ensurepip"]),
+                Io::Capture,
+                Duration::from_secs(30),
+            )
+            .map(drop)
+            .map_err(|e| {
+                format!(
+                    "python3 cannot make a venv for mitmproxy ({e:#}; Debian package \
+                     python3-venv; bench/compare-peers installs it)"
+                )
+            }),
             versions: Vec::new(),
         };
         if t.podman.is_ok() && t.runc.is_err() {
@@ -87,6 +102,7 @@ impl Tools {
         ]
         .into_iter()
         .filter_map(|r| r.as_ref().err().cloned())
+        .chain(self.venv.clone().err())
         .collect()
     }
 }
