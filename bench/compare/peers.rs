@@ -29,6 +29,9 @@ pub struct Tools {
     /// Whether python3 can make a venv (scenario 4 installs mitmproxy from
     /// PyPI into one), or why not.
     pub venv: Result<(), String>,
+    /// What boxd itself runs on the host: `nft` (its network ruleset, for
+    /// scenario 4's daemons) and `mkfs.btrfs` (its storage pool).
+    pub boxd_host: Result<(), String>,
     /// `name version` lines for the report.
     pub versions: Vec<String>,
 }
@@ -72,6 +75,9 @@ impl Tools {
                      python3-venv; bench/compare-peers installs it)"
                 )
             }),
+            boxd_host: find("nft", "nftables")
+                .and(find("mkfs.btrfs", "btrfs-progs"))
+                .map(drop),
             versions: Vec::new(),
         };
         if t.podman.is_ok() && t.runc.is_err() {
@@ -103,6 +109,7 @@ impl Tools {
         .into_iter()
         .filter_map(|r| r.as_ref().err().cloned())
         .chain(self.venv.clone().err())
+        .chain(self.boxd_host.clone().err())
         .collect()
     }
 }
