@@ -1,7 +1,11 @@
 //! `cargo bench --bench compare`: boxd beside the sandboxes a user could
 //! run instead (runc, crun, bwrap, podman, nsenter, and the raw floor of
 //! clone + exec), measured in one process on one machine, interleaved
-//! (A B A B …), reported as medians, p99s and boxd/peer ratios.
+//! (A B A B …), reported as medians, p99s and boxd/peer ratios. boxd is
+//! measured as the library (`boxd_runtime::Runtime` in this process) and,
+//! in scenarios 1 and 2, also over HTTP: a real `boxd serve` of this build
+//! (`bench/daemon.rs`, network off), alive only during its scenario, its
+//! rows set against the library's.
 //!
 //! Owns: the comparison scenarios 1–3 and 5 of issue 7 (start + run
 //! `true`, sequential and concurrent; exec in a running environment; idle
@@ -13,21 +17,26 @@
 //! Must never: assert or judge a timing (the only check is that each
 //! scenario produced a boxd result); touch containers, cgroups or files it
 //! did not create (every peer runs with private state roots under
-//! `/tmp/boxd-compare-<pid>` and cgroup parents named `boxd-compare-<pid>`);
+//! `/tmp/boxd-compare-<pid>` and cgroup parents named `boxd-compare-<pid>`;
+//! the daemon's data dir and cgroup parent are `boxd-bench-compare-<pid>`);
 //! leave anything behind, even on failure (guards remove boxes, containers,
 //! bundles and cgroups, and the run ends with a leftover check); wait
-//! without a bound (every child has a deadline); hide a peer that could not
-//! run (it is a "skipped: why" row).
+//! without a bound (every child has a deadline, every request to the
+//! daemon a timeout); hide a peer that could not run (it is a "skipped:
+//! why" row).
 //!
 //! Usage (as root): `cargo bench --bench compare [-- --quick]
 //! [--write-docs | --no-write-docs] [--no-install]`.
 
 mod boxd;
 mod common;
+#[path = "../daemon.rs"]
+mod daemon;
 mod mem;
 mod peers;
 mod report;
 mod scenarios;
+mod serve;
 #[path = "../shared.rs"]
 mod shared;
 mod snapshot;
@@ -128,8 +137,8 @@ fn machine() -> String {
 
 /// What the issue's leftover check looks at: entries of every cgroup
 /// hierarchy whose name mentions boxd, runc, podman or libpod; named
-/// network namespaces (`ip netns`); mounts under `dir`.
-fn leftovers(dir: Option<&Path>) -> BTreeSet<String> {
+/// network namespaces (`ip netns`); mounts under `dirs`.
+fn leftovers(dirs: &[&Path]) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let interesting = |name: &str| {
         let l = name.to_ascii_lowercase();
@@ -160,7 +169,7 @@ fn leftovers(dir: Option<&Path>) -> BTreeSet<String> {
     {
         out.insert(format!("netns {}", e.file_name().to_string_lossy()));
     }
-    if let Some(dir) = dir {
+    for dir in dirs {
         for m in workspace::mounts_under(dir) {
             out.insert(format!("mount {}", m.display()));
         }
@@ -172,14 +181,24 @@ fn leftovers(dir: Option<&Path>) -> BTreeSet<String> {
 /// for the report; problems (ours left behind) are flagged loudly.
 fn cleanup_check(when: &str, before: &BTreeSet<String>, allowed: &[&str]) -> (String, bool) {
     let pid = std::process::id();
-    let now = leftovers(Some(Path::new(&format!("/tmp/boxd-compare-{pid}"))));
+    // The workspace, and the data dir and cgroup parent of the `boxd
+    // serve` that scenarios 1 and 2 start (`bench/daemon.rs` names them).
+    let daemon = format!("boxd-bench-compare-{pid}");
+    let now = leftovers(&[
+        Path::new(&format!("/tmp/boxd-compare-{pid}")),
+        &std::env::temp_dir().join(&daemon),
+    ]);
     let new: Vec<&String> = now
         .difference(before)
         .filter(|e| !allowed.iter().any(|a| e.ends_with(a)))
         .collect();
     let ours: Vec<&&String> = new
         .iter()
-        .filter(|e| e.contains(&format!("boxd-compare-{pid}")) || e.starts_with("mount "))
+        .filter(|e| {
+            e.contains(&format!("boxd-compare-{pid}"))
+                || e.contains(&daemon)
+                || e.starts_with("mount ")
+        })
         .collect();
     if new.is_empty() {
         (format!("{when}: clean"), true)
@@ -220,12 +239,6 @@ fn install_peers(manifest: &Path) {
 
 fn not_yet_measured() -> Table {
     let mut t = Table::new("Not yet measured", &["scenario", "status"]);
-    t.row(vec![
-        "1./2. start + run `true` and exec through boxd's HTTP API (`boxd serve`)".into(),
-        "measured beside the library by `cargo bench --bench api` (its own section); \
-         not yet a column of these tables"
-            .into(),
-    ]);
     t.row(vec![
         "4. egress: latency and throughput through boxd's proxy vs from the host".into(),
         "measured by `cargo bench --bench net` (its own section: the same client in a box \
@@ -275,7 +288,16 @@ const METHOD: &str = "How each environment is made equivalent to a box:
   (as `bench/runtime.rs`).
 - **boxd**: the library (`boxd_runtime::Runtime`) in the bench's process, its data dir in
   the bench's temp dir: create (overlay root, namespaces, cgroups, seccomp, agent as PID 1)
-  → exec `true` through the agent → destroy.";
+  → exec `true` through the agent → destroy.
+- **boxd over HTTP** (scenarios 1 and 2): a real `boxd serve` of this build, started for the
+  scenario and removed after it (its own data dir, port and cgroup parent), with
+  `[network] enabled = false` so its boxes have no network, as the library's boxes and the
+  peers' `--network none`; its boxes have the API's default size (memory and CPU limits).
+  The bench speaks HTTP/1.1 to it over keep-alive connections with a minimal client of its
+  own (`bench/daemon.rs`; one per thread, opened before timing), so the numbers are the
+  daemon's, not a client library's: POST /v2/box → POST /v2/box/{id}/exec of `true` →
+  DELETE /v2/box/{id}. Its ratio cells say what the daemon adds to the library's time for
+  the same span.";
 
 fn main() -> ExitCode {
     let r = real_main();
@@ -332,7 +354,7 @@ fn real_main() -> Result<bool> {
     println!("boxd comparison benchmark: {}", plan.describe());
     println!("machine: {machine}; date: {date}");
     println!("peers: {}", versions.join("; "));
-    let before = leftovers(None);
+    let before = leftovers(&[]);
     let pid = std::process::id();
     let boxd_parent = format!("boxd-compare-{pid}-boxd");
     let ws = workspace::Workspace::new(tools, absent_run_dirs).context("prepare the workspace")?;
