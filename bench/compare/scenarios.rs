@@ -855,10 +855,11 @@ pub fn exec_in_running(cx: &Cx) -> Table {
         "boxd: one round trip to the box's agent over its unix socket (spawn, wait, collect \
          output); boxd over HTTP: one POST /v2/box/{id}/exec of `true` over a keep-alive \
          connection to a `boxd serve` of this build (network off), in a box created through \
-         it — the daemon's request handling on top of the same agent round trip (its cell \
-         compares it with the library's row); runc/podman: the CLI's exec of `true` in a detached container whose first \
-         process is `sleep infinity`; nsenter: `nsenter -t <agent pid> -U -m -p -n -u -i -C \
-         -r -w true` into the same box boxd execs in."
+         it: the daemon's request handling on top of an agent round trip like the library's \
+         (its cell compares it with the library's row); runc/podman: the CLI's exec of \
+         `true` in a detached container whose first process is `sleep infinity`; nsenter: \
+         `nsenter -t <agent pid> -U -m -p -n -u -i -C -r -w true` into the same box the \
+         library execs in."
             .into(),
     );
     drop(tokio);
