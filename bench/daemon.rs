@@ -59,18 +59,31 @@ impl BenchDaemon {
     /// until it answers. `table` is its `[network]` table, if the config
     /// names one, so drop can remove it after a kill.
     pub fn start(name: &str, config: &str, table: Option<&str>) -> BenchDaemon {
+        BenchDaemon::try_start(name, config, table).expect("start boxd serve")
+    }
+
+    /// [`BenchDaemon::start`] for a bench that reports failures instead
+    /// of panicking: waits at most 30 s for the daemon to answer, and
+    /// whatever it made is removed when it does not.
+    pub fn try_start(
+        name: &str,
+        config: &str,
+        table: Option<&str>,
+    ) -> std::io::Result<BenchDaemon> {
         let pid = std::process::id();
         let dir = std::env::temp_dir().join(format!("boxd-bench-{name}-{pid}"));
         let cgroup_parent = format!("boxd-bench-{name}-{pid}");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
-            .expect("free port")
+            .map_err(|e| std::io::Error::new(e.kind(), format!("find a free port: {e}")))?
             .port();
         let addr = format!("127.0.0.1:{port}");
         let key = format!("bench-key-{pid}-0123456789abcdef0123456789");
         let config_path = dir.with_extension("toml");
-        std::fs::write(&config_path, config).expect("write the bench config");
-        let child = Command::new(BOXD)
+        std::fs::write(&config_path, config).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("write {}: {e}", config_path.display()))
+        })?;
+        let child = match Command::new(BOXD)
             .arg("--data-dir")
             .arg(&dir)
             .args(["--agent", AGENT, "serve", "--listen", &addr])
@@ -82,8 +95,18 @@ impl BenchDaemon {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
-            .expect("start boxd serve");
-        let d = BenchDaemon {
+        {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_file(&config_path);
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("start {BOXD} serve: {e}"),
+                ));
+            }
+        };
+        // From here on, drop removes whatever the daemon made.
+        let mut d = BenchDaemon {
             child,
             addr,
             key,
@@ -93,10 +116,19 @@ impl BenchDaemon {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(&d.addr).is_err() {
-            assert!(Instant::now() < deadline, "boxd serve did not start");
+            if let Ok(Some(status)) = d.child.try_wait() {
+                return Err(std::io::Error::other(format!(
+                    "boxd serve exited before it answered ({status})"
+                )));
+            }
+            if Instant::now() >= deadline {
+                return Err(std::io::Error::other(
+                    "boxd serve did not answer within 30 s",
+                ));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-        d
+        Ok(d)
     }
 
     pub fn http(&self) -> Http {
@@ -128,47 +160,86 @@ pub struct Http {
 
 impl Http {
     pub fn connect(addr: &str, key: &str) -> Http {
-        let s = TcpStream::connect(addr).expect("connect to boxd");
-        s.set_nodelay(true).expect("nodelay");
-        Http {
-            r: BufReader::new(s.try_clone().expect("clone socket")),
+        Http::try_connect(addr, key).expect("connect to boxd")
+    }
+
+    /// [`Http::connect`], with failures returned.
+    pub fn try_connect(addr: &str, key: &str) -> std::io::Result<Http> {
+        let s = TcpStream::connect(addr)?;
+        s.set_nodelay(true)?;
+        Ok(Http {
+            r: BufReader::new(s.try_clone()?),
             w: s,
             key: key.into(),
-        }
+        })
+    }
+
+    /// Bounds every later read and write on this connection (`None`:
+    /// wait as long as it takes, the default).
+    pub fn set_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
+        self.w.set_read_timeout(t)?;
+        self.w.set_write_timeout(t)
     }
 
     /// Sends a request; returns (status, body).
     pub fn call(&mut self, method: &str, path: &str, body: &str) -> (u16, String) {
+        self.request(method, path, body)
+            .expect("HTTP request to boxd")
+    }
+
+    /// [`Http::call`], with failures returned. After an error the
+    /// connection may be mid-response: open a new one.
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> std::io::Result<(u16, String)> {
+        let bad =
+            |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
         let req = format!(
             "{method} {path} HTTP/1.1\r\nhost: boxd\r\nx-box-api-key: {}\r\n\
              content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
             self.key,
             body.len()
         );
-        self.w.write_all(req.as_bytes()).expect("send");
+        self.w.write_all(req.as_bytes())?;
         let mut line = String::new();
-        self.r.read_line(&mut line).expect("status line");
+        if self.r.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "boxd closed the connection",
+            ));
+        }
         let status: u16 = line
             .split_whitespace()
             .nth(1)
             .and_then(|s| s.parse().ok())
-            .expect("status code");
+            .ok_or_else(|| bad(&format!("status line {line:?}")))?;
         let mut len = 0usize;
         loop {
             line.clear();
-            self.r.read_line(&mut line).expect("header");
+            if self.r.read_line(&mut line)? == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "boxd closed the connection in the headers",
+                ));
+            }
             if line == "\r\n" {
                 break;
             }
             if let Some((k, v)) = line.split_once(':') {
                 if k.eq_ignore_ascii_case("content-length") {
-                    len = v.trim().parse().expect("content-length");
+                    len = v
+                        .trim()
+                        .parse()
+                        .map_err(|_| bad(&format!("header {line:?}")))?;
                 }
             }
         }
         let mut buf = vec![0u8; len];
-        self.r.read_exact(&mut buf).expect("body");
-        (status, String::from_utf8_lossy(&buf).into_owned())
+        self.r.read_exact(&mut buf)?;
+        Ok((status, String::from_utf8_lossy(&buf).into_owned()))
     }
 
     pub fn create(&mut self) -> String {

@@ -683,7 +683,7 @@ pub fn measure(options: Options) -> Report {
     let started = Instant::now();
 
     let scratch =
-        TempDir(std::env::temp_dir().join(format!("boxd-bench-tls-{}", std::process::id())));
+        TempDir(std::env::temp_dir().join(format!("boxd-bench-tlsfiles-{}", std::process::id())));
     std::fs::create_dir_all(&scratch.0).expect("scratch dir");
     let ca = TestCa::new();
     let ca_path = scratch.0.join("upstream-ca.pem");

@@ -60,6 +60,24 @@ pub fn speed_ratio(boxd: Duration, peer: Duration) -> String {
     }
 }
 
+/// What boxd over HTTP adds to the library for the same span: "HTTP
+/// adds X (Y the library's)" from two times.
+pub fn http_vs_library(http: Duration, library: Duration) -> String {
+    let (h, l) = (http.as_secs_f64(), library.as_secs_f64());
+    if h <= 0.0 || l <= 0.0 {
+        return "n/a".into();
+    }
+    let r = fmt_ratio(h / l);
+    if http >= library {
+        format!("HTTP adds {} ({r} the library's)", fmt_dur(http - library))
+    } else {
+        format!(
+            "HTTP takes {} less ({r} the library's)",
+            fmt_dur(library - http)
+        )
+    }
+}
+
 /// "boxd uses X less/more" from two memory amounts (lower is better).
 pub fn memory_ratio(boxd: f64, peer: f64) -> String {
     if boxd <= 0.0 || peer <= 0.0 {

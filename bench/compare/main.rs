@@ -1,12 +1,16 @@
 //! `cargo bench --bench compare`: boxd beside the sandboxes a user could
 //! run instead (runc, crun, bwrap, podman, nsenter, and the raw floor of
 //! clone + exec), measured in one process on one machine, interleaved
-//! (A B A B …), reported as medians, p99s and boxd/peer ratios.
+//! (A B A B …), reported as medians, p99s and boxd/peer ratios. boxd is
+//! measured as the library (`boxd_runtime::Runtime` in this process) and,
+//! in scenarios 1 and 2, also over HTTP: a real `boxd serve` of this build
+//! (`bench/daemon.rs`, network off), alive only during its scenario, its
+//! rows set against the library's.
 //!
 //! Owns: the comparison scenarios of issue 7 (start + run `true`,
 //! sequential and concurrent; exec in a running environment; idle density;
 //! egress and header injection vs mitmproxy, in `network.rs`; snapshot /
-//! restore / fork, in `snapshot.rs`), the listing of what is not measured yet,
+//! restore / fork, in `snapshot.rs`),
 //! and the section of `docs/BENCHMARKS.md` between `<!-- compare:begin -->`
 //! and `<!-- compare:end -->` (rewritten by a full run, or with
 //! `--write-docs`).
@@ -14,11 +18,14 @@
 //! Must never: assert or judge a timing (the only check is that each
 //! scenario produced a boxd result); touch containers, cgroups or files it
 //! did not create (every peer runs with private state roots under
-//! `/tmp/boxd-compare-<pid>` and cgroup parents named `boxd-compare-<pid>`);
+//! `/tmp/boxd-compare-<pid>` and cgroup parents named `boxd-compare-<pid>`;
+//! the `boxd serve` daemons' data dirs and cgroup parents are
+//! `boxd-bench-<name>-<pid>`);
 //! leave anything behind, even on failure (guards remove boxes, containers,
 //! bundles and cgroups, and the run ends with a leftover check); wait
-//! without a bound (every child has a deadline); hide a peer that could not
-//! run (it is a "skipped: why" row).
+//! without a bound (every child has a deadline, every request to the
+//! daemon a timeout); hide a peer that could not run (it is a "skipped:
+//! why" row).
 //!
 //! Usage (as root): `cargo bench --bench compare [-- --quick]
 //! [--write-docs | --no-write-docs] [--no-install]`.
@@ -36,13 +43,13 @@ mod network;
 mod peers;
 mod report;
 mod scenarios;
+mod serve;
 #[path = "../shared.rs"]
 mod shared;
 mod snapshot;
 mod workspace;
 
 use anyhow::{bail, Context, Result};
-use report::Table;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, ExitCode};
@@ -143,8 +150,8 @@ fn machine() -> String {
 
 /// What the issue's leftover check looks at: entries of every cgroup
 /// hierarchy whose name mentions boxd, runc, podman or libpod; named
-/// network namespaces (`ip netns`); mounts under `dir`.
-fn leftovers(dir: Option<&Path>) -> BTreeSet<String> {
+/// network namespaces (`ip netns`); mounts under `dirs`.
+fn leftovers(dirs: &[&Path]) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let interesting = |name: &str| {
         let l = name.to_ascii_lowercase();
@@ -175,7 +182,7 @@ fn leftovers(dir: Option<&Path>) -> BTreeSet<String> {
     {
         out.insert(format!("netns {}", e.file_name().to_string_lossy()));
     }
-    if let Some(dir) = dir {
+    for dir in dirs {
         for m in workspace::mounts_under(dir) {
             out.insert(format!("mount {}", m.display()));
         }
@@ -187,14 +194,29 @@ fn leftovers(dir: Option<&Path>) -> BTreeSet<String> {
 /// for the report; problems (ours left behind) are flagged loudly.
 fn cleanup_check(when: &str, before: &BTreeSet<String>, allowed: &[&str]) -> (String, bool) {
     let pid = std::process::id();
-    let now = leftovers(Some(Path::new(&format!("/tmp/boxd-compare-{pid}"))));
+    // The workspace, and the data dirs of the `boxd serve` daemons that
+    // scenarios 1, 2 and 4 start (`bench/daemon.rs` names each data dir and
+    // cgroup parent `boxd-bench-<name>-<pid>`); a daemon's data dir left
+    // behind is a leftover itself.
+    let workspace = std::path::PathBuf::from(format!("/tmp/boxd-compare-{pid}"));
+    let daemons = daemon_dirs(pid);
+    let mut dirs: Vec<&Path> = vec![&workspace];
+    dirs.extend(daemons.iter().map(|d| d.as_path()));
+    let mut now = leftovers(&dirs);
+    now.extend(daemons.iter().map(|d| format!("dir {}", d.display())));
+    let daemon = |e: &str| {
+        e.split(['/', ' '])
+            .any(|part| part.starts_with("boxd-bench-") && part.ends_with(&format!("-{pid}")))
+    };
     let new: Vec<&String> = now
         .difference(before)
         .filter(|e| !allowed.iter().any(|a| e.ends_with(a)))
         .collect();
     let ours: Vec<&&String> = new
         .iter()
-        .filter(|e| e.contains(&format!("boxd-compare-{pid}")) || e.starts_with("mount "))
+        .filter(|e| {
+            e.contains(&format!("boxd-compare-{pid}")) || daemon(e) || e.starts_with("mount ")
+        })
         .collect();
     if new.is_empty() {
         (format!("{when}: clean"), true)
@@ -220,6 +242,23 @@ fn cleanup_check(when: &str, before: &BTreeSet<String>, allowed: &[&str]) -> (St
     }
 }
 
+/// The data dirs of this run's bench daemons that exist now.
+fn daemon_dirs(pid: u32) -> Vec<std::path::PathBuf> {
+    let tmp = std::env::temp_dir();
+    let mut v: Vec<_> = std::fs::read_dir(&tmp)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with("boxd-bench-") && name.ends_with(&format!("-{pid}"))
+        })
+        .map(|e| e.path())
+        .collect();
+    v.sort();
+    v
+}
+
 fn install_peers(manifest: &Path) {
     let script = manifest.join("bench/compare-peers");
     println!("some peers are missing; running {}", script.display());
@@ -231,17 +270,6 @@ fn install_peers(manifest: &Path) {
         Ok(out) => print!("{}", String::from_utf8_lossy(&out.stdout)),
         Err(e) => println!("compare: WARNING: {} failed: {e:#}", script.display()),
     }
-}
-
-fn not_yet_measured() -> Table {
-    let mut t = Table::new("Not yet measured", &["scenario", "status"]);
-    t.row(vec![
-        "1./2. start + run `true` and exec through boxd's HTTP API (`boxd serve`)".into(),
-        "measured beside the library by `cargo bench --bench api` (its own section); \
-         not yet a column of these tables"
-            .into(),
-    ]);
-    t
 }
 
 const METHOD: &str = "How each environment is made equivalent to a box:
@@ -278,7 +306,16 @@ const METHOD: &str = "How each environment is made equivalent to a box:
   (as `bench/runtime.rs`).
 - **boxd**: the library (`boxd_runtime::Runtime`) in the bench's process, its data dir in
   the bench's temp dir: create (overlay root, namespaces, cgroups, seccomp, agent as PID 1)
-  → exec `true` through the agent → destroy.";
+  → exec `true` through the agent → destroy.
+- **boxd over HTTP** (scenarios 1 and 2): a real `boxd serve` of this build, started for the
+  scenario and removed after it (its own data dir, port and cgroup parent), with
+  `[network] enabled = false` so its boxes have no network, as the library's boxes and the
+  peers' `--network none`; its boxes have the API's default size (memory and CPU limits).
+  The bench speaks HTTP/1.1 to it over keep-alive connections with a minimal client of its
+  own (`bench/daemon.rs`; one per thread, opened before timing), so the numbers are the
+  daemon's, not a client library's: POST /v2/box → POST /v2/box/{id}/exec of `true` →
+  DELETE /v2/box/{id}. Its ratio cells say what the daemon adds to the library's time for
+  the same span.";
 
 fn main() -> ExitCode {
     // A client run of scenario 4 (this binary, in a box or on the host).
@@ -340,7 +377,7 @@ fn real_main() -> Result<bool> {
     println!("boxd comparison benchmark: {describe}");
     println!("machine: {machine}; date: {date}");
     println!("peers: {}", versions.join("; "));
-    let before = leftovers(None);
+    let before = leftovers(&[]);
     let pid = std::process::id();
     let boxd_parent = format!("boxd-compare-{pid}-boxd");
     let ws = workspace::Workspace::new(tools, absent_run_dirs).context("prepare the workspace")?;
@@ -400,7 +437,7 @@ fn real_main() -> Result<bool> {
          `-- --quick` (about a minute) prints only, unless given `--write-docs`. The peers are \
          Debian packages that `bench/compare-peers` installs (the bench runs it when one is \
          missing). Every environment type is measured in the same process, interleaved, the \
-         order rotating each round; ratios compare medians. No timing is asserted.\n\n",
+         order shuffled each round (seeded, the same in every run); ratios compare medians. No timing is asserted.\n\n",
         describe
     );
     body += &format!(
@@ -419,7 +456,6 @@ fn real_main() -> Result<bool> {
         body += &t.markdown();
         body.push('\n');
     }
-    body += &not_yet_measured().markdown();
     body +=
         "\nCleanup checks (cgroups named boxd/runc/podman/libpod, `ip netns`, mounts under the \
              bench's temp dir, before vs after):\n\n";

@@ -1,21 +1,25 @@
 //! The measured scenarios: (1) start an isolated environment and run
 //! `true`, sequential and concurrent; (2) exec `true` in a running
-//! environment; (3) idle density. Each interleaves boxd with its peers
-//! (A B C A B C …, the order rotating each iteration so no peer always
-//! follows the same one), keeps every environment it starts in a guard,
+//! environment; (3) idle density. Each interleaves boxd (scenarios 1 and 2:
+//! both the library and a `boxd serve` over HTTP, the daemon living only
+//! for its scenario) with its peers
+//! (A B C, C A B, B C A …: every iteration in a new order, so no peer
+//! always follows the same one), keeps every environment it starts in a guard,
 //! and turns the samples into a [`Table`]. A peer that cannot run is a
 //! "skipped: why" row, never a silent gap.
 
 use crate::boxd::{Boxd, Boxes};
 use crate::common::{
-    fmt_bytes, fmt_dur, median_f64, memory_ratio, settle, speed_ratio, stats, Stats,
+    fmt_bytes, fmt_dur, http_vs_library, median_f64, memory_ratio, settle, speed_ratio, stats,
+    Stats,
 };
 use crate::mem;
 use crate::peers::{self, IdleGuard};
 use crate::report::Table;
+use crate::serve::{self, Served};
 pub use crate::snapshot::SnapSize;
 use crate::workspace::Workspace;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
@@ -144,13 +148,26 @@ pub struct Cx<'a> {
     pub plan: &'a Plan,
 }
 
-/// Rotates `items` left by `by` (so iteration i starts with item i).
-pub fn rotated<T: Copy>(items: &[T], by: usize) -> Vec<T> {
-    if items.is_empty() {
-        return Vec::new();
+/// `items` in iteration `i`'s order: a shuffle seeded by `i` (the same in
+/// every run). Rotating one fixed order would keep neighbours together (X
+/// would follow Y in almost every iteration), and what ran just before
+/// moves a start's time (the kernel finishes tearing namespaces down
+/// lazily).
+pub fn shuffled<T: Copy>(items: &[T], i: usize) -> Vec<T> {
+    let mut v = items.to_vec();
+    // splitmix64 of the iteration, then Fisher–Yates.
+    let mut state = (i as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut next = || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    for k in (1..v.len()).rev() {
+        v.swap(k, (next() % (k as u64 + 1)) as usize);
     }
-    let k = by % items.len();
-    items[k..].iter().chain(&items[..k]).copied().collect()
+    v
 }
 
 pub fn dash() -> String {
@@ -163,6 +180,7 @@ pub fn dash() -> String {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Starter {
     Boxd,
+    BoxdHttp,
     Runc,
     Crun,
     CrunWrapper,
@@ -175,6 +193,7 @@ impl Starter {
     fn name(self) -> &'static str {
         match self {
             Starter::Boxd => "boxd library",
+            Starter::BoxdHttp => "boxd over HTTP (`boxd serve`)",
             Starter::Runc => "runc run",
             Starter::Crun => "crun run",
             Starter::CrunWrapper => "crun's wrapper alone",
@@ -187,6 +206,7 @@ impl Starter {
     fn what(self, hybrid: bool) -> &'static str {
         match self {
             Starter::Boxd => "create → `true` exits → destroy returns",
+            Starter::BoxdHttp => "POST /v2/box → POST …/exec of `true` returns → DELETE returns",
             Starter::Runc => "`runc run` until it exits (container deleted)",
             Starter::Crun if hybrid => {
                 "private mount ns without cgroup2 + `crun run` until it exits"
@@ -201,7 +221,7 @@ impl Starter {
 
     fn key(self) -> &'static str {
         match self {
-            Starter::Boxd => "boxd",
+            Starter::Boxd | Starter::BoxdHttp => "boxd",
             Starter::Runc => "runc",
             Starter::Crun | Starter::CrunWrapper => "crun",
             Starter::Bwrap => "bwrap",
@@ -225,27 +245,47 @@ impl Starter {
         }
     }
 
-    /// One start + run; returns (the timed span, boxd's create → exit).
-    fn once(
-        self,
-        cx: &Cx,
-        tokio: Option<&tokio::runtime::Runtime>,
-    ) -> Result<(Duration, Option<Duration>)> {
-        let ws = cx.ws;
+    /// What one thread needs to start this kind of environment (made
+    /// before anything is timed).
+    fn client(self, served: &Result<Served>) -> Result<Client> {
         Ok(match self {
-            Starter::Boxd => {
-                let tokio = tokio.ok_or_else(|| anyhow!("no tokio runtime"))?;
+            Starter::Boxd => Client::Tokio(Boxd::tokio()?),
+            Starter::BoxdHttp => {
+                Client::Http(served.as_ref().map_err(|e| anyhow!("{e:#}"))?.client()?)
+            }
+            _ => Client::None,
+        })
+    }
+
+    /// One start + run; returns (the timed span, boxd's create → exit).
+    fn once(self, cx: &Cx, client: &mut Client) -> Result<(Duration, Option<Duration>)> {
+        let ws = cx.ws;
+        Ok(match (self, client) {
+            (Starter::Boxd, Client::Tokio(tokio)) => {
                 let c = cx.boxd.cycle(tokio)?;
                 (c.total, Some(c.to_exit))
             }
-            Starter::Runc => (peers::runc_run_true(ws)?, None),
-            Starter::Crun => (peers::crun_run_true(ws)?, None),
-            Starter::CrunWrapper => (peers::crun_wrapper_true()?, None),
-            Starter::Bwrap => (peers::bwrap_run_true(ws)?, None),
-            Starter::Podman => (peers::podman_run_true(ws)?, None),
-            Starter::Floor => (peers::floor_true()?, None),
+            (Starter::BoxdHttp, Client::Http(http)) => {
+                let c = http.cycle()?;
+                (c.total, Some(c.to_exit))
+            }
+            (Starter::Boxd | Starter::BoxdHttp, _) => bail!("{}: no client", self.name()),
+            (Starter::Runc, _) => (peers::runc_run_true(ws)?, None),
+            (Starter::Crun, _) => (peers::crun_run_true(ws)?, None),
+            (Starter::CrunWrapper, _) => (peers::crun_wrapper_true()?, None),
+            (Starter::Bwrap, _) => (peers::bwrap_run_true(ws)?, None),
+            (Starter::Podman, _) => (peers::podman_run_true(ws)?, None),
+            (Starter::Floor, _) => (peers::floor_true()?, None),
         })
     }
+}
+
+/// A thread's means of starting boxd environments: a tokio runtime for
+/// the library's agent calls, a keep-alive connection to `boxd serve`.
+enum Client {
+    None,
+    Tokio(tokio::runtime::Runtime),
+    Http(serve::Client),
 }
 
 /// Samples and state of one starter across the scenario.
@@ -283,6 +323,7 @@ pub fn start_and_run(cx: &Cx) -> Vec<Table> {
     let plan = cx.plan;
     let mut all = vec![
         Starter::Boxd,
+        Starter::BoxdHttp,
         Starter::Runc,
         Starter::Crun,
         Starter::Bwrap,
@@ -292,20 +333,28 @@ pub fn start_and_run(cx: &Cx) -> Vec<Table> {
     if ws.hybrid && ws.tools.crun.is_ok() {
         all.push(Starter::CrunWrapper);
     }
-    let mut tracks: BTreeMap<Starter, Track> = BTreeMap::new();
-    let tokio = Boxd::tokio();
     println!("scenario 1: start an isolated environment and run `true`");
+    // Lives until both tables of this scenario are measured.
+    let served = Served::start();
+    let mut tracks: BTreeMap<Starter, Track> = BTreeMap::new();
+    let mut clients: BTreeMap<Starter, Client> = BTreeMap::new();
     // Warm-up doubles as the probe: a starter that fails here is skipped.
     for &s in &all {
         let mut t = Track::default();
         if let Some(why) = s.unavailable(ws, plan) {
             t.dropped = Some(why);
         } else {
-            for _ in 0..plan.warmup {
-                if let Err(e) = s.once(cx, tokio.as_ref().ok()) {
-                    t.dropped = Some(format!("{e:#}"));
-                    break;
+            match s.client(&served) {
+                Ok(mut c) => {
+                    for _ in 0..plan.warmup {
+                        if let Err(e) = s.once(cx, &mut c) {
+                            t.dropped = Some(format!("{e:#}"));
+                            break;
+                        }
+                    }
+                    clients.insert(s, c);
                 }
+                Err(e) => t.dropped = Some(format!("{e:#}")),
             }
         }
         if let Some(why) = &t.dropped {
@@ -319,16 +368,21 @@ pub fn start_and_run(cx: &Cx) -> Vec<Table> {
             stopped_early = Some(i);
             break;
         }
-        for s in rotated(&all, i) {
+        for s in shuffled(&all, i) {
             let t = tracks.entry(s).or_default();
-            if t.dropped.is_none() {
-                t.record(s.once(cx, tokio.as_ref().ok()));
+            if t.dropped.is_some() {
+                continue;
+            }
+            match clients.get_mut(&s) {
+                Some(c) => t.record(s.once(cx, c)),
+                None => t.dropped = Some("no client".into()),
             }
         }
         if (i + 1) % 25 == 0 {
             println!("  {} / {} sequential rounds", i + 1, plan.seq_runs);
         }
     }
+    drop(clients);
     let mut seq = Table::new(
         format!(
             "1a. Start + run `true`, sequential ({} runs each, interleaved)",
@@ -340,38 +394,54 @@ pub fn start_and_run(cx: &Cx) -> Vec<Table> {
             "median",
             "p99",
             "n",
-            "boxd (full cycle) vs it",
-            "boxd (create → exit) vs it",
+            "boxd library (full cycle) vs it",
+            "boxd library (create → exit) vs it",
         ],
     );
     let st = |s: Starter| tracks.get(&s).and_then(|t| stats(&t.samples));
+    let to_exit = |s: Starter| tracks.get(&s).and_then(|t| stats(&t.to_exit));
     let boxd_total = st(Starter::Boxd);
-    let boxd_exit = tracks.get(&Starter::Boxd).and_then(|t| stats(&t.to_exit));
-    seq.boxd_measured = boxd_total.is_some();
+    let boxd_exit = to_exit(Starter::Boxd);
+    seq.boxd_measured = boxd_total.is_some() && st(Starter::BoxdHttp).is_some();
     for &s in &all {
         let t = &tracks[&s];
         match (st(s), &t.dropped) {
             (None, why) => seq.skipped(s.name(), why.as_deref().unwrap_or("no successful run")),
             (Some(x), why) => {
-                if s == Starter::Boxd {
+                if s == Starter::Boxd || s == Starter::BoxdHttp {
+                    // The library's rows are the reference; the HTTP rows
+                    // say what the daemon adds to the same span.
+                    let vs_library = |lib: Option<Stats>, x: Stats| {
+                        if s == Starter::Boxd {
+                            dash()
+                        } else {
+                            lib.map(|l| http_vs_library(x.median, l.median))
+                                .unwrap_or_else(dash)
+                        }
+                    };
                     seq.row(vec![
                         s.name().into(),
                         s.what(ws.hybrid).into(),
                         fmt_dur(x.median),
                         fmt_dur(x.p99),
                         x.n.to_string(),
-                        dash(),
+                        vs_library(boxd_total, x),
                         dash(),
                     ]);
-                    if let Some(e) = boxd_exit {
+                    if let Some(e) = to_exit(s) {
                         seq.row(vec![
-                            "boxd library".into(),
-                            "create → `true` exits (destroy not timed, as bench/runtime.rs)".into(),
+                            s.name().into(),
+                            if s == Starter::Boxd {
+                                "create → `true` exits (destroy not timed, as bench/runtime.rs)"
+                            } else {
+                                "POST /v2/box → POST …/exec of `true` returns (DELETE not timed)"
+                            }
+                            .into(),
                             fmt_dur(e.median),
                             fmt_dur(e.p99),
                             e.n.to_string(),
                             dash(),
-                            dash(),
+                            vs_library(boxd_exit, e),
                         ]);
                     }
                 } else {
@@ -396,6 +466,14 @@ pub fn start_and_run(cx: &Cx) -> Vec<Table> {
             }
         }
     }
+    seq.notes.push(
+        "boxd over HTTP: a `boxd serve` of this build with `[network] enabled = false` (so its \
+         boxes have no network, as the library's and the peers' `--network none`), driven \
+         over one keep-alive HTTP/1.1 connection opened before timing; its boxes have the \
+         API's default size (memory and CPU limits). Its ratio cells compare it with the \
+         library's row for the same span."
+            .into(),
+    );
     if let (Some(c), Some(w)) = (st(Starter::Crun), st(Starter::CrunWrapper)) {
         let net = c.median.saturating_sub(w.median);
         seq.notes.push(format!(
@@ -413,27 +491,36 @@ pub fn start_and_run(cx: &Cx) -> Vec<Table> {
             "stopped after {i} rounds: the run's time budget ran out"
         ));
     }
-    let conc = concurrent(cx, &all, &tracks);
+    let conc = concurrent(cx, &all, &tracks, &served);
+    // The daemon goes (boxes, data dir, cgroups) before the scenario's
+    // cleanup check.
+    drop(served);
     vec![seq, conc]
 }
 
 /// One batch: `k` threads released together, each starting one
 /// environment. Returns the wall time from the first thread's release to
 /// the last one's end, and each environment's latency from its release.
-fn batch(cx: &Cx, s: Starter, k: usize) -> Result<(Duration, Vec<Duration>)> {
+/// Each thread makes its client (a boxd thread's tokio runtime or its own
+/// connection to `boxd serve`) before the release: that is not timed.
+fn batch(
+    cx: &Cx,
+    s: Starter,
+    k: usize,
+    served: &Result<Served>,
+) -> Result<(Duration, Vec<Duration>)> {
     let barrier = Barrier::new(k + 1);
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..k)
             .map(|_| {
                 let barrier = &barrier;
                 scope.spawn(move || {
-                    let tokio = (s == Starter::Boxd).then(Boxd::tokio);
+                    let client = s.client(served);
                     barrier.wait();
                     let t = Instant::now();
-                    let r = match &tokio {
-                        Some(Err(e)) => Err(anyhow!("{e:#}")),
-                        Some(Ok(rt)) => s.once(cx, Some(rt)),
-                        None => s.once(cx, None),
+                    let r = match client {
+                        Err(e) => Err(e),
+                        Ok(mut c) => s.once(cx, &mut c),
                     };
                     r.map(|_| (t, Instant::now()))
                 })
@@ -469,7 +556,12 @@ fn batch(cx: &Cx, s: Starter, k: usize) -> Result<(Duration, Vec<Duration>)> {
     })
 }
 
-fn concurrent(cx: &Cx, all: &[Starter], seq_tracks: &BTreeMap<Starter, Track>) -> Table {
+fn concurrent(
+    cx: &Cx,
+    all: &[Starter],
+    seq_tracks: &BTreeMap<Starter, Track>,
+    served: &Result<Served>,
+) -> Table {
     let plan = cx.plan;
     let k = plan.concurrency;
     // The wrapper baseline means nothing concurrently.
@@ -498,11 +590,11 @@ fn concurrent(cx: &Cx, all: &[Starter], seq_tracks: &BTreeMap<Starter, Track>) -
         if plan.out_of_time() {
             break;
         }
-        for s in rotated(&active, r) {
+        for s in shuffled(&active, r) {
             if dropped.contains_key(&s) {
                 continue;
             }
-            match batch(cx, s, k) {
+            match batch(cx, s, k, served) {
                 Ok((w, l)) => {
                     walls.entry(s).or_default().push(w);
                     lats.entry(s).or_default().extend(l);
@@ -526,12 +618,12 @@ fn concurrent(cx: &Cx, all: &[Starter], seq_tracks: &BTreeMap<Starter, Track>) -
             "wall time until all are done (median of rounds)",
             "per-environment median",
             "per-environment p99",
-            "boxd vs it (wall time)",
+            "boxd library vs it (wall time)",
         ],
     );
     let wall_med = |s: Starter| walls.get(&s).and_then(|w| stats(w)).map(|x| x.median);
     let boxd_wall = wall_med(Starter::Boxd);
-    t.boxd_measured = boxd_wall.is_some();
+    t.boxd_measured = boxd_wall.is_some() && wall_med(Starter::BoxdHttp).is_some();
     for &s in &active {
         match (wall_med(s), lats.get(&s).and_then(|l| stats(l))) {
             (Some(w), Some(l)) => {
@@ -540,10 +632,12 @@ fn concurrent(cx: &Cx, all: &[Starter], seq_tracks: &BTreeMap<Starter, Track>) -
                     fmt_dur(w),
                     fmt_dur(l.median),
                     fmt_dur(l.p99),
-                    if s == Starter::Boxd {
-                        dash()
-                    } else {
-                        boxd_wall.map(|b| speed_ratio(b, w)).unwrap_or_else(dash)
+                    match s {
+                        Starter::Boxd => dash(),
+                        Starter::BoxdHttp => boxd_wall
+                            .map(|b| http_vs_library(w, b))
+                            .unwrap_or_else(dash),
+                        _ => boxd_wall.map(|b| speed_ratio(b, w)).unwrap_or_else(dash),
                     },
                 ]);
                 if let Some(why) = dropped.get(&s) {
@@ -561,7 +655,9 @@ fn concurrent(cx: &Cx, all: &[Starter], seq_tracks: &BTreeMap<Starter, Track>) -
         "Each round releases {k} threads at once (one environment each) per \
          environment type; a thread's latency runs from its release to its environment's \
          end, so it includes waiting for the cores; the wall time runs from the first \
-         release to the last end."
+         release to the last end. boxd over HTTP: each thread opens its own keep-alive \
+         connection to the daemon before the release (not timed) and times POST /v2/box → \
+         exec `true` → DELETE; its ratio cell compares it with the library's row."
     ));
     t
 }
@@ -572,6 +668,7 @@ fn concurrent(cx: &Cx, all: &[Starter], seq_tracks: &BTreeMap<Starter, Track>) -
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Execer {
     Boxd,
+    BoxdHttp,
     Runc,
     Podman,
     Nsenter,
@@ -582,6 +679,7 @@ impl Execer {
     fn name(self) -> &'static str {
         match self {
             Execer::Boxd => "boxd agent exec",
+            Execer::BoxdHttp => "boxd over HTTP: POST /v2/box/{id}/exec",
             Execer::Runc => "runc exec",
             Execer::Podman => "podman exec",
             Execer::Nsenter => "nsenter into the box's namespaces",
@@ -599,8 +697,10 @@ pub fn exec_in_running(cx: &Cx) -> Table {
             "2. Exec `true` in a running environment ({} runs each, interleaved)",
             plan.exec_runs
         ),
-        &["how", "median", "p99", "n", "boxd vs it"],
+        &["how", "median", "p99", "n", "boxd library vs it"],
     );
+    // Lives until this scenario is measured; dropping it removes its box.
+    let served = Served::start();
     let mut boxes = Boxes::new(cx.boxd);
     let mut idle = IdleGuard::new(ws);
     let mut why_not: BTreeMap<Execer, String> = BTreeMap::new();
@@ -616,6 +716,19 @@ pub fn exec_in_running(cx: &Cx) -> Table {
         Err(e) => {
             why_not.insert(Execer::Boxd, format!("{e:#}"));
             why_not.insert(Execer::Nsenter, "no box to enter".into());
+        }
+    }
+    // The daemon's box and the connection that execs in it.
+    let mut http = None;
+    match served
+        .as_ref()
+        .map_err(|e| anyhow!("{e:#}"))
+        .and_then(|d| d.client())
+        .and_then(|mut c| c.create().map(|id| (c, id)))
+    {
+        Ok(h) => http = Some(h),
+        Err(e) => {
+            why_not.insert(Execer::BoxdHttp, format!("{e:#}"));
         }
     }
     if let Err(e) = &ws.tools.nsenter {
@@ -657,17 +770,24 @@ pub fn exec_in_running(cx: &Cx) -> Table {
     }
     let all = [
         Execer::Boxd,
+        Execer::BoxdHttp,
         Execer::Runc,
         Execer::Podman,
         Execer::Nsenter,
         Execer::Host,
     ];
-    let once = |e: Execer| -> Result<Duration> {
+    let mut once = |e: Execer| -> Result<Duration> {
         match e {
             Execer::Boxd => {
                 let (b, rt) = boxes.list.first().zip(tokio.as_ref()).context("no box")?;
                 let t = Instant::now();
                 cx.boxd.exec_true(rt, b)?;
+                Ok(t.elapsed())
+            }
+            Execer::BoxdHttp => {
+                let (c, id) = http.as_mut().context("no box")?;
+                let t = Instant::now();
+                c.exec_true(id)?;
                 Ok(t.elapsed())
             }
             Execer::Runc => {
@@ -705,7 +825,7 @@ pub fn exec_in_running(cx: &Cx) -> Table {
             ));
             break;
         }
-        for e in rotated(&all, i) {
+        for e in shuffled(&all, i) {
             let tr = tracks.entry(e).or_default();
             if tr.dropped.is_none() {
                 tr.record(once(e).map(|d| (d, None)));
@@ -713,7 +833,7 @@ pub fn exec_in_running(cx: &Cx) -> Table {
         }
     }
     let boxd = stats(&tracks[&Execer::Boxd].samples);
-    t.boxd_measured = boxd.is_some();
+    t.boxd_measured = boxd.is_some() && stats(&tracks[&Execer::BoxdHttp].samples).is_some();
     for &e in &all {
         let tr = &tracks[&e];
         match stats(&tr.samples) {
@@ -727,11 +847,14 @@ pub fn exec_in_running(cx: &Cx) -> Table {
                     fmt_dur(x.median),
                     fmt_dur(x.p99),
                     x.n.to_string(),
-                    if e == Execer::Boxd {
-                        dash()
-                    } else {
-                        boxd.map(|b| speed_ratio(b.median, x.median))
-                            .unwrap_or_else(dash)
+                    match e {
+                        Execer::Boxd => dash(),
+                        Execer::BoxdHttp => boxd
+                            .map(|b| http_vs_library(x.median, b.median))
+                            .unwrap_or_else(dash),
+                        _ => boxd
+                            .map(|b| speed_ratio(b.median, x.median))
+                            .unwrap_or_else(dash),
                     },
                 ]);
                 if let Some(w) = &tr.dropped {
@@ -743,12 +866,24 @@ pub fn exec_in_running(cx: &Cx) -> Table {
     }
     t.notes.push(
         "boxd: one round trip to the box's agent over its unix socket (spawn, wait, collect \
-         output); runc/podman: the CLI's exec of `true` in a detached container whose first \
-         process is `sleep infinity`; nsenter: `nsenter -t <agent pid> -U -m -p -n -u -i -C \
-         -r -w true` into the same box boxd execs in."
+         output); boxd over HTTP: one POST /v2/box/{id}/exec of `true` over a keep-alive \
+         connection to a `boxd serve` of this build (network off), in a box created through \
+         it: the daemon's request handling on top of an agent round trip like the library's \
+         (its cell compares it with the library's row); runc/podman: the CLI's exec of \
+         `true` in a detached container whose first process is `sleep infinity`; nsenter: \
+         `nsenter -t <agent pid> -U -m -p -n -u -i -C -r -w true` into the same box the \
+         library execs in."
             .into(),
     );
     drop(tokio);
+    if let Some((mut c, id)) = http {
+        if let Err(e) = c.delete(&id) {
+            eprintln!("compare: CLEANUP PROBLEM: {e:#}");
+        }
+    }
+    // The daemon goes (and any box of its with it) before the scenario's
+    // cleanup check.
+    drop(served);
     if let Err(e) = boxes.clear() {
         eprintln!("compare: CLEANUP PROBLEM: {e:#}");
     }
@@ -927,7 +1062,7 @@ pub fn idle_density(cx: &Cx) -> Vec<Table> {
     }
     let mut results: BTreeMap<(usize, Dense), Vec<DenseResult>> = BTreeMap::new();
     for r in 0..plan.density_rounds {
-        for d in rotated(&all, r) {
+        for d in shuffled(&all, r) {
             if why_not.contains_key(&d) {
                 continue;
             }

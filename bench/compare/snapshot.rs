@@ -6,7 +6,7 @@
 //! commit --pause=true`); restore → first exec of `true` beside a plain
 //! start → first `true` in the same round; and a fork of K environments
 //! from one snapshot started concurrently, until every one has run `true`.
-//! boxd and podman alternate round by round (A B A B …, the order rotating).
+//! boxd and podman alternate round by round (A B, B A, … in a new order each round).
 //!
 //! Owns: podman's own storage for this scenario (`<workspace>/podman-snap`,
 //! the overlay driver, an image imported once from the workspace's shared
@@ -25,7 +25,7 @@ use crate::boxd::{Boxd, Boxes};
 use crate::common::{fmt_dur, run, run_timed, speed_ratio, stats, Io, Stats};
 use crate::peers::{podman_env_args, CMD_TIMEOUT};
 use crate::report::Table;
-use crate::scenarios::{dash, rotated, Cx};
+use crate::scenarios::{dash, shuffled, Cx};
 use crate::workspace::{mkdir, unmount_and_remove, Workspace};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
@@ -232,7 +232,7 @@ fn boxd_round(cx: &Cx, size: &SnapSize, k: usize, rep: usize) -> Result<Round> {
     }
     // Restore and the plain start alternate which goes first.
     let (mut restore, mut plain) = (Duration::ZERO, Duration::ZERO);
-    for which in rotated(&[true, false], rep) {
+    for which in shuffled(&[true, false], rep) {
         if which {
             restore = boxd_first_exec(boxd, &tokio, &mut round, &cap.layers)
                 .context("restore → first exec")?;
@@ -511,7 +511,7 @@ fn podman_round(pm: &SnapPodman, size: &SnapSize, k: usize, rep: usize) -> Resul
     c.args(["commit", "--pause=true", &src, &image]);
     let (snapshot, _) = run_timed(&mut c, Io::Capture, SLOW_TIMEOUT).context("podman commit")?;
     let (mut restore, mut plain) = (Duration::ZERO, Duration::ZERO);
-    for which in rotated(&[true, false], rep) {
+    for which in shuffled(&[true, false], rep) {
         let img = if which { &image } else { &pm.base };
         let mut c = pm.run_cmd(img, &mut round.containers, false, &["/bin/true"])?;
         let (d, _) = run_timed(&mut c, Io::Capture, CMD_TIMEOUT)
@@ -715,7 +715,7 @@ pub fn snapshot_restore_fork(cx: &Cx) -> Table {
                 break;
             }
             let round_started = Instant::now();
-            for e in rotated(&all, rep) {
+            for e in shuffled(&all, rep) {
                 let st = states.entry(e).or_default();
                 if st.dropped.is_some() {
                     continue;
@@ -806,7 +806,7 @@ pub fn snapshot_restore_fork(cx: &Cx) -> Table {
         }
     }
     t.notes.push(format!(
-        "Per change size, rounds alternate boxd and podman (the order rotating); each round \
+        "Per change size, rounds alternate boxd and podman (in a new order each round); each round \
          starts a fresh environment, writes the change as files of random data (boxd: an \
          exec in the box into `/workspace/home`; podman: `podman exec` into `/root` of a \
          `podman run --detach … sleep infinity` container), then times: the snapshot (boxd: \
