@@ -231,21 +231,20 @@ fn boxd_round(cx: &Cx, size: &SnapSize, k: usize, rep: usize) -> Result<Round> {
         );
     }
     // Restore and the plain start alternate which goes first.
-    let (mut restore, mut plain) = (Duration::ZERO, Duration::ZERO);
+    let (mut restore, mut plain, mut restored) = (Duration::ZERO, Duration::ZERO, None);
     for which in shuffled(&[true, false], rep) {
         if which {
             restore = boxd_first_exec(boxd, &tokio, &mut round, &cap.layers)
                 .context("restore → first exec")?;
+            restored = Some(round.boxes.list.len() - 1);
         } else {
             plain = boxd_first_exec(boxd, &tokio, &mut round, &[])
                 .context("plain create → first exec")?;
         }
     }
     // Not timed: the restored box sees the change.
-    let restored = round
-        .boxes
-        .list
-        .get(if rep.is_multiple_of(2) { 1 } else { 2 })
+    let restored = restored
+        .and_then(|i| round.boxes.list.get(i))
         .ok_or_else(|| anyhow!("no restored box"))?;
     boxd.sh(
         &tokio,
