@@ -35,8 +35,8 @@ fn counts(quick: bool) -> Counts {
             egress: egress::Options {
                 rounds: 3,
                 pings: 1000,
-                dl_bytes: 256 << 20,
-                create_runs: 10,
+                dl_bytes: 128 << 20,
+                create_runs: 5,
             },
             injection: interception::Options {
                 rounds: 3,
