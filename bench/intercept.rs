@@ -15,6 +15,9 @@ mod daemon;
 #[path = "interception.rs"]
 mod interception;
 
+#[path = "../tests/common/test_ca.rs"]
+mod test_ca;
+
 use interception::Route;
 use std::time::Duration;
 

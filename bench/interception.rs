@@ -28,9 +28,9 @@
 
 use super::daemon::{net_config, BenchDaemon, Http};
 use super::shared::{self, Stats};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use super::test_ca::TestCa;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, ServerName};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -49,51 +49,6 @@ pub const KA_WARMUP: usize = 20;
 pub const CONN_WARMUP: usize = 3;
 const REQUEST: &[u8] =
     b"GET / HTTP/1.1\r\nHost: bench.example.test\r\nUser-Agent: boxd-bench\r\nAccept: */*\r\n\r\n";
-
-// ---------------------------------------------------------------- test CA
-
-/// A certificate authority for the upstream (what `[tls] extra_roots`
-/// names and the host and spliced clients trust).
-struct TestCa {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-impl TestCa {
-    fn new() -> TestCa {
-        let mut params = CertificateParams::default();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "boxd bench upstream CA");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let key = KeyPair::generate().expect("CA key");
-        let cert = params.self_signed(&key).expect("CA certificate");
-        TestCa {
-            pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// A server configuration presenting a leaf for `names` (P-256, as
-    /// boxd's own leaves), HTTP/1.1 only.
-    fn server_config(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
-        let key = KeyPair::generate().expect("leaf key");
-        let params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .expect("leaf params");
-        let cert = params.signed_by(&key, &self.issuer).expect("leaf");
-        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.der().clone()], der)
-            .expect("server config");
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Arc::new(cfg)
-    }
-}
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -687,7 +642,7 @@ pub fn measure(options: Options) -> Report {
     std::fs::create_dir_all(&scratch.0).expect("scratch dir");
     let ca = TestCa::new();
     let ca_path = scratch.0.join("upstream-ca.pem");
-    std::fs::write(&ca_path, &ca.pem).expect("write the test CA");
+    std::fs::write(&ca_path, ca.pem()).expect("write the test CA");
     let upstream = Upstream::start(ca.server_config(&[NAME, "127.0.0.1"]));
 
     let closed_dns = std::net::UdpSocket::bind("127.0.0.1:0")
@@ -716,7 +671,7 @@ pub fn measure(options: Options) -> Report {
     for id in [&intercepted, &spliced] {
         d.upload_executable(id, "/tmp/tlsbench", exe.clone());
     }
-    d.upload_executable(&spliced, "/tmp/bench-ca.pem", ca.pem.clone().into_bytes());
+    d.upload_executable(&spliced, "/tmp/bench-ca.pem", ca.pem().as_bytes().to_vec());
 
     let mitm = match &options.skip_mitm {
         Some(why) => Err(why.clone()),

@@ -9,7 +9,8 @@ mod common;
 
 use base64::Engine;
 use common::daemon::TestDaemon;
-use common::https::{contains, self_signed_config, HttpsServer, TestCa};
+use common::https::{contains, HttpsServer};
+use common::test_ca::{self_signed_config, TestCa};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::path::Path;

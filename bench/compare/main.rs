@@ -47,6 +47,8 @@ mod serve;
 #[path = "../shared.rs"]
 mod shared;
 mod snapshot;
+#[path = "../../tests/common/test_ca.rs"]
+mod test_ca;
 mod workspace;
 
 use anyhow::{bail, Context, Result};

@@ -6,6 +6,7 @@
 pub mod daemon;
 pub mod https;
 pub mod outside;
+pub mod test_ca;
 
 use boxd_agent::protocol::SpawnRequest;
 use boxd_agent::Completed;
