@@ -61,23 +61,15 @@ fn main() {
         shared::lib_cycle(&rt, &tokio, &BoxSpec::new(format!("lib-{n}")))
     };
     let mut http = Http::connect(&addr, &key);
-    let http_once = |http: &mut Http| {
-        let t = Instant::now();
-        let id = http.create();
-        http.exec_true(&id);
-        let d = t.elapsed();
-        http.delete(&id);
-        d
-    };
 
     // 1. Sequential create → first exec.
     for _ in 0..5 {
-        http_once(&mut http);
+        http.first_exec();
         lib_once();
     }
     let (mut h_seq, mut l_seq) = (Vec::new(), Vec::new());
     for _ in 0..runs {
-        h_seq.push(http_once(&mut http));
+        h_seq.push(http.first_exec());
         l_seq.push(lib_once());
     }
 

@@ -258,6 +258,17 @@ impl Http {
         assert!(s == 200 && body.contains("\"exit_code\":0"), "exec: {body}");
     }
 
+    /// Creates a box, runs `true` in it and deletes it; returns the time
+    /// from the create request to the exec's answer (delete not timed).
+    pub fn first_exec(&mut self) -> Duration {
+        let t = Instant::now();
+        let id = self.create();
+        self.exec_true(&id);
+        let d = t.elapsed();
+        self.delete(&id);
+        d
+    }
+
     pub fn delete(&mut self, id: &str) {
         let (s, body) = self.call("DELETE", &format!("/v2/box/{id}"), "");
         assert_eq!(s, 200, "delete: {body}");

@@ -250,22 +250,14 @@ pub fn measure(options: Options) -> Report {
 
     // 3. Create → first exec, with networking and without.
     let mut nonet_http = nonet.http();
-    let once = |h: &mut Http| {
-        let t = Instant::now();
-        let id = h.create();
-        h.exec_true(&id);
-        let d = t.elapsed();
-        h.delete(&id);
-        d
-    };
     for _ in 0..5 {
-        once(&mut http);
-        once(&mut nonet_http);
+        http.first_exec();
+        nonet_http.first_exec();
     }
     let (mut c_net, mut c_nonet) = (Vec::new(), Vec::new());
     for _ in 0..create_runs {
-        c_net.push(once(&mut http));
-        c_nonet.push(once(&mut nonet_http));
+        c_net.push(http.first_exec());
+        c_nonet.push(nonet_http.first_exec());
     }
     let stats = |v: &[Duration]| shared::stats(v).expect("samples");
     Report {
