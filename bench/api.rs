@@ -9,7 +9,11 @@
 //!
 //! The HTTP client is a minimal keep-alive HTTP/1.1 client over one TCP
 //! connection per thread, so the numbers are the daemon's, not a client
-//! library's. Run as root: `cargo bench --bench api [-- --runs N]`.
+//! library's. The daemon's boxes have their network (veth, addresses,
+//! ruleset, proxy registration), as a real daemon's do; the library's have
+//! none: `--no-network` starts the daemon with `[network] enabled = false`
+//! to measure the API alone. Run as root:
+//! `cargo bench --bench api [-- --runs N] [--no-network]`.
 //! Prints medians, p99s and ratios; asserts only that each step worked.
 
 #[path = "shared.rs"]
@@ -39,11 +43,16 @@ fn main() {
     }
     let runs = shared::runs_arg(100);
     let pid = std::process::id();
-    let daemon = BenchDaemon::start(
-        "api",
-        &net_config("boxd_bench_api", "bba", "10.98.0.0/24", "fd42:b0c8::/48"),
-        Some("boxd_bench_api"),
-    );
+    let networked = !std::env::args().any(|a| a == "--no-network");
+    let daemon = if networked {
+        BenchDaemon::start(
+            "api",
+            &net_config("boxd_bench_api", "bba", "10.98.0.0/24", "fd42:b0c8::/48"),
+            Some("boxd_bench_api"),
+        )
+    } else {
+        BenchDaemon::start("api", "[network]\nenabled = false\n", None)
+    };
     let (addr, key) = (daemon.addr.clone(), daemon.key.clone());
     let lib_dir = std::env::temp_dir().join(format!("boxd-bench-lib-{pid}"));
     let lib_parent = format!("boxd-bench-lib-{pid}");
@@ -151,7 +160,11 @@ fn main() {
             hm.as_secs_f64() / lm.as_secs_f64()
         );
     };
-    println!("boxd API benchmark ({runs} sequential runs, {conc} concurrent, {} execs; interleaved with the library)", runs * 10);
+    println!(
+        "boxd API benchmark ({runs} sequential runs, {conc} concurrent, {} execs; interleaved with the library; daemon's boxes {})",
+        runs * 10,
+        if networked { "with their network" } else { "without network" }
+    );
     println!(
         "| measurement | HTTP median | HTTP p99 | library median | library p99 | HTTP/library |"
     );
