@@ -312,3 +312,65 @@ fn acl_and_capability_ids_are_box_relative_in_a_restored_box() {
         "restored box: {err}"
     );
 }
+
+#[test]
+fn a_bulk_delete_never_reads_a_bad_selection_as_all() {
+    use reqwest::Method;
+    let Some(d) = TestDaemon::start() else { return };
+    let src = d.create(json!({}));
+    let other = d.create(json!({}));
+    let s1 = snap(&d, &src, "keep-1")["id"].as_str().unwrap().to_string();
+    let s2 = snap(&d, &src, "keep-2")["id"].as_str().unwrap().to_string();
+    let mut both = vec![s1.clone(), s2.clone()];
+    both.sort();
+    let listed = || {
+        let mut v = snapshot_ids(&d);
+        v.sort();
+        v
+    };
+    // An empty or null list, a misspelt key, no body at all, ids beside
+    // ?all=true: each is a 400 naming the problem, and nothing is deleted.
+    for (path, body) in [
+        ("/v2/box/snapshots", Some(json!({"ids": []}))),
+        ("/v2/box/snapshots", Some(json!({"ids": null}))),
+        ("/v2/box/snapshots", Some(json!({"snapshot_ids": [s1]}))),
+        ("/v2/box/snapshots", None),
+        ("/v2/box/snapshots?all=false", Some(json!({}))),
+        ("/v2/box/snapshots?all=true", Some(json!({"ids": [s1]}))),
+    ] {
+        let (s, v) = d.call(Method::DELETE, path, body.clone());
+        assert_eq!(s, 400, "{path} {body:?}: {v}");
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+        assert_eq!(listed(), both, "{path} {body:?} deleted something");
+    }
+    // A snapshot is deleted through its own box only (by id or name).
+    let (s, v) = d.delete(&format!("/v2/box/{other}/snapshots/{s1}"));
+    assert_eq!(s, 404, "{v}");
+    assert_eq!(listed(), both);
+    // One id twice (once by name) is one deletion.
+    let (s, v) = d.call(
+        Method::DELETE,
+        "/v2/box/snapshots",
+        Some(json!({"ids": [s1, s1, "keep-1"]})),
+    );
+    assert_eq!((s, v["deleted"].as_i64()), (200, Some(1)), "{v}");
+    assert_eq!(listed(), vec![s2.clone()]);
+    // The Python SDK's delete-all form.
+    let (s, v) = d.call(
+        Method::DELETE,
+        "/v2/box/snapshots?all=true",
+        Some(json!({})),
+    );
+    assert_eq!((s, v["deleted"].as_i64()), (200, Some(1)), "{v}");
+    assert!(listed().is_empty());
+    // Bulk box delete: a box named twice is deleted once and reported once;
+    // an unknown key is refused before anything is deleted.
+    let (s, v) = d.call(Method::DELETE, "/v2/box", Some(json!({"box_ids": [other]})));
+    assert!(
+        s == 422 && v["error"].as_str().unwrap().contains("box_ids"),
+        "{s} {v}"
+    );
+    let (s, v) = d.call(Method::DELETE, "/v2/box", Some(json!({"ids": [src, src]})));
+    assert_eq!((s, v["deleted"].clone()), (200, json!([src])), "{v}");
+    assert_eq!(d.delete(&format!("/v2/box/{other}")).0, 200);
+}

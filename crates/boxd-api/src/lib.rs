@@ -191,11 +191,25 @@ pub struct SnapshotsResponse {
     pub snapshots: Vec<Snapshot>,
 }
 
-/// `DELETE /v2/box/snapshots`: `{"ids": [...]}`, or `{}` / `?all=true` for all.
+/// `DELETE /v2/box/snapshots`: `{"ids": [...]}` (at least one), or `{}` /
+/// `?all=true` for all. `ids` may be absent but never `null`, and no other
+/// key is accepted: a misspelt or empty selection must never read as "all".
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct DeleteSnapshotsRequest {
+    #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[schema(min_items = 1)]
     pub ids: Option<Vec<String>>,
+}
+
+/// `Some(value)` for a present field, refusing `null` (absent stays `None`
+/// through `#[serde(default)]`).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 /// A volume mounted in a box.
@@ -356,7 +370,7 @@ pub struct StartupRequest {
 
 /// `DELETE /v2/box` (bulk).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct BulkDeleteRequest {
     pub ids: Vec<String>,
 }

@@ -729,12 +729,15 @@ pub async fn delete_many(
     if req.ids.is_empty() {
         return Err(ApiError::bad_request("ids must list at least one box"));
     }
-    // All or nothing: every box must exist before any is deleted.
-    let rows = req
-        .ids
-        .iter()
-        .map(|id| st.find(&caller, id))
-        .collect::<ApiResult<Vec<_>>>()?;
+    // All or nothing: every box must exist before any is deleted; a box
+    // named twice (by id or name) is deleted once.
+    let mut rows: Vec<BoxRow> = Vec::with_capacity(req.ids.len());
+    for id in &req.ids {
+        let row = st.find(&caller, id)?;
+        if !rows.iter().any(|r| r.id == row.id) {
+            rows.push(row);
+        }
+    }
     for row in &rows {
         delete_row(&st, &caller, row).await?;
     }

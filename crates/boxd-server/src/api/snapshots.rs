@@ -342,10 +342,17 @@ pub fn recover(st: &AppState) -> anyhow::Result<()> {
 pub async fn delete_of_box(
     State(st): State<Arc<AppState>>,
     caller: Caller,
-    Path((_id, sid)): Path<(String, String)>,
+    Path((id, sid)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    // The box may be gone already: snapshots outlive their boxes.
+    // The box may be gone already (snapshots outlive their boxes): `{id}`
+    // is the id it was taken from, or the name of that box while it lives.
     let snap = find(&st, &caller, &sid)?;
+    let of_box = snap.box_id == id || st.find(&caller, &id).is_ok_and(|b| b.id == snap.box_id);
+    if !of_box {
+        return Err(ApiError::not_found(format!(
+            "snapshot {sid} not found in box {id}"
+        )));
+    }
     delete_one(&st, &caller, &snap)?;
     Ok(Json(json!({"id": snap.id, "deleted": true})))
 }
@@ -372,32 +379,51 @@ pub struct DeleteAllQuery {
 #[utoipa::path(delete, path = "/v2/box/snapshots", tag = "snapshots", params(DeleteAllQuery),
     request_body = DeleteSnapshotsRequest,
     responses((status = 200, description = "{\"deleted\": n}"), (status = 404, body = ErrorBody)))]
-/// `{"ids": [...]}` deletes those (all or nothing: an unknown id is a 404
-/// and nothing is deleted); `{}` or `?all=true` deletes all of the team's.
+/// `{"ids": [...]}` deletes those (all or nothing: every id is resolved
+/// first, an unknown one is a 404 and nothing is deleted; an id named twice
+/// is deleted once); `{}` or `?all=true` deletes all of the team's. Anything
+/// else (an empty or `null` list, an unknown key, no body without
+/// `?all=true`) is a 400 and deletes nothing.
 pub async fn delete_many(
     State(st): State<Arc<AppState>>,
     caller: Caller,
     Query(q): Query<DeleteAllQuery>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Value>> {
-    let req: DeleteSnapshotsRequest = if body.iter().all(u8::is_ascii_whitespace) {
+    let blank = body.iter().all(u8::is_ascii_whitespace);
+    let req: DeleteSnapshotsRequest = if blank {
         DeleteSnapshotsRequest::default()
     } else {
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("bad delete request: {e}")))?
     };
-    let snaps = match req.ids {
-        Some(ids) if !ids.is_empty() => ids
-            .iter()
-            .map(|id| find(&st, &caller, id))
-            .collect::<ApiResult<Vec<_>>>()?,
-        _ => {
-            if q.all == Some(false) {
-                return Err(ApiError::bad_request(
-                    "send {\"ids\": [...]} or ?all=true to delete snapshots",
-                ));
+    let snaps = match (req.ids, q.all) {
+        (Some(_), Some(true)) => {
+            return Err(ApiError::bad_request(
+                "send either {\"ids\": [...]} or ?all=true, not both",
+            ))
+        }
+        (Some(ids), _) if ids.is_empty() => {
+            return Err(ApiError::bad_request(
+                "ids must list at least one snapshot (send {} or ?all=true to delete all)",
+            ))
+        }
+        (Some(ids), _) => {
+            let mut snaps: Vec<SnapshotRow> = Vec::with_capacity(ids.len());
+            for id in &ids {
+                let snap = find(&st, &caller, id)?;
+                if !snaps.iter().any(|s| s.id == snap.id) {
+                    snaps.push(snap);
+                }
             }
-            st.store.list_snapshots(&caller.team_id, None)?
+            snaps
+        }
+        (None, Some(true)) => st.store.list_snapshots(&caller.team_id, None)?,
+        (None, None) if !blank => st.store.list_snapshots(&caller.team_id, None)?,
+        (None, _) => {
+            return Err(ApiError::bad_request(
+                "send {\"ids\": [...]}, or {} or ?all=true to delete every snapshot",
+            ))
         }
     };
     for s in &snaps {
