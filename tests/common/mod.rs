@@ -6,6 +6,7 @@
 pub mod daemon;
 pub mod https;
 pub mod outside;
+pub mod service;
 pub mod test_ca;
 
 use boxd_agent::protocol::SpawnRequest;

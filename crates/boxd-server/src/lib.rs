@@ -1,29 +1,22 @@
-//! The boxd daemon (`boxd serve`): the HTTP API (axum) over the box
-//! runtime and the store, with auth, the box state machine, streaming,
-//! audit and metrics.
+//! The boxd daemon (`boxd serve`): the front ends (the Upstash Box HTTP
+//! API today) over the box service of `boxd-core`.
 //!
-//! Owns start-up (data dir lock, database, admin key, re-adoption of the
-//! boxes that were running) and clean shutdown (boxes keep running and are
-//! adopted by the next start). Never touches a box's namespaces directly.
+//! Owns start-up (data dir lock, database, admin key, the mechanisms the
+//! service orchestrates, its recovery, the listeners) and clean shutdown
+//! (boxes keep running and are adopted by the next start). Never a rule of
+//! a box: those are the core's.
 
 mod api;
 mod config;
-mod error;
-mod lifecycle;
-mod metrics;
-mod paths;
-mod secrets;
-mod state;
 
-pub use api::router;
+pub use api::{router, BodyLimits};
 pub use config::{Config, LogFormat, ServeArgs};
-pub use state::AppState;
 
 use anyhow::{bail, Context, Result};
+use boxd_core::{BoxService, CoreConfig, Secrets};
 use boxd_net::{EventSink, Network};
 use boxd_runtime::{Runtime, RuntimeConfig};
 use boxd_store::{Store, StoreError};
-use secrets::Secrets;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -224,42 +217,17 @@ async fn run(config: Config) -> Result<()> {
             None
         }
     };
-    let state = Arc::new(AppState::new(
-        config.clone(),
+    let core = CoreConfig {
+        idle_pause_secs: config.idle_pause_secs,
+    };
+    let state = Arc::new(BoxService::new(
+        core,
         store,
         Arc::new(runtime),
         network,
         secrets,
     ));
-    let st = state.clone();
-    let died = tokio::task::spawn_blocking(move || {
-        let died = st.recover()?;
-        api::snapshots::recover(&st)?;
-        anyhow::Ok(died)
-    })
-    .await
-    .context("re-adopt boxes")??;
-    let st = state.clone();
-    tokio::task::spawn_blocking(move || api::volumes::recover(&st))
-        .await
-        .context("reconcile volumes")??;
-    state
-        .recover_network()
-        .await
-        .context("restore the networks of adopted boxes")?;
-    // Boxes that expired while boxd was down go before anything is served;
-    // then the sweeper keeps deleting expired boxes and pausing idle ones.
-    state.sweep().await;
-    // Boxes whose processes died while boxd was down (a host reboot)
-    // start again on their files.
-    for row in died {
-        if let Err(e) = state.restart(&row, None, "died while boxd was down").await {
-            tracing::error!(box_id = %row.id, error = %e.message, "cannot restart a box");
-        }
-    }
-    state
-        .run_inits_after_restart()
-        .context("run the init commands of adopted boxes")?;
+    state.recover().await?;
     let sweeper = tokio::spawn(state.clone().sweep_forever());
     // Network audit events, written in batches off the async threads.
     let st = state.clone();
@@ -277,7 +245,11 @@ async fn run(config: Config) -> Result<()> {
         .with_context(|| format!("listen on {}", config.listen))?;
     tracing::info!(listen = %config.listen, "boxd is serving the API");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown({
+    let limits = BodyLimits {
+        json: config.max_json_body_bytes,
+        upload: config.max_upload_bytes,
+    };
+    let server = axum::serve(listener, router(state.clone(), limits)).with_graceful_shutdown({
         let mut rx = stop_rx;
         async move {
             let _ = rx.wait_for(|s| *s).await;

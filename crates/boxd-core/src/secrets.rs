@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use boxd_api::SecretInfo;
+
 use boxd_net::secrets::{AttachHeaderRule, PlaceholderSecret, SecretRuleError, SecretRules};
 use boxd_net::tls::{
     bundle_with, upstream_client_config, BoxdCa, LeafCache, BUNDLE_PATHS, CA_ENV_VARS,
@@ -27,7 +27,7 @@ use boxd_store::{new_placeholder, Store, StoreError, StoredAttachHeader};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{CoreError, CoreResult};
 
 /// The trust bundle boxes mount, under the data dir.
 pub const BUNDLE_FILE: &str = "tls/ca-bundle.pem";
@@ -107,18 +107,18 @@ impl Secrets {
     }
 
     /// The team's attach-header rules, opened.
-    pub fn team_rules(&self, store: &Store, team_id: &str) -> ApiResult<Vec<AttachHeaderRule>> {
+    pub fn team_rules(&self, store: &Store, team_id: &str) -> CoreResult<Vec<AttachHeaderRule>> {
         let rows = store.sealed_team_attach_headers(team_id)?;
         self.open_headers(rows)
     }
 
     /// A box's rules as stored at its creation (team rules merged in).
-    pub fn box_rules(&self, store: &Store, box_id: &str) -> ApiResult<SecretRules> {
+    pub fn box_rules(&self, store: &Store, box_id: &str) -> CoreResult<SecretRules> {
         let own = self.open_headers(store.box_attach_headers(box_id)?)?;
         let mut secrets = Vec::new();
         for stored in store.box_secrets(box_id)? {
             let public: StoredSecretSpec = serde_json::from_str(&stored.hosts_json)
-                .map_err(|e| ApiError::internal(format!("stored secret {}: {e}", stored.name)))?;
+                .map_err(|e| CoreError::internal(format!("stored secret {}: {e}", stored.name)))?;
             let value = utf8(stored.value.open(&self.keys)?, &stored.name)?;
             secrets.push(
                 PlaceholderSecret::new(
@@ -142,7 +142,7 @@ impl Secrets {
         team_id: &str,
         box_id: &str,
         rules: &SecretRules,
-    ) -> ApiResult<()> {
+    ) -> CoreResult<()> {
         if rules.is_empty() {
             return Ok(());
         }
@@ -162,9 +162,9 @@ impl Secrets {
             .iter()
             .map(|s| {
                 serde_json::to_string(&StoredSecretSpec::of(s))
-                    .map_err(|e| ApiError::internal(format!("encode secret {}: {e}", s.name)))
+                    .map_err(|e| CoreError::internal(format!("encode secret {}: {e}", s.name)))
             })
-            .collect::<ApiResult<_>>()?;
+            .collect::<CoreResult<_>>()?;
         let secrets: Vec<_> = rules
             .secrets()
             .iter()
@@ -182,7 +182,7 @@ impl Secrets {
         Ok(())
     }
 
-    fn open_headers(&self, rows: Vec<StoredAttachHeader>) -> ApiResult<Vec<AttachHeaderRule>> {
+    fn open_headers(&self, rows: Vec<StoredAttachHeader>) -> CoreResult<Vec<AttachHeaderRule>> {
         let mut by_pattern: BTreeMap<String, Vec<(String, Zeroizing<String>)>> = BTreeMap::new();
         for row in rows {
             let value = utf8(row.value.open(&self.keys)?, &row.header_name)?;
@@ -196,6 +196,18 @@ impl Secrets {
             .map(|(pattern, headers)| AttachHeaderRule::new(&pattern, headers).map_err(rule_error))
             .collect()
     }
+}
+
+/// A placeholder secret as callers see it: everything but the value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct SecretInfo {
+    /// Host patterns the value is sent to (exact or `*.` wildcard).
+    pub hosts: Vec<String>,
+    /// Also substituted in request query strings.
+    pub in_query: bool,
+    /// Also substituted in request bodies.
+    pub in_body: bool,
 }
 
 /// A secret's public settings, stored beside its sealed value (and bound
@@ -219,17 +231,17 @@ impl StoredSecretSpec {
     }
 }
 
-fn utf8(bytes: Zeroizing<Vec<u8>>, name: &str) -> ApiResult<Zeroizing<String>> {
+fn utf8(bytes: Zeroizing<Vec<u8>>, name: &str) -> CoreResult<Zeroizing<String>> {
     match std::str::from_utf8(&bytes) {
         Ok(s) => Ok(Zeroizing::new(s.to_owned())),
-        Err(_) => Err(ApiError::internal(format!(
+        Err(_) => Err(CoreError::internal(format!(
             "stored value of {name} is not UTF-8"
         ))),
     }
 }
 
-fn rule_error(e: SecretRuleError) -> ApiError {
-    ApiError::bad_request(e.to_string())
+fn rule_error(e: SecretRuleError) -> CoreError {
+    CoreError::invalid(e.to_string())
 }
 
 /// The CA from the store, or a new one stored now (a concurrent first
@@ -288,14 +300,14 @@ fn write_public(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 
 /// A create request's `attach_headers` (`{"pattern": {"Header":
 /// "value"}}`), validated. Messages never quote a value.
-pub fn parse_attach_headers(v: Option<&Value>) -> ApiResult<Vec<AttachHeaderRule>> {
+pub fn parse_attach_headers(v: Option<&Value>) -> CoreResult<Vec<AttachHeaderRule>> {
     let Some(map) = object(v, "attach_headers")? else {
         return Ok(Vec::new());
     };
     map.iter()
         .map(|(pattern, headers)| {
             let Value::Object(headers) = headers else {
-                return Err(ApiError::bad_request(format!(
+                return Err(CoreError::invalid(format!(
                     "attach_headers[{pattern:?}] must be an object of header name → value"
                 )));
             };
@@ -303,11 +315,11 @@ pub fn parse_attach_headers(v: Option<&Value>) -> ApiResult<Vec<AttachHeaderRule
                 .iter()
                 .map(|(name, value)| match value {
                     Value::String(s) => Ok((name.clone(), Zeroizing::new(s.clone()))),
-                    _ => Err(ApiError::bad_request(format!(
+                    _ => Err(CoreError::invalid(format!(
                         "attach_headers[{pattern:?}][{name:?}] must be a string"
                     ))),
                 })
-                .collect::<ApiResult<Vec<_>>>()?;
+                .collect::<CoreResult<Vec<_>>>()?;
             AttachHeaderRule::new(pattern, headers).map_err(rule_error)
         })
         .collect()
@@ -316,13 +328,13 @@ pub fn parse_attach_headers(v: Option<&Value>) -> ApiResult<Vec<AttachHeaderRule
 /// A create request's `secrets` (`{"NAME": {"hosts": [...], "value":
 /// "...", "in_query"?, "in_body"?}}`), validated, each with a fresh
 /// placeholder. Messages never quote a value.
-pub fn parse_secrets(v: Option<&Value>) -> ApiResult<Vec<PlaceholderSecret>> {
+pub fn parse_secrets(v: Option<&Value>) -> CoreResult<Vec<PlaceholderSecret>> {
     let Some(map) = object(v, "secrets")? else {
         return Ok(Vec::new());
     };
     let mut out = Vec::with_capacity(map.len());
     for (name, spec) in map {
-        let bad = |why: &str| ApiError::bad_request(format!("secrets[{name:?}]: {why}"));
+        let bad = |why: &str| CoreError::invalid(format!("secrets[{name:?}]: {why}"));
         let Value::Object(fields) = spec else {
             return Err(bad(
                 "must be an object {\"hosts\": [...], \"value\": \"...\"}",
@@ -372,12 +384,12 @@ pub fn parse_secrets(v: Option<&Value>) -> ApiResult<Vec<PlaceholderSecret>> {
 fn object<'a>(
     v: Option<&'a Value>,
     field: &str,
-) -> ApiResult<Option<&'a serde_json::Map<String, Value>>> {
+) -> CoreResult<Option<&'a serde_json::Map<String, Value>>> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(m)) if m.is_empty() => Ok(None),
         Some(Value::Object(m)) => Ok(Some(m)),
-        Some(_) => Err(ApiError::bad_request(format!("{field} must be an object"))),
+        Some(_) => Err(CoreError::invalid(format!("{field} must be an object"))),
     }
 }
 

@@ -1,18 +1,15 @@
-//! The API's error type and its one wire format, `{"error": "..."}`.
+//! The Upstash API's error type and its one wire format, `{"error": "..."}`.
 //!
-//! Owns the mapping from store, runtime and agent failures to HTTP
-//! statuses, and the middleware that turns every other non-JSON error
+//! Owns the one mapping from the box service's errors to HTTP statuses,
+//! and the middleware that turns every other non-JSON error
 //! response (axum's extractor rejections, 404/405 fallbacks) into the same
 //! JSON shape. Messages must say what to do; they never carry secret values.
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use boxd_agent::protocol::ErrorKind;
-use boxd_agent::ClientError;
 use boxd_api::ErrorBody;
-use boxd_runtime::RuntimeError;
-use boxd_store::StoreError;
+use boxd_core::CoreError;
 
 /// An error answer: a status and a message for the user.
 #[derive(Debug, thiserror::Error)]
@@ -37,18 +34,9 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, message)
     }
-    pub fn conflict(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::CONFLICT, message)
-    }
-    pub fn internal(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
-    }
     /// A feature a later part of boxd owns: never a fake success.
     pub fn not_implemented(feature: &str) -> ApiError {
-        ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            format!("{feature} is not available in this boxd yet"),
-        )
+        CoreError::NotBuilt(feature.to_string()).into()
     }
 }
 
@@ -64,59 +52,22 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> ApiError {
-        match e {
-            StoreError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
-            StoreError::Conflict(msg) => ApiError::conflict(msg),
-            StoreError::Invalid(msg) => ApiError::bad_request(format!("invalid {msg}")),
-            other => ApiError::internal(format!("the database failed: {other}")),
-        }
-    }
-}
-
-impl From<ClientError> for ApiError {
-    fn from(e: ClientError) -> ApiError {
-        match e.agent_error() {
-            Some(body) => {
-                let status = match body.kind {
-                    ErrorKind::NotFound => StatusCode::NOT_FOUND,
-                    ErrorKind::AlreadyExists => StatusCode::CONFLICT,
-                    ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
-                    ErrorKind::InvalidInput
-                    | ErrorKind::NotADirectory
-                    | ErrorKind::IsADirectory => StatusCode::BAD_REQUEST,
-                    ErrorKind::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
-                    ErrorKind::Other => StatusCode::INTERNAL_SERVER_ERROR,
-                };
-                ApiError::new(status, body.message.clone())
-            }
-            None => match e {
-                ClientError::AgentGone => ApiError::conflict(
-                    "the box has stopped (its processes are gone): restart it with \
-                     POST /v2/box/{id}/restart (its files are kept) or delete it",
-                ),
-                other => ApiError::internal(format!("talking to the box failed: {other}")),
-            },
-        }
-    }
-}
-
-impl From<RuntimeError> for ApiError {
-    fn from(e: RuntimeError) -> ApiError {
-        match e {
-            RuntimeError::Agent(c) => c.into(),
-            e @ (RuntimeError::UnknownRuntime { .. }
-            | RuntimeError::UnknownImage(_)
-            | RuntimeError::BlockedEnv(_)
-            | RuntimeError::InvalidEnvName(_)
-            | RuntimeError::InvalidEnvValue(_)
-            | RuntimeError::InvalidHostname(_)) => ApiError::bad_request(e.to_string()),
-            e @ RuntimeError::NoSlots(_) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-            }
-            other => ApiError::internal(other.to_string()),
-        }
+/// The one mapping from the box service's errors to this API's statuses.
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> ApiError {
+        let status = match &e {
+            CoreError::NotFound(_) => StatusCode::NOT_FOUND,
+            CoreError::Invalid(_) => StatusCode::BAD_REQUEST,
+            CoreError::Conflict(_) => StatusCode::CONFLICT,
+            CoreError::Forbidden(_) => StatusCode::FORBIDDEN,
+            CoreError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            CoreError::NoSpace(_) => StatusCode::INSUFFICIENT_STORAGE,
+            CoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            CoreError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            CoreError::NotBuilt(_) => StatusCode::NOT_IMPLEMENTED,
+            CoreError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
     }
 }
 

@@ -1,20 +1,20 @@
-//! Paths inside a box as the API receives them: relative to
+//! Paths inside a box as callers give them: relative to
 //! `/workspace/home` unless absolute, cleaned of `.` and `..`.
 //!
 //! Owns the one rule for what a valid box path is. A path that would climb
-//! above the box's root, or contains a NUL byte, is refused with a 400
+//! above the box's root, or contains a NUL byte, is refused (invalid argument)
 //! naming it; never resolved against the host.
 
-use crate::error::{ApiError, ApiResult};
-use boxd_api::WORKSPACE;
+use crate::error::{CoreError, CoreResult};
+use boxd_agent::DEFAULT_CWD as WORKSPACE;
 
 /// Cleans `path` (absolute, or relative to `/workspace/home`).
-pub fn box_path(path: &str) -> ApiResult<String> {
+pub fn box_path(path: &str) -> CoreResult<String> {
     if path.is_empty() {
-        return Err(ApiError::bad_request("path must not be empty"));
+        return Err(CoreError::invalid("path must not be empty"));
     }
     if path.contains('\0') {
-        return Err(ApiError::bad_request("path contains a NUL byte"));
+        return Err(CoreError::invalid("path contains a NUL byte"));
     }
     let full = if path.starts_with('/') {
         path.to_string()
@@ -27,7 +27,7 @@ pub fn box_path(path: &str) -> ApiResult<String> {
             "" | "." => {}
             ".." => {
                 if parts.pop().is_none() {
-                    return Err(ApiError::bad_request(format!(
+                    return Err(CoreError::invalid(format!(
                         "path {path:?} leaves the box's root folder"
                     )));
                 }
@@ -39,7 +39,7 @@ pub fn box_path(path: &str) -> ApiResult<String> {
 }
 
 /// The working directory for `folder` (absent or empty: `/workspace/home`).
-pub fn folder(folder: Option<&str>) -> ApiResult<String> {
+pub fn folder(folder: Option<&str>) -> CoreResult<String> {
     match folder {
         None | Some("") => Ok(WORKSPACE.to_string()),
         Some(f) => box_path(f),
@@ -51,6 +51,15 @@ pub fn parent(path: &str) -> &str {
     match path.rfind('/') {
         Some(0) | None => "/",
         Some(i) => &path[..i],
+    }
+}
+
+/// `name` in the clean folder `dir`.
+pub fn join(dir: &str, name: &str) -> String {
+    if dir == "/" {
+        format!("/{name}")
+    } else {
+        format!("{dir}/{name}")
     }
 }
 

@@ -5,11 +5,12 @@
 //! before the cgroup freezer acts, and a restart makes the cgroup match
 //! the store: see [`AppState::reconcile_pause`]), the background sweeper
 //! that deletes expired boxes and pauses idle ones, and running a box's
-//! init command. Deleting goes through the one delete path of the API.
+//! init command. Deleting goes through the one delete path of `boxes`.
+//! Never a wire format.
 
-use crate::api::boxes::remove_box;
-use crate::error::{ApiError, ApiResult};
-use crate::state::{now_ms, AppState, BoxMeta, Caller, LiveBox};
+use crate::boxes::{check_init_command, BoxInfo, BoxMeta};
+use crate::error::{stopped, CoreError, CoreResult};
+use crate::service::{now_ms, BoxService, Caller, LiveBox};
 use boxd_agent::protocol::SpawnRequest;
 use boxd_store::{BoxRow, BoxState};
 use serde_json::json;
@@ -23,22 +24,22 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// (the rest wait for the next one).
 const SWEEP_BATCH: usize = 64;
 
-impl AppState {
-    fn live_for(&self, row: &BoxRow) -> ApiResult<Arc<LiveBox>> {
+impl BoxService {
+    fn live_for(&self, row: &BoxRow) -> CoreResult<Arc<LiveBox>> {
         match self.live(&row.id) {
             Some(live) if live.handle.is_alive() => Ok(live),
             _ => {
                 self.mark_failed(row, "its init process exited");
-                Err(crate::state::stopped(&row.id))
+                Err(stopped(&row.id))
             }
         }
     }
 
-    fn current(&self, id: &str) -> ApiResult<BoxRow> {
+    fn current(&self, id: &str) -> CoreResult<BoxRow> {
         self.store
             .box_by_id(id)?
             .filter(|r| r.state != BoxState::Deleted)
-            .ok_or_else(|| ApiError::not_found(format!("box {id} not found")))
+            .ok_or_else(|| CoreError::not_found(format!("box {id} not found")))
     }
 
     /// Starts the box again on its own files, like a reboot: its processes
@@ -47,12 +48,12 @@ impl AppState {
     /// secrets, and its init command runs. Works on running, paused and
     /// failed boxes; the box is `running` after. A failed start leaves it
     /// `error` with its files kept.
-    pub async fn restart(
+    pub(crate) async fn restart_row(
         self: &Arc<Self>,
         row: &BoxRow,
         caller: Option<&Caller>,
         reason: &str,
-    ) -> ApiResult<BoxRow> {
+    ) -> CoreResult<BoxRow> {
         let old = self.live(&row.id);
         let _turn = match &old {
             Some(live) => Some(live.lifecycle.lock().await),
@@ -60,7 +61,7 @@ impl AppState {
         };
         let mut row = self.current(&row.id)?;
         if row.state == BoxState::Creating {
-            return Err(ApiError::conflict(format!(
+            return Err(CoreError::conflict(format!(
                 "box {} is still being created",
                 row.id
             )));
@@ -88,7 +89,7 @@ impl AppState {
             // The slot's old link may still be going away with the old
             // network namespace (the kernel cleans namespaces up in the
             // background): a failed attach is tried again, a few times.
-            let mut attached = Err(ApiError::internal("not attached"));
+            let mut attached = Err(CoreError::internal("not attached"));
             for attempt in 0..3 {
                 if attempt > 0 {
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -98,7 +99,7 @@ impl AppState {
                     .await;
                 match &attached {
                     Ok(()) => break,
-                    Err(e) => tracing::warn!(box_id = %row.id, attempt, error = %e.message,
+                    Err(e) => tracing::warn!(box_id = %row.id, attempt, error = %e,
                         "attaching a restarted box's network failed"),
                 }
             }
@@ -110,7 +111,7 @@ impl AppState {
                 net.detach(&row.id, *slot);
             }
             self.mark_failed(&row, &why);
-            ApiError::internal(format!("could not restart box {}: {why}", row.id))
+            CoreError::internal(format!("could not restart box {}: {why}", row.id))
         };
         let handle = match started_box {
             Ok(Ok(handle)) => handle,
@@ -122,7 +123,7 @@ impl AppState {
             // nothing); its files stay.
             let _ = handle.cgroup().kill();
             self.insert_live(handle);
-            return Err(failed(e.message.clone()));
+            return Err(failed(e.to_string()));
         }
         let live = self.insert_live(handle);
         self.store.set_box_state(&row.id, BoxState::Running)?;
@@ -135,7 +136,7 @@ impl AppState {
             "box.restart",
             json!({
                 "reason": reason,
-                "from": crate::state::status_of(from).as_str(),
+                "from": crate::boxes::status_name(from),
                 "duration_ms": started.elapsed().as_millis() as u64,
             }),
         );
@@ -148,23 +149,23 @@ impl AppState {
 
     /// Freezes every process of the box. Pausing a paused box does
     /// nothing. The store says `paused` before the freezer acts.
-    pub async fn pause(
+    pub(crate) async fn pause_row(
         &self,
         row: &BoxRow,
         caller: Option<&Caller>,
         reason: &str,
-    ) -> ApiResult<BoxRow> {
+    ) -> CoreResult<BoxRow> {
         self.transition(row, caller, reason, true).await
     }
 
     /// Thaws a paused box. Resuming a running box does nothing. The store
     /// says `running` before the freezer acts.
-    pub async fn resume(
+    pub(crate) async fn resume_row(
         &self,
         row: &BoxRow,
         caller: Option<&Caller>,
         reason: &str,
-    ) -> ApiResult<BoxRow> {
+    ) -> CoreResult<BoxRow> {
         self.transition(row, caller, reason, false).await
     }
 
@@ -177,7 +178,7 @@ impl AppState {
         caller: Option<&Caller>,
         reason: &str,
         pause: bool,
-    ) -> ApiResult<BoxRow> {
+    ) -> CoreResult<BoxRow> {
         let (from, to, op) = if pause {
             (BoxState::Running, BoxState::Paused, "pause")
         } else {
@@ -190,11 +191,11 @@ impl AppState {
             return Ok(row);
         }
         if row.state != from {
-            return Err(ApiError::conflict(format!(
+            return Err(CoreError::conflict(format!(
                 "box {} is {}; only a {} box can be {op}d",
                 row.id,
-                crate::state::status_of(row.state).as_str(),
-                crate::state::status_of(from).as_str(),
+                crate::boxes::status_name(row.state),
+                crate::boxes::status_name(from),
             )));
         }
         let started = Instant::now();
@@ -211,9 +212,9 @@ impl AppState {
             }
         })
         .await
-        .map_err(|e| ApiError::internal(format!("the {op} task failed: {e}")))
+        .map_err(|e| CoreError::internal(format!("the {op} task failed: {e}")))
         .and_then(|r| {
-            r.map_err(|e| ApiError::internal(format!("could not {op} box {}: {e}", row.id)))
+            r.map_err(|e| CoreError::internal(format!("could not {op} box {}: {e}", row.id)))
         });
         if let Err(e) = done {
             if pause {
@@ -243,7 +244,7 @@ impl AppState {
     /// After a restart: makes an adopted box's freezer match its recorded
     /// state (a crash between the store write and the freezer leaves them
     /// apart; the store wins).
-    pub fn reconcile_pause(&self, row: &BoxRow, live: &LiveBox) {
+    pub(crate) fn reconcile_pause(&self, row: &BoxRow, live: &LiveBox) {
         let want = row.state == BoxState::Paused;
         live.paused.store(want, Ordering::Relaxed);
         let frozen = match live.handle.cgroup().is_frozen() {
@@ -273,14 +274,14 @@ impl AppState {
         }
     }
 
-    pub fn set_expiry(&self, id: &str, at_ms: i64) {
+    pub(crate) fn set_expiry(&self, id: &str, at_ms: i64) {
         self.expiries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.to_string(), at_ms);
     }
 
-    pub fn forget_expiry(&self, id: &str) {
+    pub(crate) fn forget_expiry(&self, id: &str) {
         self.expiries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -290,7 +291,13 @@ impl AppState {
     /// Runs the box's init command (`sh -c`) in the background; its exit
     /// is recorded as a `box.init` audit event. It is not killed when
     /// boxd stops reading it, so it may start long-running services.
-    pub fn run_init(self: &Arc<Self>, row: &BoxRow, live: &Arc<LiveBox>, cmd: &str, when: &str) {
+    pub(crate) fn run_init(
+        self: &Arc<Self>,
+        row: &BoxRow,
+        live: &Arc<LiveBox>,
+        cmd: &str,
+        when: &str,
+    ) {
         let st = self.clone();
         let row = row.clone();
         let live = live.clone();
@@ -327,7 +334,7 @@ impl AppState {
 
     /// Runs the init command of every adopted running box (after a daemon
     /// restart).
-    pub fn run_inits_after_restart(self: &Arc<Self>) -> anyhow::Result<()> {
+    pub(crate) fn run_inits_after_restart(self: &Arc<Self>) -> anyhow::Result<()> {
         for row in self.store.all_boxes()? {
             if row.state != BoxState::Running {
                 continue;
@@ -340,6 +347,57 @@ impl AppState {
             }
         }
         Ok(())
+    }
+
+    /// Freezes every process of the caller's box (no CPU while paused;
+    /// memory, files and processes kept). Pausing a paused box does
+    /// nothing. Any command or file call resumes it first.
+    pub async fn pause(&self, caller: &Caller, id: &str) -> CoreResult<BoxInfo> {
+        let row = self.find(caller, id)?;
+        Ok(self.info(self.pause_row(&row, Some(caller), "api").await?))
+    }
+
+    /// Thaws the caller's paused box. Resuming a running box does nothing.
+    pub async fn resume(&self, caller: &Caller, id: &str) -> CoreResult<BoxInfo> {
+        let row = self.find(caller, id)?;
+        Ok(self.info(self.resume_row(&row, Some(caller), "api").await?))
+    }
+
+    /// Starts the caller's box again on its own files (see
+    /// [`BoxService::restart_row`]).
+    pub async fn restart(self: &Arc<Self>, caller: &Caller, id: &str) -> CoreResult<BoxInfo> {
+        let row = self.find(caller, id)?;
+        Ok(self.info(self.restart_row(&row, Some(caller), "api").await?))
+    }
+
+    /// The box's init command (`None` when none is set).
+    pub fn init_command(&self, caller: &Caller, id: &str) -> CoreResult<Option<String>> {
+        Ok(BoxMeta::of(&self.find(caller, id)?).init_command)
+    }
+
+    /// Sets (`Some`) or removes the box's init command; it runs the next
+    /// time the daemon adopts the box (not now). Answers the box's id.
+    pub fn set_init_command(
+        &self,
+        caller: &Caller,
+        id: &str,
+        cmd: Option<String>,
+    ) -> CoreResult<String> {
+        if let Some(cmd) = &cmd {
+            check_init_command(cmd)?;
+        }
+        let mut row = self.find(caller, id)?;
+        let mut meta = BoxMeta::of(&row);
+        let kind = if cmd.is_some() {
+            "box.startup_set"
+        } else {
+            "box.startup_delete"
+        };
+        meta.init_command = cmd;
+        row.spec = meta.to_json()?;
+        self.store.update_box_spec(&row.id, &row.spec)?;
+        self.audit(&caller.team_id, Some(caller), Some(&row), kind, json!({}));
+        Ok(row.id)
     }
 
     /// One pass of the sweeper: deletes expired boxes (audit
@@ -369,10 +427,10 @@ impl AppState {
                 }
             };
             let data = json!({"expired_at": at / 1000, "late_ms": now - at});
-            match remove_box(self, None, &row, "box.expired", data).await {
+            match self.remove_box(None, &row, "box.expired", data).await {
                 Ok(()) => self.metrics.expired(),
                 Err(e) => {
-                    tracing::error!(box_id = %id, error = %e.message, "cannot delete an expired box")
+                    tracing::error!(box_id = %id, error = %e, "cannot delete an expired box")
                 }
             }
         }
@@ -403,10 +461,10 @@ impl AppState {
                 live.touch();
                 continue;
             }
-            match self.pause(&row, None, "idle").await {
+            match self.pause_row(&row, None, "idle").await {
                 Ok(_) => paused += 1,
                 Err(e) => {
-                    tracing::warn!(box_id = %row.id, error = %e.message, "cannot pause an idle box")
+                    tracing::warn!(box_id = %row.id, error = %e, "cannot pause an idle box")
                 }
             }
         }

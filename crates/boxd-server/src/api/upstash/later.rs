@@ -2,11 +2,10 @@
 //! previews, exec sessions, …). Each answers 501 with a JSON error naming
 //! the feature: never a fake success.
 
-use crate::error::ApiError;
+use super::error::ApiError;
 use axum::routing::{any, MethodRouter};
+use boxd_core::BoxService;
 use std::sync::Arc;
-
-use crate::state::AppState;
 
 /// (path, feature) for every route that is not built yet.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -36,6 +35,6 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// A handler for any method that answers 501 naming `feature`. It reads
 /// the request body first, so the connection stays usable (keep-alive).
-pub fn not_built(feature: &'static str) -> MethodRouter<Arc<AppState>> {
+pub fn not_built(feature: &'static str) -> MethodRouter<Arc<BoxService>> {
     any(move |_body: axum::body::Bytes| async move { ApiError::not_implemented(feature) })
 }

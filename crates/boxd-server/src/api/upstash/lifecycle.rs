@@ -1,16 +1,14 @@
-//! Pause, resume and the init command (`/startup`) of a box.
+//! Pause, resume, restart and the init command (`/startup`) of a box.
 //!
-//! Owns the HTTP side only: the order of a pause or resume and the
-//! sweeper are in `crate::lifecycle`.
+//! Owns the HTTP side only: the order of a pause or resume, restarts and
+//! the sweeper are the core's (`boxd_core::BoxService`).
 
-use crate::api::boxes::check_init_command;
-use crate::error::{ApiError, ApiResult};
-use crate::state::{AppState, BoxMeta, Caller};
-use axum::extract::{Path, State};
+use super::error::ApiResult;
+use super::{box_data, Auth, Svc};
+use axum::extract::Path;
 use axum::Json;
 use boxd_api::{BoxData, ErrorBody, StartupRequest};
 use serde_json::{json, Value};
-use std::sync::Arc;
 
 #[utoipa::path(post, path = "/v2/box/{id}/pause", tag = "boxes",
     params(("id" = String, Path, description = "box id or name")),
@@ -20,13 +18,11 @@ use std::sync::Arc;
 /// and processes kept). Pausing a paused box does nothing. Any exec,
 /// stream or file call resumes the box first.
 pub async fn pause(
-    State(st): State<Arc<AppState>>,
-    caller: Caller,
+    svc: Svc,
+    Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<BoxData>> {
-    let row = st.find(&caller, &id)?;
-    let row = st.pause(&row, Some(&caller), "api").await?;
-    Ok(Json(st.data(&row)))
+    Ok(Json(box_data(svc.pause(&caller, &id).await?)))
 }
 
 #[utoipa::path(post, path = "/v2/box/{id}/resume", tag = "boxes",
@@ -35,13 +31,11 @@ pub async fn pause(
               (status = 409, body = ErrorBody)))]
 /// Thaws a paused box. Resuming a running box does nothing.
 pub async fn resume(
-    State(st): State<Arc<AppState>>,
-    caller: Caller,
+    svc: Svc,
+    Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<BoxData>> {
-    let row = st.find(&caller, &id)?;
-    let row = st.resume(&row, Some(&caller), "api").await?;
-    Ok(Json(st.data(&row)))
+    Ok(Json(box_data(svc.resume(&caller, &id).await?)))
 }
 
 #[utoipa::path(post, path = "/v2/box/{id}/restart", tag = "boxes",
@@ -53,13 +47,11 @@ pub async fn resume(
 /// policy and secrets, and the init command runs. Works on running, paused
 /// and failed (`error`) boxes.
 pub async fn restart(
-    State(st): State<Arc<AppState>>,
-    caller: Caller,
+    svc: Svc,
+    Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<BoxData>> {
-    let row = st.find(&caller, &id)?;
-    let row = st.restart(&row, Some(&caller), "api").await?;
-    Ok(Json(st.data(&row)))
+    Ok(Json(box_data(svc.restart(&caller, &id).await?)))
 }
 
 #[utoipa::path(get, path = "/v2/box/{id}/startup", tag = "boxes",
@@ -67,37 +59,13 @@ pub async fn restart(
     responses((status = 200, body = StartupRequest), (status = 404, body = ErrorBody)))]
 /// The box's init command (`""` when none is set).
 pub async fn get_startup(
-    State(st): State<Arc<AppState>>,
-    caller: Caller,
+    svc: Svc,
+    Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<StartupRequest>> {
-    let row = st.find(&caller, &id)?;
     Ok(Json(StartupRequest {
-        init_command: BoxMeta::of(&row).init_command.unwrap_or_default(),
+        init_command: svc.init_command(&caller, &id)?.unwrap_or_default(),
     }))
-}
-
-async fn store_init(
-    st: &AppState,
-    caller: &Caller,
-    id: &str,
-    cmd: Option<String>,
-) -> ApiResult<Json<Value>> {
-    let mut row = st.find(caller, id)?;
-    let mut meta = BoxMeta::of(&row);
-    let kind = if cmd.is_some() {
-        "box.startup_set"
-    } else {
-        "box.startup_delete"
-    };
-    meta.init_command = cmd;
-    row.spec = serde_json::to_value(&meta)
-        .map_err(|e| ApiError::internal(format!("encode the box spec: {e}")))?;
-    st.store.update_box_spec(&row.id, &row.spec)?;
-    st.audit(&caller.team_id, Some(caller), Some(&row), kind, json!({}));
-    Ok(Json(
-        json!({"id": row.id, "init_command": meta.init_command.unwrap_or_default()}),
-    ))
 }
 
 #[utoipa::path(put, path = "/v2/box/{id}/startup", tag = "boxes",
@@ -108,13 +76,13 @@ async fn store_init(
 /// Sets the box's init command; it runs the next time the daemon adopts
 /// the box (it is not run now).
 pub async fn set_startup(
-    State(st): State<Arc<AppState>>,
-    caller: Caller,
+    svc: Svc,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     Json(req): Json<StartupRequest>,
 ) -> ApiResult<Json<Value>> {
-    check_init_command(&req.init_command)?;
-    store_init(&st, &caller, &id, Some(req.init_command)).await
+    let id = svc.set_init_command(&caller, &id, Some(req.init_command.clone()))?;
+    Ok(Json(json!({"id": id, "init_command": req.init_command})))
 }
 
 #[utoipa::path(delete, path = "/v2/box/{id}/startup", tag = "boxes",
@@ -122,9 +90,10 @@ pub async fn set_startup(
     responses((status = 200, description = "removed"), (status = 404, body = ErrorBody)))]
 /// Removes the box's init command.
 pub async fn delete_startup(
-    State(st): State<Arc<AppState>>,
-    caller: Caller,
+    svc: Svc,
+    Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    store_init(&st, &caller, &id, None).await
+    let id = svc.set_init_command(&caller, &id, None)?;
+    Ok(Json(json!({"id": id, "init_command": ""})))
 }

@@ -1,0 +1,189 @@
+//! The box service itself: the handles of live boxes, who may see which
+//! box (a caller sees only its team's boxes; anything else is not found),
+//! and the mechanisms it orchestrates (store, runtime, network, secrets).
+//!
+//! Owns the map of live boxes and authentication of callers. Never touches
+//! a box's namespaces or files directly: that goes through the runtime and
+//! the box's agent. Never speaks a wire format.
+
+use crate::error::{CoreError, CoreResult};
+use crate::metrics::Metrics;
+use crate::secrets::Secrets;
+use boxd_net::Network;
+use boxd_runtime::{BoxHandle, Runtime};
+use boxd_store::Store;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::watch;
+
+/// What the service is told by the operator.
+#[derive(Debug, Clone, Default)]
+pub struct CoreConfig {
+    /// A box without `keep_alive` and with no exec, stream or file call
+    /// for this long is paused (0: never).
+    pub idle_pause_secs: u64,
+}
+
+/// Who is calling: an API key of a team. Every operation is on behalf of
+/// one; it sees only its team's boxes, snapshots, volumes and settings.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub team_id: String,
+    pub key_id: String,
+}
+
+/// A box the runtime knows, with its agent connection.
+pub struct LiveBox {
+    pub handle: BoxHandle,
+    /// Unix ms of the last exec, stream or file call (or of the create or
+    /// adoption): the idle-pause clock. One relaxed store per call.
+    pub last_activity: AtomicI64,
+    /// Whether the box is (being) paused, mirroring the store, so the
+    /// idle sweeper skips paused boxes without reading the store.
+    pub paused: AtomicBool,
+    /// Serializes pause and resume of this box.
+    pub lifecycle: tokio::sync::Mutex<()>,
+}
+
+impl LiveBox {
+    pub fn new(handle: BoxHandle) -> LiveBox {
+        LiveBox {
+            handle,
+            last_activity: AtomicI64::new(now_ms()),
+            paused: AtomicBool::new(false),
+            lifecycle: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Records a call on the box (restarts its idle clock).
+    pub fn touch(&self) {
+        self.last_activity.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// CPU time used by the box's processes, in nanoseconds.
+    pub fn cpu_ns(&self) -> Option<u64> {
+        self.handle
+            .cgroup()
+            .cpu_usage_usec()
+            .ok()
+            .map(|us| us.saturating_mul(1000))
+    }
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The box service: every front end holds one `Arc<BoxService>` and calls
+/// its operations (in `boxes`, `lifecycle`, `exec`, `files`, `snapshots`,
+/// `volumes`, `settings`, `audit`).
+pub struct BoxService {
+    pub config: CoreConfig,
+    pub store: Store,
+    pub runtime: Arc<Runtime>,
+    pub metrics: Metrics,
+    /// Box networking; `None` when networking is disabled.
+    pub network: Option<Network>,
+    /// Master keys, boxd's CA and the trust bundle.
+    pub secrets: Secrets,
+    boxes: RwLock<HashMap<String, Arc<LiveBox>>>,
+    /// Held while a box starts using a snapshot (its record is written)
+    /// and while deleted snapshots are freed, so a snapshot never loses
+    /// its files between a restore's lookup and its record.
+    pub(crate) snapshot_refs: Mutex<()>,
+    /// Box id → when it expires (unix ms), for boxes with a lifetime. The
+    /// store's spec holds the same value; this copy is what the sweeper
+    /// scans.
+    pub(crate) expiries: Mutex<HashMap<String, i64>>,
+    /// The newest audit `seq`, so followers wake up when it grows.
+    pub(crate) audit_seq: watch::Sender<i64>,
+}
+
+impl BoxService {
+    pub fn new(
+        config: CoreConfig,
+        store: Store,
+        runtime: Arc<Runtime>,
+        network: Option<Network>,
+        secrets: Secrets,
+    ) -> BoxService {
+        BoxService {
+            config,
+            store,
+            runtime,
+            network,
+            secrets,
+            metrics: Metrics::new(),
+            boxes: RwLock::new(HashMap::new()),
+            snapshot_refs: Mutex::new(()),
+            expiries: Mutex::new(HashMap::new()),
+            audit_seq: watch::channel(0).0,
+        }
+    }
+
+    /// The caller an API key stands for.
+    pub fn authenticate(&self, key: &str) -> CoreResult<Caller> {
+        match self.store.authenticate(key)? {
+            Some(info) => Ok(Caller {
+                team_id: info.team_id,
+                key_id: info.id,
+            }),
+            None => Err(CoreError::Unauthenticated(
+                "invalid or revoked API key".into(),
+            )),
+        }
+    }
+
+    pub fn live(&self, id: &str) -> Option<Arc<LiveBox>> {
+        self.boxes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Every live box (a snapshot of the map).
+    pub fn live_boxes(&self) -> Vec<Arc<LiveBox>> {
+        self.boxes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn insert_live(&self, handle: BoxHandle) -> Arc<LiveBox> {
+        let live = Arc::new(LiveBox::new(handle));
+        self.insert_live_arc(live.clone());
+        live
+    }
+
+    pub(crate) fn insert_live_arc(&self, live: Arc<LiveBox>) {
+        self.boxes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(live.handle.id().to_string(), live);
+    }
+
+    pub(crate) fn remove_live(&self, id: &str) -> Option<Arc<LiveBox>> {
+        self.boxes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)
+    }
+
+    pub fn live_count(&self) -> usize {
+        self.boxes.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn metrics_text(&self) -> CoreResult<String> {
+        let counts = self.store.count_boxes_by_state()?;
+        let cpu_ns = self.live_boxes().iter().filter_map(|l| l.cpu_ns()).sum();
+        Ok(self.metrics.render(&counts, cpu_ns))
+    }
+}

@@ -1,0 +1,476 @@
+//! The box service driven directly, without any protocol: create, exec
+//! (collected and streamed), files, snapshot and restore, pause and
+//! resume, restart, delete, TTL, and typed errors for bad arguments and
+//! wrong states. New box rules get their tests here; the HTTP tests keep
+//! what is specific to the wire format.
+
+mod common;
+use boxd_core::{
+    AuditQuery, BoxState, Command, CoreError, CreateBox, ExecEvent, ExecSpec, SnapshotSelection,
+};
+use common::service::TestService;
+use futures_util::StreamExt;
+use std::time::Duration;
+
+fn sh(script: &str) -> ExecSpec {
+    ExecSpec {
+        command: Command::Argv(vec!["sh".into(), "-c".into(), script.into()]),
+        folder: None,
+        timeout_ms: None,
+        env: Default::default(),
+    }
+}
+
+async fn out(t: &TestService, id: &str, script: &str) -> String {
+    let o = t.exec(&t.caller, id, sh(script)).await.expect("exec");
+    assert_eq!(
+        o.exit_code,
+        0,
+        "{script}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).expect("utf-8")
+}
+
+fn kinds(t: &TestService, box_id: &str) -> Vec<String> {
+    let q = AuditQuery {
+        box_id: Some(box_id.to_string()),
+        limit: Some(1000),
+        ..Default::default()
+    };
+    let events = t.list_audit(&t.caller, &q).expect("audit");
+    events.into_iter().map(|e| e.kind).collect()
+}
+
+#[tokio::test]
+async fn a_box_created_through_the_core_runs_commands_streams_them_and_audits_them() {
+    let Some(t) = TestService::start() else {
+        return;
+    };
+    let info = t
+        .create_box(
+            &t.caller,
+            CreateBox {
+                name: Some("core-box".into()),
+                env: [("GREETING".to_string(), "hi".to_string())].into(),
+                labels: vec!["core".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create");
+    assert_eq!(info.row.state, BoxState::Running);
+    let id = info.row.id.clone();
+    // By name or id; the env is the box's.
+    assert_eq!(out(&t, "core-box", "echo $GREETING").await, "hi\n");
+    let code = ExecSpec {
+        command: Command::Code {
+            language: boxd_core::CodeLanguage::Python,
+            code: "print(6*7)".into(),
+        },
+        ..sh("")
+    };
+    let o = t.exec(&t.caller, &id, code).await.expect("code");
+    assert_eq!((o.exit_code, o.stdout), (0, b"42\n".to_vec()));
+    // A command that does not exist ends like it would in a shell.
+    let missing = ExecSpec {
+        command: Command::Argv(vec!["no-such-binary".into()]),
+        ..sh("")
+    };
+    assert_eq!(
+        t.exec(&t.caller, &id, missing)
+            .await
+            .expect("exec")
+            .exit_code,
+        127
+    );
+    // A stream: output in order, then its exit, last.
+    let mut events = t
+        .exec_stream(&t.caller, &id, sh("echo one; echo two >&2; exit 3"))
+        .await
+        .expect("stream");
+    let mut seen = Vec::new();
+    while let Some(e) = events.next().await {
+        seen.push(e);
+    }
+    assert!(
+        matches!(seen.last(), Some(ExecEvent::Exit { code: 3, .. })),
+        "{seen:?}"
+    );
+    let text: Vec<u8> = seen
+        .iter()
+        .flat_map(|e| match e {
+            ExecEvent::Stdout(d) | ExecEvent::Stderr(d) => d.to_vec(),
+            _ => Vec::new(),
+        })
+        .collect();
+    assert_eq!(text, b"one\ntwo\n");
+    let k = kinds(&t, &id);
+    assert_eq!(k.iter().filter(|k| *k == "exec").count(), 4, "{k:?}");
+    assert_eq!(k.first().map(String::as_str), Some("box.create"));
+    t.delete_box(&t.caller, &id).await.expect("delete");
+    assert!(matches!(
+        t.exec(&t.caller, &id, sh("true")).await,
+        Err(CoreError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn files_round_trip_through_the_core_and_paths_outside_the_root_are_invalid() {
+    let Some(t) = TestService::start() else {
+        return;
+    };
+    let id = t
+        .create_box(&t.caller, CreateBox::default())
+        .await
+        .expect("create")
+        .row
+        .id;
+    let c = &t.caller;
+    assert_eq!(
+        t.write_file(c, &id, "notes/../a.txt", b"hello world")
+            .await
+            .expect("write"),
+        "/workspace/home/a.txt"
+    );
+    assert_eq!(
+        t.read_file(c, &id, "a.txt", Some(6), Some(5))
+            .await
+            .expect("read"),
+        b"world"
+    );
+    assert_eq!(
+        t.mkdir(c, &id, "dir", false).await.expect("mkdir"),
+        "/workspace/home/dir"
+    );
+    assert!(matches!(
+        t.mkdir(c, &id, "dir", false).await,
+        Err(CoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        t.mkdir(c, &id, "x/y", false).await,
+        Err(CoreError::NotFound(_))
+    ));
+    t.rename(c, &id, "a.txt", "dir/b.txt")
+        .await
+        .expect("rename");
+    let names: Vec<String> = t
+        .list_dir(c, &id, Some("dir"))
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|f| f.path)
+        .collect();
+    assert_eq!(names, vec!["/workspace/home/dir/b.txt".to_string()]);
+    assert_eq!(
+        t.stat(c, &id, "dir/b.txt", false).await.expect("stat").size,
+        11
+    );
+    assert!(matches!(
+        t.remove(c, &id, "dir", false).await,
+        Err(CoreError::Invalid(_))
+    ));
+    t.remove(c, &id, "dir", true).await.expect("remove");
+    assert!(matches!(
+        t.stat(c, &id, "dir", false).await,
+        Err(CoreError::NotFound(_))
+    ));
+    for bad in ["/../etc/passwd", "", "a\0b"] {
+        assert!(
+            matches!(
+                t.write_file(c, &id, bad, b"x").await,
+                Err(CoreError::Invalid(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    // Download: the file's bytes.
+    t.write_file(c, &id, "d.bin", &[1, 2, 3])
+        .await
+        .expect("write");
+    let mut dl = t.download(c, &id, "d.bin").await.expect("download");
+    let mut got = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut dl.body, &mut got)
+        .await
+        .expect("read the download");
+    assert_eq!((dl.is_dir, got), (false, vec![1, 2, 3]));
+    let k = kinds(&t, &id);
+    for kind in ["file.write", "file.mkdir", "file.rename", "file.remove"] {
+        assert!(k.iter().any(|x| x == kind), "{kind} not audited: {k:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_paused_box_resumes_for_a_command_but_a_bad_call_leaves_it_paused() {
+    let Some(t) = TestService::start() else {
+        return;
+    };
+    let c = &t.caller;
+    let id = t
+        .create_box(c, CreateBox::default())
+        .await
+        .expect("create")
+        .row
+        .id;
+    assert_eq!(
+        t.pause(c, &id).await.expect("pause").row.state,
+        BoxState::Paused
+    );
+    // Pausing twice does nothing.
+    assert_eq!(
+        t.pause(c, &id).await.expect("pause").row.state,
+        BoxState::Paused
+    );
+    let empty = ExecSpec {
+        command: Command::Argv(Vec::new()),
+        ..sh("")
+    };
+    assert!(matches!(
+        t.exec(c, &id, empty).await,
+        Err(CoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        t.write_file(c, &id, "/../x", b"x").await,
+        Err(CoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        t.list_dir(c, &id, Some("/..")).await,
+        Err(CoreError::Invalid(_))
+    ));
+    assert_eq!(t.get_box(c, &id).expect("get").row.state, BoxState::Paused);
+    assert!(!kinds(&t, &id).iter().any(|k| k == "box.resume"));
+    // A good call resumes it first.
+    assert_eq!(out(&t, &id, "echo up").await, "up\n");
+    assert_eq!(t.get_box(c, &id).expect("get").row.state, BoxState::Running);
+    assert!(kinds(&t, &id).iter().any(|k| k == "box.resume"));
+}
+
+#[tokio::test]
+async fn a_snapshot_restores_into_a_new_box_and_a_bad_selection_deletes_nothing() {
+    let Some(t) = TestService::start() else {
+        return;
+    };
+    let c = &t.caller;
+    let src = t
+        .create_box(c, CreateBox::default())
+        .await
+        .expect("create")
+        .row
+        .id;
+    let other = t
+        .create_box(c, CreateBox::default())
+        .await
+        .expect("create")
+        .row
+        .id;
+    out(&t, &src, "echo kept > f").await;
+    let snap = t
+        .create_snapshot(c, &src, Some("s1".into()))
+        .await
+        .expect("snapshot");
+    assert_eq!(snap.state, "ready");
+    assert!(snap.created_at > 0);
+    let restored = t
+        .create_box(
+            c,
+            CreateBox {
+                snapshot: Some("s1".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("restore")
+        .row
+        .id;
+    assert_eq!(out(&t, &restored, "cat f").await, "kept\n");
+    // The restored box is independent of the one it came from.
+    out(&t, &restored, "echo changed > f").await;
+    assert_eq!(out(&t, &src, "cat f").await, "kept\n");
+    assert!(matches!(
+        t.delete_snapshots(c, &SnapshotSelection::Ids(Vec::new())),
+        Err(CoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        t.delete_snapshot(c, Some(&other), &snap.id),
+        Err(CoreError::NotFound(_))
+    ));
+    assert_eq!(t.list_snapshots(c, None).expect("list").len(), 1);
+    let twice = SnapshotSelection::Ids(vec![snap.id.clone(), "s1".into()]);
+    assert_eq!(t.delete_snapshots(c, &twice).expect("delete"), 1);
+    assert!(t.list_snapshots(c, None).expect("list").is_empty());
+    // The box using it keeps working.
+    assert_eq!(out(&t, &restored, "cat f").await, "changed\n");
+}
+
+#[tokio::test]
+async fn a_restarted_box_keeps_its_files_and_an_expired_box_is_deleted_by_the_sweeper() {
+    let Some(t) = TestService::start() else {
+        return;
+    };
+    let c = &t.caller;
+    let id = t
+        .create_box(c, CreateBox::default())
+        .await
+        .expect("create")
+        .row
+        .id;
+    out(&t, &id, "echo mine > f; sleep 1000 >/dev/null 2>&1 &").await;
+    let info = t.restart(c, &id).await.expect("restart");
+    assert_eq!(info.row.state, BoxState::Running);
+    assert_eq!(
+        out(&t, &id, "cat f; pgrep sleep || echo none").await,
+        "mine\nnone\n"
+    );
+    let short = t
+        .create_box(
+            c,
+            CreateBox {
+                ttl_secs: Some(1),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create")
+        .row
+        .id;
+    let expires = t
+        .get_box(c, &short)
+        .expect("get")
+        .meta
+        .expires_at
+        .expect("expiry");
+    // Bounded: the box is gone within 20 sweeps after its expiry.
+    let mut gone = false;
+    for _ in 0..200 {
+        t.sweep().await;
+        if matches!(t.get_box(c, &short), Err(CoreError::NotFound(_))) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "box {short} (expires at {expires}) was not deleted");
+    assert!(boxd_core::now_ms() >= expires);
+}
+
+#[tokio::test]
+async fn bad_arguments_and_wrong_states_are_typed_errors_and_change_nothing() {
+    let Some(t) = TestService::start() else {
+        return;
+    };
+    let c = &t.caller;
+    let bad = [
+        CreateBox {
+            name: Some("..".into()),
+            ..Default::default()
+        },
+        CreateBox {
+            name: Some("snapshots".into()),
+            ..Default::default()
+        },
+        CreateBox {
+            labels: vec!["bad label".into()],
+            ..Default::default()
+        },
+        CreateBox {
+            ttl_secs: Some(0),
+            ..Default::default()
+        },
+        CreateBox {
+            init_command: Some("  ".into()),
+            ..Default::default()
+        },
+        CreateBox {
+            env: [("LD_PRELOAD".to_string(), "x".to_string())].into(),
+            ..Default::default()
+        },
+        CreateBox {
+            runtime: Some("no-such-image".into()),
+            ..Default::default()
+        },
+        // Secrets need networking, which this service has not.
+        CreateBox {
+            secrets: Some(
+                serde_json::json!({"TOKEN": {"hosts": ["api.example.com"], "value": "v"}}),
+            ),
+            ..Default::default()
+        },
+    ];
+    for req in bad {
+        let what = format!("{req:?}");
+        match t.create_box(c, req).await {
+            Err(CoreError::Invalid(m)) => assert!(!m.is_empty()),
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    assert!(t
+        .list_boxes(c, &Default::default())
+        .expect("list")
+        .is_empty());
+    assert!(matches!(
+        t.create_box(
+            c,
+            CreateBox {
+                snapshot: Some("missing".into()),
+                ..Default::default()
+            }
+        )
+        .await,
+        Err(CoreError::NotFound(_))
+    ));
+    let id = t
+        .create_box(
+            c,
+            CreateBox {
+                name: Some("taken".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create")
+        .row
+        .id;
+    assert!(matches!(
+        t.create_box(
+            c,
+            CreateBox {
+                name: Some("taken".into()),
+                ..Default::default()
+            }
+        )
+        .await,
+        Err(CoreError::Conflict(_))
+    ));
+    t.add_label(c, &id, "l").expect("label");
+    assert!(matches!(
+        t.add_label(c, &id, "l"),
+        Err(CoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        t.remove_label(c, &id, "nope"),
+        Err(CoreError::NotFound(_))
+    ));
+    // Another team sees nothing of it.
+    let stranger = t.other_team();
+    assert!(matches!(
+        t.get_box(&stranger, &id),
+        Err(CoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        t.delete_box(&stranger, "taken").await,
+        Err(CoreError::NotFound(_))
+    ));
+    // Bulk delete: all found first, or nothing happens.
+    assert!(matches!(
+        t.delete_boxes(c, &[id.clone(), "missing".into()]).await,
+        Err(CoreError::NotFound(_))
+    ));
+    assert_eq!(t.get_box(c, &id).expect("still there").row.id, id);
+    assert_eq!(
+        t.delete_boxes(c, &[id.clone(), "taken".into()])
+            .await
+            .expect("delete"),
+        vec![id.clone()]
+    );
+    assert!(matches!(t.pause(c, &id).await, Err(CoreError::NotFound(_))));
+}
