@@ -2,6 +2,7 @@
 //! commands (`create`, `ls`, `exec`, `cp`, …) talk to it over HTTP;
 //! `boxd keys` manages API keys in the data directory; `boxd run` and
 //! `boxd info` drive the box runtime directly, without a daemon.
+//! Never a rule of a box: the core owns those, the CLI only asks over HTTP.
 
 mod cli;
 

@@ -3,6 +3,7 @@
 //! Started by the box runtime as `boxd-agent --box-init` inside the box's new
 //! namespaces: it finishes the isolation ([`boxd_runtime::setup`]) and then
 //! serves the daemon ([`boxd_agent::run`]).
+//! Never anything else: no network, no daemon state, no policy.
 
 use std::process::ExitCode;
 

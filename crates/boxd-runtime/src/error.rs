@@ -1,5 +1,6 @@
 //! The runtime's error type: what went wrong creating, driving or destroying
 //! a box, phrased so a user can act on it.
+//! Never carries a secret value or a host path a box must not learn.
 
 use std::path::PathBuf;
 

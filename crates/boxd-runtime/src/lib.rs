@@ -15,6 +15,8 @@
 //! disk size), `pool/volumes/<id>/` (volume contents, owned by
 //! [`idmap::VOLUME_OWNER`]) and `pool/snapshots/<id>/upper-N` (snapshot
 //! layers, see [`snapshot`]).
+//!
+//! Never decides who may do what: it is told by its caller.
 
 pub mod cgroup;
 pub mod env;

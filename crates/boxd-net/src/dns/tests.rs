@@ -1,5 +1,6 @@
 //! The resolver's answers, from wire bytes in to wire bytes out, against
 //! a counting fake upstream on loopback.
+//! Never a real upstream: nothing leaves the machine.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};

@@ -1,6 +1,7 @@
 //! Strict CIDR parsing: canonical IP literal, decimal prefix without leading zeros, host bits
 //! clear (`10.0.0.1/8` is refused, naming `10.0.0.0/8`, rather than silently widened).
 //! A bare address is a host route (`/32`, `/128`).
+//! Never widens a range the user wrote or resolves a name.
 
 use std::net::IpAddr;
 

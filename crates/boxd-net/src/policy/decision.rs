@@ -1,4 +1,5 @@
 //! What is asked ([`Destination`]) and what is answered ([`Decision`]).
+//! Owns the vocabulary of a policy answer; never decides one itself.
 
 use std::fmt;
 use std::net::IpAddr;

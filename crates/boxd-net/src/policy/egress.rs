@@ -8,6 +8,8 @@
 //! 3. `network_policy` (if given), then `allowNet` (if given): each one given must allow.
 //!
 //! Neither given = every public destination.
+//!
+//! Never resolves names or touches the network: it is given addresses.
 
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};

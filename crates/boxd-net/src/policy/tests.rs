@@ -1,5 +1,6 @@
 //! Table tests for the policy model: every grammar case, every refusal, the bypass attempts of
 //! THREATS.md §7 and §10-12 that can be decided without a network.
+//! Never a network: every case is decided on values.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

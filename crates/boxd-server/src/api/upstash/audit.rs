@@ -4,6 +4,7 @@
 //! Owns the wire side only: the query, the event's wire form, SSE framing.
 //! Reading and following the trail (for the caller's team only) is the
 //! core's.
+//! Never writes an event: the trail is the core's.
 
 use super::error::{ApiError, ApiResult};
 use super::{Auth, Svc};

@@ -6,6 +6,7 @@
 //! `event: exit\ndata: {"exit_code":N,"cpu_ns":N}\n\n` trailer written in a
 //! single chunk (or `event: error`), then the end of the body. Running,
 //! accounting and auditing commands are the core's.
+//! Never decides how a command runs: that is the core's.
 
 use super::error::ApiResult;
 use super::{Auth, Svc};

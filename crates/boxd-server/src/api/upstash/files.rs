@@ -5,6 +5,7 @@
 //! Owns the wire side only: text or base64 encodings, the multipart form
 //! (`paths` fields paired with `files` parts), download headers. Paths,
 //! bounds, the I/O and the audit are the core's.
+//! Never resolves a path or touches a file itself.
 
 use super::error::{ApiError, ApiResult};
 use super::{Auth, Svc};

@@ -2,6 +2,7 @@
 //!
 //! Owns the HTTP side only: the order of a pause or resume, restarts and
 //! the sweeper are the core's (`boxd_core::BoxService`).
+//! Never changes a box's state itself.
 
 use super::error::ApiResult;
 use super::{box_data, Auth, Svc};

@@ -5,6 +5,7 @@
 //! select what (`{"ids": [...]}`, or `{}` / `?all=true` for all — nothing
 //! else may read as "all"), and the snapshot's wire form. Capture,
 //! references and freeing are the core's.
+//! Never decides what a snapshot holds or when it is freed.
 
 use super::error::{ApiError, ApiResult};
 use super::{Auth, Svc};
