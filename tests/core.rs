@@ -97,14 +97,19 @@ async fn a_box_created_through_the_core_runs_commands_streams_them_and_audits_th
         matches!(seen.last(), Some(ExecEvent::Exit { code: 3, .. })),
         "{seen:?}"
     );
-    let text: Vec<u8> = seen
-        .iter()
-        .flat_map(|e| match e {
-            ExecEvent::Stdout(d) | ExecEvent::Stderr(d) => d.to_vec(),
-            _ => Vec::new(),
-        })
-        .collect();
-    assert_eq!(text, b"one\ntwo\n");
+    let of = |stdout: bool| -> Vec<u8> {
+        seen.iter()
+            .flat_map(|e| match e {
+                ExecEvent::Stdout(d) if stdout => d.to_vec(),
+                ExecEvent::Stderr(d) if !stdout => d.to_vec(),
+                _ => Vec::new(),
+            })
+            .collect()
+    };
+    assert_eq!(
+        (of(true), of(false)),
+        (b"one\n".to_vec(), b"two\n".to_vec())
+    );
     let k = kinds(&t, &id);
     assert_eq!(k.iter().filter(|k| *k == "exec").count(), 4, "{k:?}");
     assert_eq!(k.first().map(String::as_str), Some("box.create"));
@@ -120,12 +125,7 @@ async fn files_round_trip_through_the_core_and_paths_outside_the_root_are_invali
     let Some(t) = TestService::start() else {
         return;
     };
-    let id = t
-        .create_box(&t.caller, CreateBox::default())
-        .await
-        .expect("create")
-        .row
-        .id;
+    let id = t.new_box(CreateBox::default()).await;
     let c = &t.caller;
     assert_eq!(
         t.write_file(c, &id, "notes/../a.txt", b"hello world")
@@ -206,12 +206,7 @@ async fn a_paused_box_resumes_for_a_command_but_a_bad_call_leaves_it_paused() {
         return;
     };
     let c = &t.caller;
-    let id = t
-        .create_box(c, CreateBox::default())
-        .await
-        .expect("create")
-        .row
-        .id;
+    let id = t.new_box(CreateBox::default()).await;
     assert_eq!(
         t.pause(c, &id).await.expect("pause").row.state,
         BoxState::Paused
@@ -251,18 +246,8 @@ async fn a_snapshot_restores_into_a_new_box_and_a_bad_selection_deletes_nothing(
         return;
     };
     let c = &t.caller;
-    let src = t
-        .create_box(c, CreateBox::default())
-        .await
-        .expect("create")
-        .row
-        .id;
-    let other = t
-        .create_box(c, CreateBox::default())
-        .await
-        .expect("create")
-        .row
-        .id;
+    let src = t.new_box(CreateBox::default()).await;
+    let other = t.new_box(CreateBox::default()).await;
     out(&t, &src, "echo kept > f").await;
     let snap = t
         .create_snapshot(c, &src, Some("s1".into()))
@@ -271,17 +256,11 @@ async fn a_snapshot_restores_into_a_new_box_and_a_bad_selection_deletes_nothing(
     assert_eq!(snap.state, "ready");
     assert!(snap.created_at > 0);
     let restored = t
-        .create_box(
-            c,
-            CreateBox {
-                snapshot: Some("s1".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("restore")
-        .row
-        .id;
+        .new_box(CreateBox {
+            snapshot: Some("s1".into()),
+            ..Default::default()
+        })
+        .await;
     assert_eq!(out(&t, &restored, "cat f").await, "kept\n");
     // The restored box is independent of the one it came from.
     out(&t, &restored, "echo changed > f").await;
@@ -308,12 +287,7 @@ async fn a_restarted_box_keeps_its_files_and_an_expired_box_is_deleted_by_the_sw
         return;
     };
     let c = &t.caller;
-    let id = t
-        .create_box(c, CreateBox::default())
-        .await
-        .expect("create")
-        .row
-        .id;
+    let id = t.new_box(CreateBox::default()).await;
     out(&t, &id, "echo mine > f; sleep 1000 >/dev/null 2>&1 &").await;
     let info = t.restart(c, &id).await.expect("restart");
     assert_eq!(info.row.state, BoxState::Running);
@@ -322,17 +296,11 @@ async fn a_restarted_box_keeps_its_files_and_an_expired_box_is_deleted_by_the_sw
         "mine\nnone\n"
     );
     let short = t
-        .create_box(
-            c,
-            CreateBox {
-                ttl_secs: Some(1),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("create")
-        .row
-        .id;
+        .new_box(CreateBox {
+            ttl_secs: Some(1),
+            ..Default::default()
+        })
+        .await;
     let expires = t
         .get_box(c, &short)
         .expect("get")
@@ -418,27 +386,13 @@ async fn bad_arguments_and_wrong_states_are_typed_errors_and_change_nothing() {
         .await,
         Err(CoreError::NotFound(_))
     ));
-    let id = t
-        .create_box(
-            c,
-            CreateBox {
-                name: Some("taken".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("create")
-        .row
-        .id;
+    let taken = || CreateBox {
+        name: Some("taken".into()),
+        ..Default::default()
+    };
+    let id = t.new_box(taken()).await;
     assert!(matches!(
-        t.create_box(
-            c,
-            CreateBox {
-                name: Some("taken".into()),
-                ..Default::default()
-            }
-        )
-        .await,
+        t.create_box(c, taken()).await,
         Err(CoreError::Conflict(_))
     ));
     t.add_label(c, &id, "l").expect("label");

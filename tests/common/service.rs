@@ -51,6 +51,15 @@ impl TestService {
         Some(TestService { svc, caller, dir })
     }
 
+    /// Creates a box for the test's caller; answers its id.
+    pub async fn new_box(&self, req: boxd_core::CreateBox) -> String {
+        let what = format!("{req:?}");
+        match self.svc.create_box(&self.caller, req).await {
+            Ok(info) => info.row.id,
+            Err(e) => panic!("create {what}: {e:?}"),
+        }
+    }
+
     /// A caller of another team.
     pub fn other_team(&self) -> Caller {
         let team = self.svc.store.create_team(&unique("other")).expect("team");

@@ -49,7 +49,9 @@ impl BoxStatus {
     }
 }
 
-/// Resource class of a box: fixed CPU and memory limits.
+/// Resource class of a box: fixed CPU and memory limits (small: 1 CPU,
+/// 1 GiB; medium: 2 CPUs, 4 GiB; large: 4 CPUs, 8 GiB; the numbers are the
+/// box service's, `boxd_core::BoxSize`).
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum BoxSize {
@@ -60,30 +62,6 @@ pub enum BoxSize {
 }
 
 impl BoxSize {
-    /// CPU limit in thousandths of a core.
-    pub fn cpu_millis(self) -> u32 {
-        match self {
-            BoxSize::Small => 1000,
-            BoxSize::Medium => 2000,
-            BoxSize::Large => 4000,
-        }
-    }
-    /// Default disk size (the box's writable layer) in MiB.
-    pub fn disk_mib(self) -> u64 {
-        match self {
-            BoxSize::Small => 10 << 10,
-            BoxSize::Medium => 20 << 10,
-            BoxSize::Large => 50 << 10,
-        }
-    }
-    /// Memory limit in bytes.
-    pub fn memory_bytes(self) -> u64 {
-        match self {
-            BoxSize::Small => 1 << 30,
-            BoxSize::Medium => 4 << 30,
-            BoxSize::Large => 8 << 30,
-        }
-    }
     pub fn as_str(self) -> &'static str {
         match self {
             BoxSize::Small => "small",
