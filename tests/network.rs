@@ -333,6 +333,10 @@ fn policies_deny_all_custom_cidrs_and_live_changes() {
         json!({"mode": "custom", "allowed_domains": ["a%2e.example"]}),
         json!({"mode": "custom", "allowed_cidrs": ["127.1/8"]}),
         json!({"mode": "sometimes"}),
+        // A missing or empty policy never reads as allow-all.
+        Value::Null,
+        json!({}),
+        json!({"allowed_domains": ["api.example.test"]}),
     ] {
         let (status, v) = put(bad.clone());
         assert_eq!(status, 400, "{bad}: {v}");

@@ -761,21 +761,38 @@ impl BoxService {
         Ok(self.info(row))
     }
 
-    /// Changes a box's egress: its Upstash network policy and (when
-    /// `allow_net` is `Some`) its allowNet rules (`Some(None)` removes
-    /// them). The next DNS query and connection of the box use it;
-    /// connections already open keep going.
+    /// Changes a box's egress: its Upstash network policy (`None`: kept)
+    /// and its allowNet rules (`None`: kept; `Some(None)`: removed). At
+    /// least one must be given: a missing policy never reads as allow-all
+    /// (widening a box's egress takes an explicit `{"mode": "allow-all"}`).
+    /// The next DNS query and connection of the box use it; connections
+    /// already open keep going.
     pub fn set_network_policy(
         &self,
         caller: &Caller,
         id: &str,
-        policy: &Value,
+        policy: Option<&Value>,
         allow_net: Option<Option<Vec<String>>>,
     ) -> CoreResult<BoxInfo> {
+        let policy = policy.filter(|p| !p.is_null() && p.as_object().is_none_or(|m| !m.is_empty()));
+        if policy.is_none() && allow_net.is_none() {
+            return Err(CoreError::invalid(
+                "network policy: send {\"mode\": \"allow-all\" | \"deny-all\" | \"custom\", ...} \
+                 (an empty policy changes nothing)",
+            ));
+        }
+        if let Some(p) = policy {
+            if p.get("mode").is_none() {
+                return Err(CoreError::invalid(
+                    "network policy: mode (allow-all, deny-all or custom) is required",
+                ));
+            }
+        }
         let mut row = self.find(caller, id)?;
         let mut meta = BoxMeta::of(&row);
         let allow_net = allow_net.unwrap_or_else(|| meta.allow_net.clone());
-        let (network_policy, allow_net) = check_egress(Some(policy), allow_net.as_deref())?;
+        let policy = policy.cloned().or_else(|| meta.network_policy.clone());
+        let (network_policy, allow_net) = check_egress(policy.as_ref(), allow_net.as_deref())?;
         meta.network_policy = network_policy;
         meta.allow_net = allow_net;
         row.spec = meta.to_json()?;

@@ -144,7 +144,7 @@ pub async fn set_network_policy(
             ApiError::bad_request("allow_net: expected a list of strings")
         })?)),
     };
-    let info = svc.set_network_policy(&caller, &id, &policy, allow_net)?;
+    let info = svc.set_network_policy(&caller, &id, Some(&policy), allow_net)?;
     Ok(Json(box_data(info)))
 }
 
