@@ -428,3 +428,59 @@ async fn bad_arguments_and_wrong_states_are_typed_errors_and_change_nothing() {
     );
     assert!(matches!(t.pause(c, &id).await, Err(CoreError::NotFound(_))));
 }
+
+#[tokio::test]
+async fn a_pause_waits_for_the_calls_in_flight_and_never_freezes_under_them() {
+    let Some(t) = TestService::start() else {
+        return;
+    };
+    let c = &t.caller;
+    let id = t.new_box(CreateBox::default()).await;
+    // A stream in flight: the pause lands while it runs, and the stream
+    // still ends on its own (nothing froze under it).
+    let mut events = t
+        .exec_stream(c, &id, sh("sleep 1; echo done"))
+        .await
+        .expect("stream");
+    let svc = t.svc.clone();
+    let (caller, box_id) = (c.clone(), id.clone());
+    let pause = tokio::spawn(async move { svc.pause(&caller, &box_id).await });
+    let mut last = None;
+    let hang = Duration::from_secs(60);
+    while let Some(e) = tokio::time::timeout(hang, events.next())
+        .await
+        .expect("the stream hung")
+    {
+        last = Some(e);
+    }
+    assert!(
+        matches!(last, Some(ExecEvent::Exit { code: 0, .. })),
+        "{last:?}"
+    );
+    let paused = tokio::time::timeout(hang, pause)
+        .await
+        .expect("the pause hung")
+        .expect("join")
+        .expect("pause");
+    assert_eq!(paused.row.state, BoxState::Paused);
+    // A big write and a pause at once: both finish, and the file is whole.
+    let data = vec![7u8; 12 << 20];
+    let svc = t.svc.clone();
+    let (caller, box_id) = (c.clone(), id.clone());
+    let write = tokio::spawn(async move { svc.write_file(&caller, &box_id, "big", &data).await });
+    let svc = t.svc.clone();
+    let (caller, box_id) = (c.clone(), id.clone());
+    let pause = tokio::spawn(async move { svc.pause(&caller, &box_id).await });
+    let written = tokio::time::timeout(hang, write)
+        .await
+        .expect("the write hung");
+    written.expect("join").expect("write");
+    let paused = tokio::time::timeout(hang, pause)
+        .await
+        .expect("the pause hung");
+    assert!(paused.expect("join").is_ok());
+    assert_eq!(
+        out(&t, &id, "wc -c < big").await.trim(),
+        (12 << 20).to_string()
+    );
+}

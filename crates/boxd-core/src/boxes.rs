@@ -9,7 +9,7 @@
 
 use crate::error::{stopped, CoreError, CoreResult};
 use crate::secrets::{parse_attach_headers, parse_secrets, SecretInfo};
-use crate::service::{now_ms, BoxService, Caller, LiveBox};
+use crate::service::{now_ms, BoxService, Busy, Caller, LiveBox};
 use crate::snapshots::Restorable;
 use crate::volumes::{MountRequest, VolumeMount};
 use boxd_net::policy::{AllowNet, EgressPolicy, NetworkPolicy};
@@ -376,39 +376,47 @@ impl BoxService {
         Ok(self.info(self.find(caller, id_or_name)?))
     }
 
-    /// The caller's box, ready for commands and file operations. A paused
-    /// box is resumed first (audit `box.resume`, reason `auto`); the call
-    /// restarts the box's idle clock. Validate the call's arguments
-    /// before this: a call that fails must not resume the box.
-    pub async fn running(
-        &self,
-        caller: &Caller,
-        id_or_name: &str,
-    ) -> CoreResult<(BoxRow, Arc<LiveBox>)> {
-        let mut row = self.find(caller, id_or_name)?;
-        if row.state == BoxState::Paused {
-            row = self.resume_row(&row, Some(caller), "auto").await?;
-        }
-        match row.state {
-            BoxState::Running => {}
-            BoxState::Creating => {
-                return Err(CoreError::conflict(format!(
-                    "box {} is still being created; retry in a moment",
-                    row.id
-                )))
+    /// The caller's box, ready for commands and file operations, counted
+    /// as a call in flight while the answer is held. A paused box (or one
+    /// being paused) is resumed first (audit `box.resume`, reason `auto`);
+    /// the call restarts the box's idle clock. Validate the call's
+    /// arguments before this: a call that fails must not resume the box.
+    pub async fn running(&self, caller: &Caller, id_or_name: &str) -> CoreResult<(BoxRow, Busy)> {
+        // Twice at most: once more if a pause began between the look-up
+        // and the count.
+        for _ in 0..2 {
+            let mut row = self.find(caller, id_or_name)?;
+            if row.state == BoxState::Paused {
+                row = self.resume_row(&row, Some(caller), "auto").await?;
             }
-            _ => return Err(stopped(&row.id)),
-        }
-        match self.live(&row.id) {
-            Some(live) if live.handle.is_alive() => {
-                live.touch();
-                Ok((row, live))
+            match row.state {
+                BoxState::Running => {}
+                BoxState::Creating => {
+                    return Err(CoreError::conflict(format!(
+                        "box {} is still being created; retry in a moment",
+                        row.id
+                    )))
+                }
+                _ => return Err(stopped(&row.id)),
             }
-            _ => {
-                self.mark_failed(&row, "its init process exited");
-                Err(stopped(&row.id))
+            let live = match self.live(&row.id) {
+                Some(live) if live.handle.is_alive() => live,
+                _ => {
+                    self.mark_failed(&row, "its init process exited");
+                    return Err(stopped(&row.id));
+                }
+            };
+            match Busy::enter(&live) {
+                Some(busy) => return Ok((row, busy)),
+                // A pause is under way: wait for it, then resume.
+                None => {
+                    drop(live.lifecycle.lock().await);
+                }
             }
         }
+        Err(CoreError::Unavailable(format!(
+            "box {id_or_name} is being paused and resumed by other calls; retry"
+        )))
     }
 
     /// Records that a box's processes are gone.

@@ -10,7 +10,7 @@
 
 use crate::error::{CoreError, CoreResult};
 use crate::paths;
-use crate::service::{BoxService, Caller, LiveBox};
+use crate::service::{BoxService, Busy, Caller};
 use boxd_agent::protocol::SpawnRequest;
 use boxd_agent::{ClientError, Output};
 use boxd_store::BoxRow;
@@ -147,7 +147,7 @@ struct Accounting {
     svc: Arc<BoxService>,
     caller: Caller,
     row: BoxRow,
-    live: Arc<LiveBox>,
+    live: Busy,
     command: Vec<String>,
     kind: &'static str,
     started: Instant,

@@ -10,7 +10,7 @@
 
 use crate::error::{CoreError, CoreResult};
 use crate::paths::{self, box_path};
-use crate::service::{BoxService, Caller, LiveBox};
+use crate::service::{BoxService, Busy, Caller};
 
 pub use boxd_agent::protocol::{FileKind, FileStat};
 use boxd_agent::AgentClient;
@@ -46,7 +46,7 @@ pub struct Upload {
     svc: Arc<BoxService>,
     caller: Caller,
     row: BoxRow,
-    live: Arc<LiveBox>,
+    live: Busy,
     written: Vec<String>,
 }
 
@@ -295,7 +295,10 @@ impl BoxService {
         let (mut tx, rx) = tokio::io::duplex(256 << 10);
         let agent: AgentClient = live.handle.agent().clone();
         let p = path.clone();
+        // The transfer is a call in flight until its last byte.
+        let busy = live.clone();
         tokio::spawn(async move {
+            let _busy = busy;
             let sent = if is_dir {
                 agent.tar_out(&p, &mut tx).await
             } else {

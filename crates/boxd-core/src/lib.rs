@@ -36,6 +36,6 @@ pub use error::{CoreError, CoreResult};
 pub use exec::{CodeLanguage, Command, ExecEvent, ExecOutcome, ExecSpec, ExecStream};
 pub use files::{Download, FileInfo, FileStat, Upload};
 pub use secrets::{SecretInfo, Secrets};
-pub use service::{now_ms, BoxService, Caller, CoreConfig, LiveBox};
+pub use service::{now_ms, BoxService, Busy, Caller, CoreConfig, LiveBox};
 pub use snapshots::{Snapshot, SnapshotSelection};
 pub use volumes::{MountRequest, Volume, VolumeInfo, VolumeMount};

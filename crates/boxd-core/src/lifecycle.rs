@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 
 /// How often the sweeper looks for expired and idle boxes.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How long a pause waits for the calls in flight on the box to end
+/// before it is refused (an idle pause does not wait).
+const PAUSE_DRAIN: Duration = Duration::from_secs(10);
 /// At most this many boxes are deleted, and this many paused, per sweep
 /// (the rest wait for the next one).
 const SWEEP_BATCH: usize = 64;
@@ -199,9 +202,29 @@ impl BoxService {
             )));
         }
         let started = Instant::now();
-        self.store.set_box_state(&row.id, to)?;
         if pause {
-            live.paused.store(true, Ordering::Relaxed);
+            // New calls now wait for this pause (and then resume the box);
+            // the calls in flight get `PAUSE_DRAIN` to end: a box is never
+            // frozen under a call.
+            live.paused.store(true, Ordering::SeqCst);
+            let limit = if reason == "idle" {
+                Duration::ZERO
+            } else {
+                PAUSE_DRAIN
+            };
+            if !live.drain(limit).await {
+                live.paused.store(false, Ordering::SeqCst);
+                return Err(CoreError::conflict(format!(
+                    "box {} has {} call(s) in flight (a command, stream or file transfer); \
+                     pause it when they end",
+                    row.id,
+                    live.in_flight()
+                )));
+            }
+        }
+        if let Err(e) = self.store.set_box_state(&row.id, to) {
+            live.paused.store(!pause, Ordering::SeqCst);
+            return Err(e.into());
         }
         let l = live.clone();
         let done = tokio::task::spawn_blocking(move || {
@@ -218,14 +241,16 @@ impl BoxService {
         });
         if let Err(e) = done {
             if pause {
-                let _ = live.handle.thaw();
-                live.paused.store(false, Ordering::Relaxed);
+                if let Err(thaw) = live.handle.thaw() {
+                    tracing::error!(box_id = %row.id, error = %thaw, "cannot thaw a box after a failed pause");
+                }
+                live.paused.store(false, Ordering::SeqCst);
             }
             self.store.set_box_state(&row.id, from)?;
             return Err(e);
         }
         if !pause {
-            live.paused.store(false, Ordering::Relaxed);
+            live.paused.store(false, Ordering::SeqCst);
             live.touch();
         }
         let took = started.elapsed();
@@ -443,11 +468,11 @@ impl BoxService {
             if paused >= SWEEP_BATCH {
                 break;
             }
-            // Idle: paused already, recently used, or in use by a call in
-            // flight (the map and this loop hold the only other references).
+            // Idle: not paused already, not used recently, no call in
+            // flight.
             if live.paused.load(Ordering::Relaxed)
                 || now - live.last_activity.load(Ordering::Relaxed) < idle_ms
-                || Arc::strong_count(&live) > 2
+                || live.in_flight() > 0
                 || !live.handle.is_alive()
             {
                 continue;

@@ -13,7 +13,7 @@ use boxd_net::Network;
 use boxd_runtime::{BoxHandle, Runtime};
 use boxd_store::Store;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::watch;
 
@@ -44,6 +44,54 @@ pub struct LiveBox {
     pub paused: AtomicBool,
     /// Serializes pause and resume of this box.
     pub lifecycle: tokio::sync::Mutex<()>,
+    /// Calls in flight on the box (commands, streams, file operations):
+    /// a pause waits for them, the idle sweeper leaves the box alone.
+    in_flight: AtomicUsize,
+    /// Woken when the last call in flight ends.
+    drained: tokio::sync::Notify,
+}
+
+/// One call in flight on a box, for as long as it is held (a stream holds
+/// it until its end). Derefs to the box.
+pub struct Busy(Arc<LiveBox>);
+
+impl Busy {
+    /// Counts a call on `live`, unless a pause is under way (`None`): the
+    /// caller then waits for the pause and resumes the box.
+    pub(crate) fn enter(live: &Arc<LiveBox>) -> Option<Busy> {
+        live.in_flight.fetch_add(1, Ordering::SeqCst);
+        let busy = Busy(live.clone());
+        // Checked after counting: a pause sets `paused` before it waits for
+        // the count to drain, so one of the two always sees the other.
+        if live.paused.load(Ordering::SeqCst) {
+            return None;
+        }
+        live.touch();
+        Some(busy)
+    }
+}
+
+impl Clone for Busy {
+    fn clone(&self) -> Busy {
+        self.0.in_flight.fetch_add(1, Ordering::SeqCst);
+        Busy(self.0.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.touch();
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.drained.notify_waiters();
+        }
+    }
+}
+
+impl std::ops::Deref for Busy {
+    type Target = LiveBox;
+    fn deref(&self) -> &LiveBox {
+        &self.0
+    }
 }
 
 impl LiveBox {
@@ -53,6 +101,30 @@ impl LiveBox {
             last_activity: AtomicI64::new(now_ms()),
             paused: AtomicBool::new(false),
             lifecycle: tokio::sync::Mutex::new(()),
+            in_flight: AtomicUsize::new(0),
+            drained: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// How many calls are in flight on the box.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Waits up to `limit` for the calls in flight to end; `false` if some
+    /// still run.
+    pub(crate) async fn drain(&self, limit: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.in_flight() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, drained).await.is_err() {
+                return self.in_flight() == 0;
+            }
         }
     }
 
