@@ -77,12 +77,12 @@ fn box_lifecycle_by_id_and_name_with_labels() {
 
     let (_, by_name) = d.get("/v2/box/alpha");
     assert_eq!(by_name["id"], json!(a));
-    assert_eq!(by_name["status"], "running");
+    assert_eq!(by_name["status"], "idle");
     assert_eq!(by_name["size"], "medium");
     assert_eq!(by_name["metadata"]["owner"], "t");
     assert!(by_name["created_at"].is_i64(), "integer timestamps");
     let status = d.get(&format!("/v2/box/{a}/status")).1;
-    assert_eq!(status["status"], "running", "{status}");
+    assert_eq!(status["status"], "idle", "{status}");
     assert!(status["total_cpu_ns"].is_u64(), "{status}");
     assert_eq!(d.sh(&a, "echo $GREETING").1, "hi\n");
 
@@ -582,7 +582,7 @@ fn boxes_survive_daemon_restarts_and_dead_ones_restart_on_their_files() {
     let (_, v) = d.get(&format!("/v2/box/{dies}"));
     assert_eq!(
         v["status"],
-        "running",
+        "idle",
         "{v}\n{}",
         d.get(&format!("/v2/audit?box={dies}")).1
     );
@@ -640,7 +640,7 @@ fn boxes_survive_daemon_restarts_and_dead_ones_restart_on_their_files() {
     );
     let (s, v) = d.post(&format!("/v2/box/{dies}/restart"), json!({}));
     assert_eq!(s, 200, "{v}");
-    assert_eq!(v["status"], "running");
+    assert_eq!(v["status"], "idle");
     assert_eq!(d.sh(&dies, "cat f").1, "kept");
     assert_eq!(d.delete(&format!("/v2/box/{dies}")).0, 200);
     assert!(!d.dir.join("pool/boxes").join(&dies).exists());
@@ -898,4 +898,44 @@ fn a_box_whose_create_never_finished_is_removed_at_start() {
     );
     let (_, v) = d.get("/v2/audit?box=box-half");
     assert_eq!(v["events"][0]["kind"], "box.create_abandoned");
+}
+
+#[test]
+fn a_box_is_running_while_a_call_is_in_flight_and_idle_otherwise() {
+    let Some(d) = TestDaemon::start() else { return };
+    let id = d.create(json!({}));
+    let status = || d.get(&format!("/v2/box/{id}/status")).1["status"].clone();
+    assert_eq!(status(), "idle");
+    // A stream that waits for a file only this test creates.
+    let script = "echo started; i=0; while [ ! -e /tmp/go ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done";
+    let mut resp = d
+        .req(Method::POST, &format!("/v2/box/{id}/exec-stream"))
+        .json(&json!({"command": ["sh", "-c", script]}))
+        .send()
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("started\n") {
+        let n = resp.read(&mut buf).unwrap();
+        assert!(n > 0, "stream ended early");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(status(), "running");
+    assert_eq!(d.get(&format!("/v2/box/{id}")).1["status"], "running");
+    d.sh(&id, "touch /tmp/go");
+    let mut rest = String::new();
+    resp.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("event: exit"), "{rest}");
+    assert_eq!(status(), "idle");
+}
+
+#[test]
+fn a_network_policy_is_echoed_as_it_was_set() {
+    let Some(d) = TestDaemon::start() else { return };
+    let policy = json!({"mode": "custom", "allowed_domains": ["api.example.com"]});
+    let id = d.create(json!({ "network_policy": policy }));
+    let (_, v) = d.get(&format!("/v2/box/{id}"));
+    assert_eq!(v["network_policy"], policy, "{v}");
+    let (_, v) = d.get("/v2/box");
+    assert_eq!(v[0]["network_policy"], policy, "{v}");
 }

@@ -73,7 +73,7 @@ fn a_paused_box_uses_no_cpu_and_any_call_resumes_it() {
     // An exec resumes the box and answers as usual.
     let (code, out, _) = d.sh(&id, "cat /workspace/home/before.txt");
     assert_eq!((code, out.as_str()), (0, "kept\n"));
-    assert_eq!(status(&d, &id).0, "running");
+    assert_eq!(status(&d, &id).0, "idle");
     let resumed = events(&d, &id, "box.resume");
     assert_eq!(resumed.len(), 1, "{resumed:?}");
     assert_eq!(resumed[0]["data"]["reason"], "auto");
@@ -87,9 +87,9 @@ fn a_paused_box_uses_no_cpu_and_any_call_resumes_it() {
         "/v2/box/{id}/files/read?path=/workspace/home/before.txt"
     ));
     assert_eq!(code, 200, "read: {v}");
-    assert_eq!(status(&d, &id).0, "running");
+    assert_eq!(status(&d, &id).0, "idle");
     let (code, v) = post_empty(&d, &format!("/v2/box/{id}/resume"));
-    assert_eq!((code, v["status"].as_str()), (200, Some("running")));
+    assert_eq!((code, v["status"].as_str()), (200, Some("idle")));
     assert_eq!(events(&d, &id, "box.pause").len(), 2);
 
     // /metrics has the boxes' CPU time.
@@ -194,7 +194,7 @@ fn idle_boxes_are_paused_unless_kept_alive() {
     assert_eq!(paused[0]["data"]["reason"], "idle", "{paused:?}");
     // The keep-alive box has been idle as long, and more.
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(status(&d, &kept).0, "running");
+    assert_eq!(status(&d, &kept).0, "idle");
     assert!(events(&d, &kept, "box.pause").is_empty());
     // The idle box comes back on the next call.
     let (code, out, _) = d.sh(&idle, "cat /workspace/home/f");
@@ -231,7 +231,7 @@ fn a_box_paused_when_the_daemon_is_killed_comes_back() {
         d.start_again();
         let (state, _) = status(&d, &id);
         assert!(
-            state == "paused" || state == "running",
+            state == "paused" || state == "idle",
             "round {round}: state {state}"
         );
         let (code, out, _) = d.sh(&id, "cat /workspace/home/f");
@@ -319,7 +319,7 @@ fn a_box_restart_keeps_its_files_and_env_ends_its_processes_and_reruns_init() {
     assert_eq!(post_empty(&d, &format!("/v2/box/{id}/pause")).0, 200);
     let (code, v) = post_empty(&d, &format!("/v2/box/{id}/restart"));
     assert_eq!(code, 200, "{v}");
-    assert_eq!(v["status"], "running");
+    assert_eq!(v["status"], "idle");
     let (_, out, _) = d.sh(
         &id,
         "cat /workspace/home/f; echo $MARK; pgrep -x sleep || echo none",

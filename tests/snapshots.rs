@@ -22,7 +22,7 @@ fn snap(d: &TestDaemon, box_id: &str, name: &str) -> Value {
 fn restore(d: &TestDaemon, snapshot: &str) -> String {
     let (s, v) = d.post("/v2/box/from-snapshot", json!({ "snapshot_id": snapshot }));
     assert_eq!(s, 200, "from-snapshot: {v}");
-    assert_eq!(v["status"], "running", "{v}");
+    assert_eq!(v["status"], "idle", "{v}");
     v["id"].as_str().unwrap().to_string()
 }
 

@@ -305,12 +305,12 @@ async function flow(sdk, workdir) {
     check("pause twice: still paused", "paused", (await box.getStatus()).status);
     run = await box.exec.command("echo after-pause");
     check("exec on a paused box resumes it", "after-pause\n", run.stdout);
-    check("exec resumed: status running", "running", (await box.getStatus()).status);
+    check("exec resumed: status idle", "idle", (await box.getStatus()).status);
     await box.pause();
     await box.resume();
-    check("resume: status running", "running", (await box.getStatus()).status);
+    check("resume: status idle", "idle", (await box.getStatus()).status);
     await box.resume();
-    check("resume twice: still running", "running", (await box.getStatus()).status);
+    check("resume twice: still idle", "idle", (await box.getStatus()).status);
 
     // ---------------- errors ----------------
     log("[ts] errors");

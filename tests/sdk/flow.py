@@ -338,13 +338,13 @@ async def flow(kind: str, cls: Any, workdir: str) -> None:
         check("pause twice: still paused", "paused", (await maybe(box.get_status()))["status"])
         run = await maybe(box.exec.command("echo after-pause"))
         check("exec on a paused box resumes it", "after-pause\n", run.stdout)
-        check("exec resumed: status running", "running",
+        check("exec resumed: status idle", "idle",
               (await maybe(box.get_status()))["status"])
         await maybe(box.pause())
         await maybe(box.resume())
-        check("resume: status running", "running", (await maybe(box.get_status()))["status"])
+        check("resume: status idle", "idle", (await maybe(box.get_status()))["status"])
         await maybe(box.resume())
-        check("resume twice: still running", "running", (await maybe(box.get_status()))["status"])
+        check("resume twice: still idle", "idle", (await maybe(box.get_status()))["status"])
 
         # ---------------- errors ----------------
         log(f"[{kind}] errors")

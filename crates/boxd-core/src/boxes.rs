@@ -156,6 +156,8 @@ pub struct BoxInfo {
     pub total_cpu_ns: Option<u64>,
     /// Unix ms of the last call on it (`None`: not running here).
     pub last_activity_ms: Option<i64>,
+    /// Calls in flight on it now (commands, streams, file transfers).
+    pub in_flight: usize,
 }
 
 /// What a new box is made of. Every field is optional; a box restored
@@ -321,10 +323,13 @@ pub(crate) fn check_egress(
         Some(v) => {
             let p = NetworkPolicy::from_json(v)
                 .map_err(|e| CoreError::invalid(format!("network_policy: {e}")))?;
-            Some(
-                serde_json::to_value(p.to_spec())
-                    .map_err(|e| CoreError::internal(format!("encode the network policy: {e}")))?,
-            )
+            let mut spec = serde_json::to_value(p.to_spec())
+                .map_err(|e| CoreError::internal(format!("encode the network policy: {e}")))?;
+            // Canonical values, but only the fields the caller set.
+            if let (Value::Object(out), Value::Object(given)) = (&mut spec, v) {
+                out.retain(|k, _| k == "mode" || given.get(k).is_some_and(|x| !x.is_null()));
+            }
+            Some(spec)
         }
     };
     let allow_net = match allow_net {
@@ -355,7 +360,10 @@ impl BoxService {
             meta: BoxMeta::of(&row),
             disk_used_bytes: self.runtime.disk_used(&row.id),
             total_cpu_ns: live.as_ref().and_then(|l| l.cpu_ns()),
-            last_activity_ms: live.map(|l| l.last_activity.load(Ordering::Relaxed)),
+            last_activity_ms: live
+                .as_ref()
+                .map(|l| l.last_activity.load(Ordering::Relaxed)),
+            in_flight: live.map_or(0, |l| l.in_flight()),
             row,
         }
     }

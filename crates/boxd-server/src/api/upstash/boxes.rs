@@ -165,7 +165,7 @@ pub async fn status(
 ) -> ApiResult<Json<StatusResponse>> {
     let info = svc.get_box(&caller, &id)?;
     Ok(Json(StatusResponse {
-        status: status_of(info.row.state),
+        status: status_of(info.row.state, info.in_flight),
         total_cpu_ns: info.total_cpu_ns,
         disk_used_bytes: info.disk_used_bytes,
     }))

@@ -62,10 +62,12 @@ impl FromRequestParts<Arc<BoxService>> for Auth {
     }
 }
 
-/// The wire status of a stored state.
-pub fn status_of(state: BoxState) -> BoxStatus {
+/// The wire status of a box: `running` while a call is in flight on it,
+/// `idle` when it is up with nothing in flight (as the SDKs know them).
+pub fn status_of(state: BoxState, in_flight: usize) -> BoxStatus {
     match state {
         BoxState::Creating => BoxStatus::Creating,
+        BoxState::Running if in_flight == 0 => BoxStatus::Idle,
         BoxState::Running => BoxStatus::Running,
         BoxState::Paused => BoxStatus::Paused,
         BoxState::Failed => BoxStatus::Error,
@@ -97,10 +99,11 @@ pub fn box_data(info: BoxInfo) -> BoxData {
         disk_used_bytes,
         total_cpu_ns,
         last_activity_ms,
+        in_flight,
     } = info;
     BoxData {
         id: row.id,
-        status: status_of(row.state),
+        status: status_of(row.state, in_flight),
         name: row.name,
         labels: row.labels.into_keys().collect(),
         runtime: row.runtime,
