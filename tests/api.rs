@@ -939,3 +939,66 @@ fn a_network_policy_is_echoed_as_it_was_set() {
     let (_, v) = d.get("/v2/box");
     assert_eq!(v[0]["network_policy"], policy, "{v}");
 }
+
+#[test]
+fn silent_and_half_sent_connections_are_closed_and_a_flood_is_capped() {
+    use std::io::Write;
+    use std::time::Duration;
+    let Some(d) =
+        TestDaemon::start_with_config("max_api_connections = 4\nheader_read_timeout_secs = 1", "")
+    else {
+        return;
+    };
+    let addr = d.url.trim_start_matches("http://").to_string();
+    let connect = || {
+        let s = std::net::TcpStream::connect(&addr).expect("connect");
+        // Bounds every read below: a connection the daemon keeps open
+        // fails the test instead of hanging it.
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        s
+    };
+    // The daemon closes its side: the read sees the end, not a timeout.
+    let closed = |mut s: std::net::TcpStream| {
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    };
+    // Four connections that never finish a request fill the budget.
+    let mut held: Vec<std::net::TcpStream> = (0..4).map(|_| connect()).collect();
+    held[0]
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    // A fifth gets no answer to a whole request: it is closed unserved.
+    let mut fifth = connect();
+    fifth
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = fifth.read_to_end(&mut answer);
+    assert!(
+        answer.is_empty(),
+        "a connection past max_api_connections was served: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    // The silent and the half-sent ones are closed by the header timeout,
+    // and the daemon serves again.
+    for (i, s) in held.drain(..).enumerate() {
+        assert!(
+            closed(s),
+            "connection {i} (0: half-sent, others silent) stayed open"
+        );
+    }
+    let (status, v) = d.get("/healthz");
+    assert_eq!((status, v["status"].as_str()), (200, Some("ok")));
+    // A kept-alive connection left idle after its answer is closed too.
+    let mut idle = connect();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let ended = idle.read_to_end(&mut answer);
+    assert!(ended.is_ok(), "an idle kept-alive connection stayed open");
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+}

@@ -312,7 +312,8 @@ fn a_box_restart_keeps_its_files_and_env_ends_its_processes_and_reruns_init() {
     wait_for(30, "the init command at create", || count(&d) == 1);
     let (code, _, err) = d.sh(
         &id,
-        "echo data > /workspace/home/f && (setsid sleep 1000 >/dev/null 2>&1 &) && pgrep -x sleep",
+        "echo data > /workspace/home/f && (setsid sleep 1000 >/dev/null 2>&1 &) && \
+         for i in $(seq 100); do pgrep -x sleep && exit 0; sleep 0.05; done; exit 1",
     );
     assert_eq!(code, 0, "{err}");
     // A paused box restarts too (and comes back running).

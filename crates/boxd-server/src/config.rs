@@ -9,6 +9,10 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+/// API connections served at once unless the config says otherwise: well
+/// under the daemon's file limit, which the proxy's sockets share.
+const DEFAULT_MAX_API_CONNECTIONS: usize = 2048;
+
 /// `boxd serve` flags. Each one overrides the config file's value.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct ServeArgs {
@@ -16,7 +20,8 @@ pub struct ServeArgs {
     #[arg(long, env = "BOXD_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// TOML config file (keys: listen, log_format, cgroup_parent,
-    /// max_json_body_bytes, max_upload_bytes, master_key_file,
+    /// max_json_body_bytes, max_upload_bytes, max_api_connections,
+    /// header_read_timeout_secs, master_key_file,
     /// idle_pause_secs, and the
     /// [network], [tls] and [storage] tables).
     #[arg(long, env = "BOXD_CONFIG")]
@@ -46,6 +51,8 @@ struct FileConfig {
     cgroup_parent: Option<String>,
     max_json_body_bytes: Option<usize>,
     max_upload_bytes: Option<usize>,
+    max_api_connections: Option<usize>,
+    header_read_timeout_secs: Option<u64>,
     master_key_file: Option<PathBuf>,
     idle_pause_secs: Option<u64>,
     network: Option<NetworkSettings>,
@@ -84,6 +91,11 @@ pub struct Config {
     pub max_json_body_bytes: usize,
     /// Largest multipart upload.
     pub max_upload_bytes: usize,
+    /// API connections served at once (more are closed on accept).
+    pub max_api_connections: usize,
+    /// A request's headers must arrive within this many seconds, from the
+    /// connection's start or the end of the previous response [default 20].
+    pub header_read_timeout_secs: u64,
     /// Box networking (`[network]`), validated.
     pub network: Option<NetworkConfig>,
     /// The file of master keys that seal secret values (outside the
@@ -152,6 +164,16 @@ impl Config {
             cgroup_parent,
             max_json_body_bytes: file.max_json_body_bytes.unwrap_or(16 << 20),
             max_upload_bytes: file.max_upload_bytes.unwrap_or(1 << 30),
+            max_api_connections: match file.max_api_connections {
+                Some(0) => bail!("max_api_connections must be at least 1"),
+                Some(n) => n,
+                None => DEFAULT_MAX_API_CONNECTIONS,
+            },
+            header_read_timeout_secs: match file.header_read_timeout_secs {
+                Some(0) => bail!("header_read_timeout_secs must be at least 1"),
+                Some(n) => n,
+                None => 20,
+            },
             idle_pause_secs: file.idle_pause_secs.unwrap_or(600),
             storage: boxd_runtime::storage::StorageConfig {
                 driver: storage.driver,

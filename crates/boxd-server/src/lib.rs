@@ -8,6 +8,7 @@
 
 mod api;
 mod config;
+mod listener;
 
 pub use api::{router, BodyLimits};
 pub use config::{Config, LogFormat, ServeArgs};
@@ -249,21 +250,26 @@ async fn run(config: Config) -> Result<()> {
         json: config.max_json_body_bytes,
         upload: config.max_upload_bytes,
     };
-    let server = axum::serve(listener, router(state.clone(), limits)).with_graceful_shutdown({
-        let mut rx = stop_rx;
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    });
+    let conns = listener::ConnectionLimits {
+        max_connections: config.max_api_connections,
+        header_read_timeout: std::time::Duration::from_secs(config.header_read_timeout_secs),
+    };
+    let server = listener::serve(
+        listener,
+        router(state.clone(), limits),
+        conns,
+        stop_rx,
+        SHUTDOWN_GRACE,
+    );
+    tokio::pin!(server);
     tokio::select! {
-        served = server => served.context("serve the API")?,
-        () = async {
-            shutdown_signal().await;
+        () = &mut server => {}
+        () = shutdown_signal() => {
             let _ = stop_tx.send(true);
             // Requests in flight get a grace period; long streams (audit
             // follow, exec streams) are cut after it.
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => tracing::warn!("closing the connections still open after the grace period"),
+            server.await;
+        }
     }
     sweeper.abort();
     if let Some(net) = &state.network {
