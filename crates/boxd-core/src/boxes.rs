@@ -744,7 +744,18 @@ impl BoxService {
         };
         if let Some(e) = network_error {
             let rt = self.runtime.clone();
-            let _ = tokio::task::spawn_blocking(move || rt.destroy(live.handle)).await;
+            let destroyed = tokio::task::spawn_blocking(move || rt.destroy(live.handle)).await;
+            match destroyed {
+                Ok(Ok(())) => {}
+                // Its files stay on disk; the next start removes a box the
+                // store does not know.
+                Ok(Err(d)) => {
+                    tracing::error!(box_id = %id, error = %d, "cannot remove a box whose create failed")
+                }
+                Err(d) => {
+                    tracing::error!(box_id = %id, error = %d, "the cleanup of a failed create failed")
+                }
+            }
             forget(self);
             return Err(e);
         }

@@ -71,7 +71,9 @@ impl BoxService {
         }
         let started = Instant::now();
         if let Some(live) = &old {
-            let _ = live.handle.thaw();
+            if let Err(e) = live.handle.thaw() {
+                tracing::warn!(box_id = %row.id, error = %e, "cannot thaw a box before its restart");
+            }
             if let Some(net) = &self.network {
                 net.detach(&row.id, live.handle.record().slot);
             }
@@ -124,9 +126,17 @@ impl BoxService {
         if let Some((_, Err(e))) = &networked {
             // Its processes go (a box without its network reaches
             // nothing); its files stay.
-            let _ = handle.cgroup().kill();
+            // Escalated: a box that keeps running without its network is
+            // a box outside its policy's accounting.
+            let why = match handle.cgroup().kill() {
+                Ok(()) => e.to_string(),
+                Err(kill) => {
+                    tracing::error!(box_id = %row.id, error = %kill, "cannot kill a box whose network failed");
+                    format!("{e}; and its processes could not be killed: {kill}")
+                }
+            };
             self.insert_live(handle);
-            return Err(failed(e.to_string()));
+            return Err(failed(why));
         }
         let live = self.insert_live(handle);
         self.store.set_box_state(&row.id, BoxState::Running)?;

@@ -151,11 +151,14 @@ impl BoxService {
                                 failed += 1;
                             }
                         }
-                        Err(_) if row.state != BoxState::Failed => {
-                            self.mark_failed(row, "its runtime state is missing");
+                        Err(e) if row.state != BoxState::Failed => {
+                            let reason = format!("its runtime state cannot be adopted: {e}");
+                            self.mark_failed(row, &reason);
                             failed += 1;
                         }
-                        Err(_) => {}
+                        Err(e) => {
+                            tracing::debug!(box_id = %row.id, error = %e, "a failed box has no runtime state")
+                        }
                     }
                 }
             }

@@ -237,7 +237,9 @@ async fn run(config: Config) -> Result<()> {
         while event_stream.recv_many(&mut batch, 256).await > 0 {
             let st = st.clone();
             let events = std::mem::take(&mut batch);
-            let _ = tokio::task::spawn_blocking(move || st.audit_net(&events)).await;
+            if let Err(e) = tokio::task::spawn_blocking(move || st.audit_net(&events)).await {
+                tracing::error!(error = %e, "recording network audit events failed; those events are lost");
+            }
         }
     });
 
