@@ -215,3 +215,66 @@ async fn zombies_are_reaped_by_pid_1() {
     }
     assert_eq!(zombies.trim(), "", "zombies left in the box");
 }
+
+/// A burst writer in the box: each burst is one stdout and one stderr write
+/// back to back (stdout first on even bursts, stderr first on odd ones, so
+/// neither a random nor a fixed preference between the pipes passes), and
+/// the next burst starts only once the agent has read both pipes empty.
+const BURSTS: &str = r#"
+import fcntl, os, struct, sys, termios, time
+def unread(fd):
+    return struct.unpack('i', fcntl.ioctl(fd, termios.FIONREAD, b'\0\0\0\0'))[0]
+for i in range(200):
+    first, second = (1, 2) if i % 2 == 0 else (2, 1)
+    os.write(first, b'%d\n' % (2 * i))
+    os.write(second, b'%d\n' % (2 * i + 1))
+    deadline = time.monotonic() + 10
+    while unread(1) or unread(2):
+        if time.monotonic() > deadline:
+            sys.exit(99)
+        time.sleep(0.0002)
+"#;
+
+#[tokio::test]
+async fn stdout_and_stderr_bursts_arrive_in_the_order_written() {
+    let Some(rt) = runtime() else { return };
+    let b = TestBox::default(&rt);
+    let mut p = b
+        .spawn(SpawnRequest::argv(["python3", "-c", BURSTS]))
+        .await
+        .unwrap();
+    // Every line as it arrived, tagged with the stream it came on.
+    let mut got: Vec<(&str, u32)> = Vec::new();
+    let mut code = None;
+    while let Some(o) = timeout(LIMIT, p.next()).await.expect("stalled").unwrap() {
+        let (stream, data) = match o {
+            Output::Stdout(d) => ("out", d),
+            Output::Stderr(d) => ("err", d),
+            Output::Exit(s) => {
+                code = Some(s.code);
+                continue;
+            }
+        };
+        for line in String::from_utf8_lossy(&data).lines() {
+            got.push((stream, line.parse().expect("a number per line")));
+        }
+    }
+    assert_eq!(code, Some(0), "the writer gave up waiting for the agent");
+    let want: Vec<(&str, u32)> = (0..400)
+        .map(|n| {
+            let burst = n / 2;
+            let on_stdout = (burst % 2 == 0) == (n % 2 == 0);
+            (if on_stdout { "out" } else { "err" }, n)
+        })
+        .collect();
+    let first_wrong = got.iter().zip(&want).position(|(g, w)| g != w);
+    assert_eq!(
+        (got.len(), first_wrong),
+        (want.len(), None),
+        "out of order; got {:?}",
+        &got[first_wrong.unwrap_or(0).saturating_sub(2)..]
+            .iter()
+            .take(8)
+            .collect::<Vec<_>>()
+    );
+}
