@@ -72,6 +72,23 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// Whether every test must run: set `BOXD_TEST_STRICT=1` (`.ci/run` does)
+/// or `CI=true`, and a test that cannot run here fails instead of skipping.
+pub fn strict() -> bool {
+    std::env::var("BOXD_TEST_STRICT").is_ok_and(|v| v == "1")
+        || std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// The one way a test skips: says `SKIPPED: <reason>` and returns (the test
+/// then reports `ok` without having run) — or, under [`strict`], fails with
+/// that reason, so CI cannot pass without running it.
+pub fn skip(reason: &str) {
+    eprintln!("SKIPPED: {reason}");
+    if strict() {
+        panic!("SKIPPED under BOXD_TEST_STRICT=1 / CI=true, which make a skip a failure: {reason}");
+    }
+}
+
 /// Returns a fresh runtime, or `None` (after saying why, loudly) when this
 /// machine cannot run boxes.
 pub fn runtime() -> Option<Arc<TestRuntime>> {
@@ -149,4 +166,39 @@ impl Drop for TestBox {
             let _ = self.rt.destroy(h);
         }
     }
+}
+
+/// Pages of the file at `path` that sit in the page cache not yet written
+/// to disk (dirty or under writeback), from `cachestat(2)` (Linux 6.5+);
+/// `None` where the kernel lacks it.
+pub fn unwritten_pages(path: &Path) -> Option<u64> {
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct Stat {
+        cache: u64,
+        dirty: u64,
+        writeback: u64,
+        evicted: u64,
+        recently_evicted: u64,
+    }
+    const SYS_CACHESTAT: libc::c_long = 451;
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let range = Range { off: 0, len: 0 };
+    let mut st = Stat::default();
+    // SAFETY: cachestat fills `st`; both structs match the kernel's.
+    let rc = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            &range as *const Range,
+            &mut st as *mut Stat,
+            0u32,
+        )
+    };
+    (rc == 0).then_some(st.dirty + st.writeback)
 }

@@ -125,7 +125,11 @@ pub fn ensure_host_image(images_dir: &Path) -> Result<Image> {
         context: "serialise image manifest".into(),
         source: std::io::Error::other(e),
     })?;
-    std::fs::write(tmp.join("image.json"), manifest)
+    // Every box, and every box adopted after a crash, reads these layers:
+    // they reach the disk before the manifest that makes the image usable,
+    // and the manifest before the rename that installs it.
+    crate::snapshot::sync_fs(&tmp)?;
+    crate::durable::write(&tmp.join("image.json"), &manifest, 0o644)
         .map_err(RuntimeError::io("write image manifest"))?;
     // Swap the new image in. Boxes already running keep their mounts of the
     // old layer (the directory stays alive until they are gone).
@@ -134,6 +138,7 @@ pub fn ensure_host_image(images_dir: &Path) -> Result<Image> {
         std::fs::rename(&dir, &old).map_err(RuntimeError::io("replace host image"))?;
     }
     std::fs::rename(&tmp, &dir).map_err(RuntimeError::io("install host image"))?;
+    crate::durable::sync_dir(images_dir).map_err(RuntimeError::io("install host image"))?;
     let _ = std::fs::remove_dir_all(&old);
     Ok(img)
 }

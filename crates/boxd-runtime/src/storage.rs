@@ -230,37 +230,31 @@ fn make_image(data_dir: &Path, image: &Path, size: Option<u64>) -> Result<()> {
             data_dir.display()
         )));
     }
-    let tmp = data_dir.join("pool.img.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(RuntimeError::io(format!("create {}", tmp.display())))?;
-    f.set_len(size)
-        .map_err(RuntimeError::io(format!("size {}", tmp.display())))?;
-    drop(f);
-    let out = Command::new("mkfs.btrfs")
-        .args(["-q", "-K", "-L", "boxd-pool"])
-        .arg(&tmp)
-        .output();
-    let formatted = match out {
-        Ok(o) if o.status.success() => Ok(()),
-        Ok(o) => Err(storage_err(format!(
-            "mkfs.btrfs failed: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        ))),
-        Err(e) => Err(storage_err(format!(
-            "cannot run mkfs.btrfs ({e}): install btrfs-progs"
-        ))),
-    };
-    if let Err(e) = formatted.and_then(|()| {
-        std::fs::rename(&tmp, image).map_err(RuntimeError::io(format!("rename {}", tmp.display())))
-    }) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
+    // The pool holds every box: its image appears at `image` only once it
+    // is formatted and on disk (a unique temporary file beside it, fsynced,
+    // renamed, the directory fsynced), so a crash never leaves a pool image
+    // that does not mount.
+    crate::durable::replace_with(image, 0o600, |f| {
+        f.set_len(size)?;
+        // mkfs.btrfs formats the still unnamed file through its stdin
+        // (`/dev/stdin` opens the file itself, read-write for root).
+        let out = Command::new("mkfs.btrfs")
+            .args(["-q", "-K", "-L", "boxd-pool", "/dev/stdin"])
+            .stdin(f.try_clone()?)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => Err(std::io::Error::other(format!(
+                "mkfs.btrfs failed: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ))),
+            Err(e) => Err(std::io::Error::new(
+                e.kind(),
+                format!("cannot run mkfs.btrfs ({e}): install btrfs-progs"),
+            )),
+        }
+    })
+    .map_err(|e| storage_err(format!("make {}: {e}", image.display())))?;
     tracing::info!(image = %image.display(), bytes = size, "storage pool image made");
     Ok(())
 }
