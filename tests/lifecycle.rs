@@ -308,8 +308,7 @@ async fn invalid_specs_are_refused_and_leave_nothing() {
 #[test]
 fn cgroup_mode_is_detected() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: needs root");
-        return;
+        return skip("detecting the cgroup mode needs root");
     }
     let mode = boxd_runtime::CgroupMode::detect().unwrap();
     eprintln!("detected: {mode}");

@@ -6,7 +6,10 @@
 pub mod daemon;
 pub mod https;
 pub mod outside;
+pub mod skip;
 pub mod test_ca;
+
+pub use skip::skip;
 
 use boxd_agent::protocol::SpawnRequest;
 use boxd_agent::Completed;
@@ -72,28 +75,11 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// Whether every test must run: set `BOXD_TEST_STRICT=1` (`.ci/run` does)
-/// or `CI=true`, and a test that cannot run here fails instead of skipping.
-pub fn strict() -> bool {
-    std::env::var("BOXD_TEST_STRICT").is_ok_and(|v| v == "1")
-        || std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// The one way a test skips: says `SKIPPED: <reason>` and returns (the test
-/// then reports `ok` without having run) — or, under [`strict`], fails with
-/// that reason, so CI cannot pass without running it.
-pub fn skip(reason: &str) {
-    eprintln!("SKIPPED: {reason}");
-    if strict() {
-        panic!("SKIPPED under BOXD_TEST_STRICT=1 / CI=true, which make a skip a failure: {reason}");
-    }
-}
-
 /// Returns a fresh runtime, or `None` (after saying why, loudly) when this
 /// machine cannot run boxes.
 pub fn runtime() -> Option<Arc<TestRuntime>> {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: boxes need root (user namespaces with id maps, overlayfs, cgroups); run the tests as root");
+        skip("boxes need root (user namespaces with id maps, overlayfs, cgroups); run the tests as root");
         return None;
     }
     let dir = std::env::temp_dir().join(unique("boxd-test"));

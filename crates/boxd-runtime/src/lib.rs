@@ -28,6 +28,11 @@ pub mod snapshot;
 mod spawn;
 pub mod storage;
 
+/// The workspace's one skip helper, for unit tests.
+#[cfg(test)]
+#[path = "../../../tests/common/skip.rs"]
+mod test_skip;
+
 pub use cgroup::{BoxCgroup, CgroupMode, Limits};
 pub use error::{Result, RuntimeError};
 
