@@ -198,6 +198,38 @@ async fn environment_defaults_box_env_and_per_process_env() {
     assert!(!b.ok("env").await.contains("BOXD_HOST_ONLY"));
 }
 
+/// The Upstash images' user: `boxuser`, home `/home/boxuser` (harnesses
+/// live there; tests `cd` into it), beside `box` and `/workspace/home`.
+/// The same uid as `box`, so either name can write both homes.
+#[tokio::test]
+async fn boxuser_exists_with_a_writable_home_at_home_boxuser() {
+    let Some(rt) = runtime() else { return };
+    let b = TestBox::default(&rt);
+    assert_eq!(b.ok("id -u boxuser; id -g boxuser").await, "1000\n1000\n");
+    // As root (the default user) and as boxuser itself.
+    b.ok("cd /home/boxuser && touch by-root").await;
+    let mut req =
+        SpawnRequest::shell("cd /home/boxuser && touch x && echo $HOME $USER && stat -c %u x");
+    req.user = Some("boxuser".into());
+    let done = b.exec(req).await.unwrap();
+    assert_eq!(
+        (
+            done.status.code,
+            String::from_utf8_lossy(&done.stdout).as_ref()
+        ),
+        (0, "/home/boxuser boxuser\n1000\n"),
+        "stderr: {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    // The default working directory is still `/workspace/home`, writable
+    // by boxuser too.
+    let mut req = SpawnRequest::shell("pwd && touch mine");
+    req.user = Some("boxuser".into());
+    let done = b.exec(req).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&done.stdout), "/workspace/home\n");
+    assert_eq!(done.status.code, 0);
+}
+
 #[tokio::test]
 async fn zombies_are_reaped_by_pid_1() {
     let Some(rt) = runtime() else { return };
