@@ -235,10 +235,23 @@ async fn zombies_are_reaped_by_pid_1() {
     let Some(rt) = runtime() else { return };
     let b = TestBox::default(&rt);
     // Orphans (double fork) are reparented to the agent, which reaps them.
-    b.ok("for i in 1 2 3 4 5; do (sh -c 'exit 0' &) ; done; sleep 0.3")
+    b.ok("for i in 1 2 3 4 5; do (sh -c 'exit 0' zz-orphan &) ; done")
         .await;
+    // Wait (bounded) until none of them still runs: each is then reaped
+    // (gone) or a zombie. (`[a]` keeps the pattern from matching itself.)
+    let mut live = String::new();
+    for _ in 0..500 {
+        live = b
+            .ok("ps -eo stat,args | awk '$1 !~ /^Z/ && /zz-orph[a]n/'")
+            .await;
+        if live.trim().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(live.trim(), "", "the orphans never exited");
     let mut zombies = String::new();
-    for _ in 0..50 {
+    for _ in 0..500 {
         zombies = b.ok("ps -eo stat,pid,args | awk '$1 ~ /^Z/'").await;
         if zombies.trim().is_empty() {
             break;
