@@ -334,7 +334,7 @@ fn code_runs_snippets_in_each_language() {
     if std::path::Path::new("/usr/bin/node").exists() {
         assert_eq!(run("js", "console.log(6*7)")["output"], "42\n");
     } else {
-        eprintln!("SKIPPED (js part): node is not installed on this host");
+        common::skip("(js part) node is not installed on this host");
     }
     let (s, _) = d.post(
         &format!("/v2/box/{id}/code"),
@@ -666,7 +666,17 @@ fn a_create_cut_by_kill_9_leaves_no_half_box() {
                     .send();
             });
         }
-        std::thread::sleep(std::time::Duration::from_millis(30));
+        // Kill once a create is under way: its box directory is on disk
+        // (polled every 10 ms, for 10 s at most).
+        let boxes = d.dir.join("pool/boxes");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_dir(&boxes).map_or(true, |mut rd| rd.next().is_none()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no create reached the disk"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let pid = nix::unistd::Pid::from_raw(d.pid() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
     });

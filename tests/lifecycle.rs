@@ -221,6 +221,32 @@ async fn a_new_runtime_re_adopts_running_boxes() {
     drop(adopted);
 }
 
+/// Adoption after a crash or power cut reads `box.json`: it must be on disk
+/// (not only in the page cache) once create returns, and written under a
+/// name of its own (no fixed temporary name two writers could share).
+#[tokio::test]
+async fn a_box_record_is_on_disk_when_create_returns() {
+    let Some(rt) = runtime() else { return };
+    let b = TestBox::default(&rt);
+    let dir = rt.dir.join("pool/boxes").join(b.id());
+    let Some(unwritten) = unwritten_pages(&dir.join("box.json")) else {
+        return skip(
+            "cachestat(2) is missing (Linux 6.5+): cannot see whether box.json was synced",
+        );
+    };
+    assert_eq!(unwritten, 0, "box.json is still only in the page cache");
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.contains("tmp") || n.starts_with(".box.json")),
+        "a temporary file is left beside box.json: {names:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_half_created_box_is_removed_when_the_runtime_starts() {
     let Some(rt) = runtime() else { return };
@@ -282,8 +308,7 @@ async fn invalid_specs_are_refused_and_leave_nothing() {
 #[test]
 fn cgroup_mode_is_detected() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: needs root");
-        return;
+        return skip("detecting the cgroup mode needs root");
     }
     let mode = boxd_runtime::CgroupMode::detect().unwrap();
     eprintln!("detected: {mode}");

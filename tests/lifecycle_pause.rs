@@ -25,6 +25,13 @@ fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Seconds since the epoch (the unit of `expires_at`).
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 fn events(d: &TestDaemon, id: &str, kind: &str) -> Vec<Value> {
     let (code, v) = d.get(&format!("/v2/audit?box={id}&kind={kind}"));
     assert_eq!(code, 200, "audit: {v}");
@@ -168,8 +175,11 @@ fn boxes_expire_and_expiry_survives_a_restart() {
     let (code, v) = d.post("/v2/box", json!({"ttl": 2}));
     assert_eq!(code, 200, "{v}");
     let during = v["id"].as_str().unwrap().to_string();
+    let ends = v["expires_at"].as_i64().expect("expires_at");
     d.stop();
-    std::thread::sleep(Duration::from_secs(3));
+    wait_for(30, "the box's lifetime to end while boxd is down", || {
+        now_secs() > ends
+    });
     d.start_again();
     assert_eq!(d.get(&format!("/v2/box/{during}")).0, 404);
     assert_eq!(events(&d, &during, "box.expired").len(), 1);

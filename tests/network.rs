@@ -233,7 +233,7 @@ fn allowed_names_are_reached_through_the_proxy_and_nothing_else_is() {
         );
         assert_eq!((code, out.trim()), (0, "hello api.example.test"), "{err}");
     } else {
-        eprintln!("SKIPPED (part): node is not installed on this host, so not inside boxes either");
+        common::skip("(part) node is not installed on this host, so not inside boxes either");
     }
 
     // `*.allowed.test` is any subdomain, never the apex or a lookalike.
@@ -480,7 +480,9 @@ fn escape_attempts_reach_nothing() {
             );
         }
     } else {
-        eprintln!("SKIPPED (part): no `ip` binary on this host, so box root cannot try to rewrite its routes");
+        common::skip(
+            "(part) no `ip` binary on this host, so box root cannot try to rewrite its routes",
+        );
     }
     let (code, out, _) = d.sh(&restricted, "id -u");
     assert_eq!(

@@ -198,15 +198,60 @@ async fn environment_defaults_box_env_and_per_process_env() {
     assert!(!b.ok("env").await.contains("BOXD_HOST_ONLY"));
 }
 
+/// The Upstash images' user: `boxuser`, home `/home/boxuser` (harnesses
+/// live there; tests `cd` into it), beside `box` and `/workspace/home`.
+/// The same uid as `box`, so either name can write both homes.
+#[tokio::test]
+async fn boxuser_exists_with_a_writable_home_at_home_boxuser() {
+    let Some(rt) = runtime() else { return };
+    let b = TestBox::default(&rt);
+    assert_eq!(b.ok("id -u boxuser; id -g boxuser").await, "1000\n1000\n");
+    // As root (the default user) and as boxuser itself.
+    b.ok("cd /home/boxuser && touch by-root").await;
+    let mut req =
+        SpawnRequest::shell("cd /home/boxuser && touch x && echo $HOME $USER && stat -c %u x");
+    req.user = Some("boxuser".into());
+    let done = b.exec(req).await.unwrap();
+    assert_eq!(
+        (
+            done.status.code,
+            String::from_utf8_lossy(&done.stdout).as_ref()
+        ),
+        (0, "/home/boxuser boxuser\n1000\n"),
+        "stderr: {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    // The default working directory is still `/workspace/home`, writable
+    // by boxuser too.
+    let mut req = SpawnRequest::shell("pwd && touch mine");
+    req.user = Some("boxuser".into());
+    let done = b.exec(req).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&done.stdout), "/workspace/home\n");
+    assert_eq!(done.status.code, 0);
+}
+
 #[tokio::test]
 async fn zombies_are_reaped_by_pid_1() {
     let Some(rt) = runtime() else { return };
     let b = TestBox::default(&rt);
     // Orphans (double fork) are reparented to the agent, which reaps them.
-    b.ok("for i in 1 2 3 4 5; do (sh -c 'exit 0' &) ; done; sleep 0.3")
+    b.ok("for i in 1 2 3 4 5; do (sh -c 'exit 0' zz-orphan &) ; done")
         .await;
+    // Wait (bounded) until none of them still runs: each is then reaped
+    // (gone) or a zombie. (`[a]` keeps the pattern from matching itself.)
+    let mut live = String::new();
+    for _ in 0..500 {
+        live = b
+            .ok("ps -eo stat,args | awk '$1 !~ /^Z/ && /zz-orph[a]n/'")
+            .await;
+        if live.trim().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(live.trim(), "", "the orphans never exited");
     let mut zombies = String::new();
-    for _ in 0..50 {
+    for _ in 0..500 {
         zombies = b.ok("ps -eo stat,pid,args | awk '$1 ~ /^Z/'").await;
         if zombies.trim().is_empty() {
             break;
@@ -214,4 +259,67 @@ async fn zombies_are_reaped_by_pid_1() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(zombies.trim(), "", "zombies left in the box");
+}
+
+/// A burst writer in the box: each burst is one stdout and one stderr write
+/// back to back (stdout first on even bursts, stderr first on odd ones, so
+/// neither a random nor a fixed preference between the pipes passes), and
+/// the next burst starts only once the agent has read both pipes empty.
+const BURSTS: &str = r#"
+import fcntl, os, struct, sys, termios, time
+def unread(fd):
+    return struct.unpack('i', fcntl.ioctl(fd, termios.FIONREAD, b'\0\0\0\0'))[0]
+for i in range(200):
+    first, second = (1, 2) if i % 2 == 0 else (2, 1)
+    os.write(first, b'%d\n' % (2 * i))
+    os.write(second, b'%d\n' % (2 * i + 1))
+    deadline = time.monotonic() + 10
+    while unread(1) or unread(2):
+        if time.monotonic() > deadline:
+            sys.exit(99)
+        time.sleep(0.0002)
+"#;
+
+#[tokio::test]
+async fn stdout_and_stderr_bursts_arrive_in_the_order_written() {
+    let Some(rt) = runtime() else { return };
+    let b = TestBox::default(&rt);
+    let mut p = b
+        .spawn(SpawnRequest::argv(["python3", "-c", BURSTS]))
+        .await
+        .unwrap();
+    // Every line as it arrived, tagged with the stream it came on.
+    let mut got: Vec<(&str, u32)> = Vec::new();
+    let mut code = None;
+    while let Some(o) = timeout(LIMIT, p.next()).await.expect("stalled").unwrap() {
+        let (stream, data) = match o {
+            Output::Stdout(d) => ("out", d),
+            Output::Stderr(d) => ("err", d),
+            Output::Exit(s) => {
+                code = Some(s.code);
+                continue;
+            }
+        };
+        for line in String::from_utf8_lossy(&data).lines() {
+            got.push((stream, line.parse().expect("a number per line")));
+        }
+    }
+    assert_eq!(code, Some(0), "the writer gave up waiting for the agent");
+    let want: Vec<(&str, u32)> = (0..400)
+        .map(|n| {
+            let burst = n / 2;
+            let on_stdout = (burst % 2 == 0) == (n % 2 == 0);
+            (if on_stdout { "out" } else { "err" }, n)
+        })
+        .collect();
+    let first_wrong = got.iter().zip(&want).position(|(g, w)| g != w);
+    assert_eq!(
+        (got.len(), first_wrong),
+        (want.len(), None),
+        "out of order; got {:?}",
+        &got[first_wrong.unwrap_or(0).saturating_sub(2)..]
+            .iter()
+            .take(8)
+            .collect::<Vec<_>>()
+    );
 }

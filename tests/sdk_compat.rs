@@ -112,8 +112,7 @@ fn which(program: &str) -> Option<PathBuf> {
 fn python_sdk_sync_and_async_flows_pass() {
     let python = sdk_dir().join("py/bin/python");
     if let Some(why) = skip_reason(&[&python]) {
-        eprintln!("SKIPPED: {why}");
-        return;
+        return common::skip(&why);
     }
     let Some(d) = TestDaemon::start() else { return };
     run_flow(
@@ -128,12 +127,10 @@ fn python_sdk_sync_and_async_flows_pass() {
 fn typescript_sdk_flow_passes() {
     let pkg = sdk_dir().join("node/node_modules/@upstash/box/package.json");
     if let Some(why) = skip_reason(&[&pkg]) {
-        eprintln!("SKIPPED: {why}");
-        return;
+        return common::skip(&why);
     }
     let Some(node) = which("node") else {
-        eprintln!("SKIPPED: node is not on PATH; run .ci/install-sdks");
-        return;
+        return common::skip("node is not on PATH; run .ci/install-sdks");
     };
     let Some(d) = TestDaemon::start() else { return };
     run_flow(&d, "typescript flow", &node, "tests/sdk/flow.mjs");

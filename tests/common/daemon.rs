@@ -61,7 +61,7 @@ impl TestDaemon {
     /// keys, e.g. `idle_pause_secs = 2`) at the head of the config file.
     pub fn start_with_config(top_toml: &str, network_toml: &str) -> Option<TestDaemon> {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIPPED: boxd serve needs root (boxes need user namespaces, overlayfs, cgroups); run the tests as root");
+            super::skip("boxd serve needs root (boxes need user namespaces, overlayfs, cgroups); run the tests as root");
             return None;
         }
         let port = free_port();

@@ -7,7 +7,10 @@ pub mod daemon;
 pub mod https;
 pub mod outside;
 pub mod service;
+pub mod skip;
 pub mod test_ca;
+
+pub use skip::skip;
 
 use boxd_agent::protocol::SpawnRequest;
 use boxd_agent::Completed;
@@ -77,7 +80,7 @@ pub fn unique(prefix: &str) -> String {
 /// machine cannot run boxes.
 pub fn runtime() -> Option<Arc<TestRuntime>> {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: boxes need root (user namespaces with id maps, overlayfs, cgroups); run the tests as root");
+        skip("boxes need root (user namespaces with id maps, overlayfs, cgroups); run the tests as root");
         return None;
     }
     let dir = std::env::temp_dir().join(unique("boxd-test"));
@@ -150,4 +153,39 @@ impl Drop for TestBox {
             let _ = self.rt.destroy(h);
         }
     }
+}
+
+/// Pages of the file at `path` that sit in the page cache not yet written
+/// to disk (dirty or under writeback), from `cachestat(2)` (Linux 6.5+);
+/// `None` where the kernel lacks it.
+pub fn unwritten_pages(path: &Path) -> Option<u64> {
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct Stat {
+        cache: u64,
+        dirty: u64,
+        writeback: u64,
+        evicted: u64,
+        recently_evicted: u64,
+    }
+    const SYS_CACHESTAT: libc::c_long = 451;
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let range = Range { off: 0, len: 0 };
+    let mut st = Stat::default();
+    // SAFETY: cachestat fills `st`; both structs match the kernel's.
+    let rc = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            &range as *const Range,
+            &mut st as *mut Stat,
+            0u32,
+        )
+    };
+    (rc == 0).then_some(st.dirty + st.writeback)
 }

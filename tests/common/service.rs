@@ -27,7 +27,7 @@ impl TestService {
     /// `None` after saying why (not root).
     pub fn start() -> Option<TestService> {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIPPED: the box service needs root (user namespaces, overlayfs, cgroups)");
+            super::skip("the box service needs root (user namespaces, overlayfs, cgroups)");
             return None;
         }
         let dir = std::env::temp_dir().join(unique("boxd-core-test"));

@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod files;
+pub mod pipes;
 pub mod process;
 pub mod protocol;
 mod server;

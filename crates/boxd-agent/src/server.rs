@@ -6,6 +6,7 @@
 //! host). The agent never opens another listener and never connects out.
 
 use crate::files;
+use crate::pipes::{OutputPipes, Stream};
 use crate::process::{write_stdin, Registry, SpawnError};
 use crate::protocol::{
     read_frame, write_frame, ErrorBody, ErrorKind, ExitStatus, Frame, Kind, ProtocolError, Request,
@@ -15,7 +16,6 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -367,18 +367,12 @@ async fn receive_blocking<T: Send + 'static>(
     task.await.map_err(task_failed)?
 }
 
-fn pipe_reader(fd: impl Into<OwnedFd>) -> Result<tokio::net::unix::pipe::Receiver, ErrorBody> {
-    tokio::net::unix::pipe::Receiver::from_owned_fd(fd.into())
-        .map_err(|e| ErrorBody::from_io("process pipe", &e))
-}
-
 async fn run_process(
     req: SpawnRequest,
     rd: &mut OwnedReadHalf,
     wr: &mut OwnedWriteHalf,
     state: &Arc<State>,
 ) -> Result<(), ErrorBody> {
-    use tokio::io::AsyncReadExt;
     let spawned = match state.registry.spawn(&req, &state.config.env) {
         Ok(s) => s,
         Err(SpawnError::NotFound(program)) => {
@@ -407,31 +401,38 @@ async fn run_process(
         kill_group();
         return Ok(());
     }
-    let mut out = pipe_reader(spawned.stdout)?;
-    let mut err = pipe_reader(spawned.stderr)?;
+    let mut output = match OutputPipes::new(spawned.stdout, spawned.stderr) {
+        Ok(o) => o,
+        Err(e) => {
+            kill_group();
+            return Err(ErrorBody::from_io("process pipes", &e));
+        }
+    };
     let mut exit_rx = spawned.exit;
     let stdin = spawned.stdin;
-    let (mut out_open, mut err_open, mut client_open) = (true, true, true);
+    let mut client_open = true;
     let mut status: Option<ExitStatus> = None;
     let mut drain_until = Instant::now();
     let deadline = req
         .timeout_ms
         .map(|ms| Instant::now() + Duration::from_millis(ms));
     let mut timed_out = false;
-    let mut obuf = vec![0u8; 64 << 10];
-    let mut ebuf = vec![0u8; 64 << 10];
+    let mut buf = vec![0u8; 64 << 10];
     loop {
-        if status.is_some() && !out_open && !err_open {
+        if status.is_some() && !output.is_open() {
             break;
         }
         let frame = tokio::select! {
-            n = out.read(&mut obuf), if out_open => match n {
-                Ok(n) if n > 0 => Some(Frame::data(Kind::Stdout, obuf[..n].to_vec())),
-                _ => { out_open = false; None }
-            },
-            n = err.read(&mut ebuf), if err_open => match n {
-                Ok(n) if n > 0 => Some(Frame::data(Kind::Stderr, ebuf[..n].to_vec())),
-                _ => { err_open = false; None }
+            // Each chunk goes out as soon as it is read, in the order the
+            // pipes became readable (see `pipes`).
+            chunk = output.next(&mut buf), if output.is_open() => match chunk {
+                Ok(Some((Stream::Stdout, n))) => Some(Frame::data(Kind::Stdout, buf[..n].to_vec())),
+                Ok(Some((Stream::Stderr, n))) => Some(Frame::data(Kind::Stderr, buf[..n].to_vec())),
+                Ok(None) => None,
+                Err(e) => {
+                    kill_group();
+                    return Err(ErrorBody::from_io("process output", &e));
+                }
             },
             s = &mut exit_rx, if status.is_none() => {
                 status = Some(s.unwrap_or(ExitStatus::exited(-1)));

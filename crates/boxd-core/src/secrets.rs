@@ -290,12 +290,8 @@ fn write_trust_files(data_dir: &Path, ca: &BoxdCa) -> anyhow::Result<TrustBundle
 }
 
 fn write_public(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let tmp: PathBuf = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("write {}", tmp.display()))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))
-        .with_context(|| format!("chmod {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("write {}", path.display()))
+    boxd_runtime::durable::write(path, bytes, 0o644)
+        .with_context(|| format!("write {}", path.display()))
 }
 
 /// A create request's `attach_headers` (`{"pattern": {"Header":

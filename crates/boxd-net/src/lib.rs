@@ -28,6 +28,11 @@ pub mod tls;
 pub mod upstream;
 pub mod veth;
 
+/// The workspace's one skip helper, for unit tests.
+#[cfg(test)]
+#[path = "../../../tests/common/skip.rs"]
+mod test_skip;
+
 pub use addr::{AddressPlan, SlotAddrs};
 pub use dns::Resolver;
 pub use error::{NetError, Result};

@@ -27,8 +27,6 @@ use common::skip_unless_capable;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PATIENT: Duration = Duration::from_secs(5);
-/// A refused connection must be reset well within this.
-const FAST: Duration = Duration::from_millis(1000);
 /// The first-bytes timeout the test proxy runs with.
 const FIRST_BYTES: Duration = Duration::from_millis(600);
 const BANNER: &[u8] = b"220 banner.example.test ESMTP ready\r\n";
@@ -214,10 +212,6 @@ impl World {
         }
     }
 
-    fn rt(&self) -> &tokio::runtime::Runtime {
-        self.rt.as_ref().expect("runtime")
-    }
-
     /// The synthetic IPv4 address of `n` for this box, on `port`.
     fn synth(&self, n: &str, port: u16) -> SocketAddr {
         SocketAddr::new(IpAddr::V4(self.net.synthetic(&name(n)).unwrap().v4), port)
@@ -262,16 +256,11 @@ impl World {
         read_to_end(&mut s)
     }
 
-    /// `exchange` must end in a reset, quickly.
+    /// `exchange` must end in a reset (how fast is `bench/net.rs`'s
+    /// business, not a test's).
     fn refused(&self, to: SocketAddr, parts: &[&[u8]]) {
-        let started = Instant::now();
         let out = self.exchange(to, parts);
         assert_eq!(out, Outcome::Reset, "{to}: expected a reset");
-        assert!(
-            started.elapsed() < FAST,
-            "{to}: reset took {:?}",
-            started.elapsed()
-        );
     }
 
     fn event(&mut self) -> ConnEvent {
@@ -461,17 +450,12 @@ fn server_first_protocols_do_not_stall() {
         w.synth("banner.example.test", 25),
         w.synth6("banner.example.test", 25),
     ] {
-        let started = Instant::now();
         let mut s = w.connect(to);
-        // The client sends nothing until it has the banner.
+        // The client sends nothing until it has the banner (a stalled
+        // proxy fails the read at the socket's timeout).
         let mut got = vec![0u8; BANNER.len()];
         s.read_exact(&mut got).expect("banner");
         assert_eq!(got, BANNER);
-        assert!(
-            started.elapsed() < FAST,
-            "banner took {:?}",
-            started.elapsed()
-        );
         s.write_all(b"QUIT\r\n").unwrap();
         s.shutdown(Shutdown::Write).unwrap();
         assert_eq!(read_to_end(&mut s), Outcome::Data(b"QUIT\r\n".to_vec()));
@@ -685,18 +669,21 @@ fn slow_garbage_and_excess_connections_are_cut() {
     let to = w.synth("api.example.test", 443);
 
     // Slowloris: a TLS record header, then silence. Reset once the
-    // first-bytes timeout passes, not before.
+    // first-bytes timeout passes, not before (a lower bound the proxy's
+    // own timer guarantees, however slow the machine; no upper bound).
     let started = Instant::now();
     let mut s = w.connect(to);
     s.write_all(&[22, 3, 1, 0x02, 0x00, 1]).unwrap();
     assert_eq!(read_to_end(&mut s), Outcome::Reset);
     let took = started.elapsed();
-    assert!(took >= FIRST_BYTES && took < FIRST_BYTES + FAST, "{took:?}");
+    assert!(
+        took >= FIRST_BYTES,
+        "reset before the first-bytes timeout: {took:?}"
+    );
     let e = w.denied(to, "first bytes incomplete");
     assert_eq!(e.protocol, "tls");
 
     // A request line dribbled a byte at a time past the timeout.
-    let started = Instant::now();
     let mut s = w.connect(w.synth("api.example.test", 80));
     let mut out = Outcome::TimedOut;
     for b in b"GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
@@ -710,7 +697,6 @@ fn slow_garbage_and_excess_connections_are_cut() {
         out = read_to_end(&mut s);
     }
     assert_eq!(out, Outcome::Reset);
-    assert!(started.elapsed() < FIRST_BYTES + FAST + FAST);
     w.denied(w.synth("api.example.test", 80), "first bytes incomplete");
 
     // Garbage that claims to be TLS; an oversized ClientHello.
@@ -785,126 +771,4 @@ fn bind_pair_shares_one_port() {
         .unwrap()
         .expect("rebind");
     assert_eq!(again, port);
-}
-
-/// Throughput and added latency, proxied vs direct, over the same veth.
-/// Run with `cargo test --release -p boxd-net --test proxy -- --ignored
-/// --nocapture proxy_bench`.
-#[test]
-#[ignore]
-fn proxy_bench() {
-    skip_unless_capable!();
-    let mut w = World::new(named_policy());
-    const TOTAL: usize = 1 << 30;
-    // A sink that reads everything, then answers one byte; and a ping
-    // server (the echo).
-    let sink = common::tcp_listener(&w.host, SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
-    let sink_port = sink.local_addr().unwrap().as_socket().unwrap().port();
-    let sink: std::net::TcpListener = sink.into();
-    w.rt().spawn(async move {
-        let l = tokio::net::TcpListener::from_std(sink).unwrap();
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 256 * 1024];
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                }
-                let _ = s.write_all(b"!").await;
-            });
-        }
-    });
-    // CPU seconds used by this process (client, proxy, sink, and the
-    // kernel work accounted to them).
-    let cpu = || {
-        // SAFETY: getrusage fills the struct we own.
-        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-        tv(u.ru_utime) + tv(u.ru_stime)
-    };
-    let run = |w: &World, to: SocketAddr| -> (f64, f64) {
-        let mut s = w.connect(to);
-        let chunk = vec![0u8; 1 << 20];
-        let c0 = cpu();
-        let t = Instant::now();
-        for _ in 0..TOTAL / chunk.len() {
-            s.write_all(&chunk).unwrap();
-        }
-        s.shutdown(Shutdown::Write).unwrap();
-        let mut one = [0u8; 1];
-        s.read_exact(&mut one).unwrap();
-        let gbps = TOTAL as f64 * 8.0 / t.elapsed().as_secs_f64() / 1e9;
-        (gbps, cpu() - c0)
-    };
-    // The ping byte is 0: a letter could be the start of an HTTP method,
-    // which the proxy waits to see complete before forwarding anything.
-    let rtt = |w: &World, to: SocketAddr| -> f64 {
-        let mut s = w.connect(to);
-        let mut b = [0u8; 1];
-        for _ in 0..200 {
-            s.write_all(&[0]).unwrap();
-            s.read_exact(&mut b).unwrap();
-        }
-        const N: u32 = 5000;
-        let t = Instant::now();
-        for _ in 0..N {
-            s.write_all(&[0]).unwrap();
-            s.read_exact(&mut b).unwrap();
-        }
-        t.elapsed().as_secs_f64() * 1e6 / f64::from(N)
-    };
-    // Proxied: latency to the echo by name; bulk to the sink by its
-    // literal loopback address (operator opens 127/8, the box routes it).
-    let mut proxied_rtt = Vec::new();
-    for _ in 0..3 {
-        proxied_rtt.push(rtt(&w, w.synth("api.example.test", 2)));
-    }
-    w.net
-        .set_policy(EgressPolicy::new(None, None, operator(&["127.0.0.0/8"])));
-    for c in ["all", "eth0"] {
-        common::sysctl_in(
-            &w.box_ns,
-            &format!("/proc/sys/net/ipv4/conf/{c}/route_localnet"),
-            "1",
-        );
-    }
-    let mut proxied = Vec::new();
-    let mut proxied_cpu = Vec::new();
-    for _ in 0..3 {
-        let (g, c) = run(&w, SocketAddr::from((Ipv4Addr::LOCALHOST, sink_port)));
-        proxied.push(g);
-        proxied_cpu.push(c);
-    }
-    // Direct: the same box, the same veth, no ruleset, to the host end.
-    let rules = Ruleset::new(RulesetConfig::new(w.proxy_port, 15053)).unwrap();
-    w.rt().block_on(rules.remove(Some(w.host.as_fd()))).unwrap();
-    let host_v4 = IpAddr::V4(w.addrs.host_v4);
-    let mut direct = Vec::new();
-    let mut direct_cpu = Vec::new();
-    let mut direct_rtt = Vec::new();
-    for _ in 0..3 {
-        let (g, c) = run(&w, SocketAddr::new(host_v4, sink_port));
-        direct.push(g);
-        direct_cpu.push(c);
-        direct_rtt.push(rtt(&w, SocketAddr::new(host_v4, w.up.echo)));
-    }
-    let med = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (p, d) = (med(&mut proxied), med(&mut direct));
-    let (pr, dr) = (med(&mut proxied_rtt), med(&mut direct_rtt));
-    let (pc, dc) = (med(&mut proxied_cpu), med(&mut direct_cpu));
-    println!("CPU per GiB: direct {dc:.2} s, proxied {pc:.2} s");
-    println!(
-        "1 GiB upload: direct {d:.2} Gbit/s, proxied {p:.2} Gbit/s ({:.0} %)",
-        p / d * 100.0
-    );
-    println!(
-        "ping-pong RTT: direct {dr:.1} µs, proxied {pr:.1} µs (+{:.1} µs)",
-        pr - dr
-    );
-    while w.events.try_recv().is_ok() {}
 }

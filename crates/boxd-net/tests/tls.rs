@@ -2,6 +2,10 @@
 //! own verifier, by real TLS handshakes (rustls client against the leaf's
 //! server config), and — where the host has it — by curl (OpenSSL).
 
+/// The workspace's one skip helper.
+#[path = "../../../tests/common/skip.rs"]
+mod skip_helper;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -352,8 +356,7 @@ async fn curl_trusts_leaf_with_bundle_only() {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !curl_ok {
-        eprintln!("SKIPPED curl_trusts_leaf_with_bundle_only: no working `curl` on PATH");
-        return;
+        return skip_helper::skip("curl_trusts_leaf_with_bundle_only: no working `curl` on PATH");
     }
     // A CA restored from its parts, as after a daemon restart: the leaf's
     // authority key identifier must still match the CA for OpenSSL.
@@ -461,8 +464,9 @@ fn openssl_strict_verify_accepts_the_chain() {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !works {
-        eprintln!("SKIPPED openssl_strict_verify_accepts_the_chain: no working `openssl` on PATH");
-        return;
+        return skip_helper::skip(
+            "openssl_strict_verify_accepts_the_chain: no working `openssl` on PATH",
+        );
     }
     let ca = Arc::new(BoxdCa::generate("boxd strict CA").expect("CA"));
     let cache = LeafCache::new(Arc::clone(&ca), DEFAULT_LEAF_LIFETIME);

@@ -9,11 +9,6 @@ use std::time::{Duration, Instant};
 use boxd_net::{AddressPlan, Veths};
 use common::skip_unless_capable;
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn veth_pair_carries_v4_and_v6_and_is_removed() {
     skip_unless_capable!();
@@ -77,29 +72,20 @@ async fn box_netns_gone_takes_the_pair_with_it() {
     assert!(!veths.remove(3).await.unwrap());
 }
 
+/// Thirty pairs in a row, each created into a fresh namespace and removed:
+/// nothing is left over between rounds. (What a pair costs is measured by
+/// `cargo bench --bench net`, box create with and without network; a test
+/// only checks that it works.)
 #[tokio::test(flavor = "current_thread")]
-async fn veth_setup_time() {
+async fn thirty_veth_pairs_in_a_row_are_created_and_removed() {
     skip_unless_capable!();
     let host = common::netns();
     let veths = Veths::new_in(AddressPlan::default(), host.as_fd()).expect("veths");
-    let rounds = 30;
-    let (mut create, mut remove, mut netns) = (vec![], vec![], vec![]);
-    for i in 0..rounds {
-        let t = Instant::now();
+    for i in 0..30 {
         let boxns = common::netns();
-        netns.push(t.elapsed());
-        let t = Instant::now();
         veths.create(100 + i, boxns.as_fd()).await.expect("create");
-        create.push(t.elapsed());
-        let t = Instant::now();
+        assert_eq!(veths.host_slots().await.unwrap(), vec![100 + i]);
         assert!(veths.remove(100 + i).await.unwrap());
-        remove.push(t.elapsed());
     }
-    println!(
-        "veth timing over {rounds} rounds (median): create+configure {:?}, remove {:?}, create+configure+remove {:?}; (netns creation, not part of it: {:?})",
-        median(create.clone()),
-        median(remove.clone()),
-        median(create.iter().zip(&remove).map(|(c, r)| *c + *r).collect()),
-        median(netns),
-    );
+    assert!(veths.host_slots().await.unwrap().is_empty());
 }

@@ -16,7 +16,14 @@ use std::path::{Path, PathBuf};
 /// The default image: the host's `/usr` and a generated `/etc`.
 pub const HOST_IMAGE: &str = "host";
 /// Bumped whenever the generated host image changes, so it is rebuilt.
-const HOST_IMAGE_VERSION: u32 = 2;
+const HOST_IMAGE_VERSION: u32 = 3;
+
+/// The non-root user of every box: `box` (home `/workspace/home`, the
+/// default working directory) and `boxuser`, the user of the Upstash
+/// images (home `/home/boxuser`, where their harnesses live). One uid and
+/// gid for both names, so a file either writes is the other's too and both
+/// homes are writable under either name; the uid's own name is `box`.
+pub const BOX_UID: u32 = 1000;
 
 /// One read-only layer of an image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,7 +132,11 @@ pub fn ensure_host_image(images_dir: &Path) -> Result<Image> {
         context: "serialise image manifest".into(),
         source: std::io::Error::other(e),
     })?;
-    std::fs::write(tmp.join("image.json"), manifest)
+    // Every box, and every box adopted after a crash, reads these layers:
+    // they reach the disk before the manifest that makes the image usable,
+    // and the manifest before the rename that installs it.
+    crate::snapshot::sync_fs(&tmp)?;
+    crate::durable::write(&tmp.join("image.json"), &manifest, 0o644)
         .map_err(RuntimeError::io("write image manifest"))?;
     // Swap the new image in. Boxes already running keep their mounts of the
     // old layer (the directory stays alive until they are gone).
@@ -134,6 +145,7 @@ pub fn ensure_host_image(images_dir: &Path) -> Result<Image> {
         std::fs::rename(&dir, &old).map_err(RuntimeError::io("replace host image"))?;
     }
     std::fs::rename(&tmp, &dir).map_err(RuntimeError::io("install host image"))?;
+    crate::durable::sync_dir(images_dir).map_err(RuntimeError::io("install host image"))?;
     let _ = std::fs::remove_dir_all(&old);
     Ok(img)
 }
@@ -206,7 +218,8 @@ fn build_host_base(base: &Path, host_layers: &mut Vec<Layer>) -> Result<()> {
     ] {
         mkdir_mode(&base.join(dir), mode, None)?;
     }
-    mkdir_mode(&base.join("workspace/home"), 0o755, Some(1000))?;
+    mkdir_mode(&base.join("workspace/home"), 0o755, Some(BOX_UID))?;
+    mkdir_mode(&base.join("home/boxuser"), 0o755, Some(BOX_UID))?;
     host_layers.push(Layer {
         path: "/usr".into(),
         target: "/usr".into(),
@@ -234,13 +247,18 @@ fn build_host_base(base: &Path, host_layers: &mut Vec<Layer>) -> Result<()> {
     let etc = base.join("etc");
     write_file(
         &etc.join("passwd"),
-        "root:x:0:0:root:/root:/bin/bash\n\
-         box:x:1000:1000:box:/workspace/home:/bin/bash\n\
-         nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        &format!(
+            "root:x:0:0:root:/root:/bin/bash\n\
+             box:x:{BOX_UID}:{BOX_UID}:box:/workspace/home:/bin/bash\n\
+             boxuser:x:{BOX_UID}:{BOX_UID}:boxuser:/home/boxuser:/bin/bash\n\
+             nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+        ),
     )?;
     write_file(
         &etc.join("group"),
-        "root:x:0:\ntty:x:5:\nusers:x:100:box\nbox:x:1000:\nnogroup:x:65534:\n",
+        &format!(
+            "root:x:0:\ntty:x:5:\nusers:x:100:box,boxuser\nbox:x:{BOX_UID}:\nnogroup:x:65534:\n"
+        ),
     )?;
     write_file(
         &etc.join("hosts"),
@@ -303,7 +321,10 @@ mod tests {
         assert_eq!(img.layers[0].target, "/");
         assert!(img.layers.iter().any(|l| l.target == "/usr"));
         let passwd = std::fs::read_to_string(base.join("etc/passwd")).unwrap();
-        assert!(passwd.contains("box:x:1000:1000"));
+        assert!(passwd.contains("\nbox:x:1000:1000:box:/workspace/home:"));
+        assert!(passwd.contains("\nboxuser:x:1000:1000:boxuser:/home/boxuser:"));
+        let home = std::fs::metadata(base.join("home/boxuser")).unwrap();
+        assert!(home.is_dir());
         for secret in ["shadow", "gshadow", "ssh", "machine-id", "sudoers"] {
             assert!(!base.join("etc").join(secret).exists(), "{secret} leaked");
         }

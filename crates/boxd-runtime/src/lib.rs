@@ -19,6 +19,7 @@
 //! Never decides who may do what: it is told by its caller.
 
 pub mod cgroup;
+pub mod durable;
 pub mod env;
 pub mod error;
 pub mod idmap;
@@ -28,6 +29,11 @@ pub mod setup;
 pub mod snapshot;
 mod spawn;
 pub mod storage;
+
+/// The workspace's one skip helper, for unit tests.
+#[cfg(test)]
+#[path = "../../../tests/common/skip.rs"]
+mod test_skip;
 
 pub use cgroup::{BoxCgroup, CgroupMode, Limits};
 pub use error::{Result, RuntimeError};
@@ -258,11 +264,10 @@ fn check_name(s: &str, extra: &[char]) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || extra.contains(&c))
 }
 
-/// Writes `data` to `path` atomically (temp file + rename).
-fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, path)
+/// Writes a box record: atomically and durably (see [`durable`]), since
+/// adoption after a crash or reboot depends on it.
+fn write_record(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    durable::write(path, data, 0o644)
 }
 
 /// Reads `box.json` from a box directory.
@@ -635,7 +640,7 @@ impl Runtime {
         };
         let json = serde_json::to_vec_pretty(&handle.record)
             .map_err(|e| RuntimeError::Setup(e.to_string()))?;
-        if let Err(e) = write_atomic(&dir.join("box.json"), &json) {
+        if let Err(e) = write_record(&dir.join("box.json"), &json) {
             self.teardown(&handle);
             return Err(RuntimeError::io("write box.json")(e));
         }

@@ -211,9 +211,32 @@ fn open_btrfs(data_dir: &Path, root: &Path, cfg: &StorageConfig) -> Result<()> {
         .map_err(|e| storage_err(format!("enable quotas on {}: {e}", root.display())))
 }
 
+/// Removes the temporary files of image formats a crash cut short
+/// (`.pool.img.<random>` beside the image, and the fixed `pool.img.tmp` of
+/// earlier versions): sparse, but they hold what mkfs had written.
+fn remove_unfinished_images(data_dir: &Path, image: &Path) {
+    let Some(name) = image.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    let Ok(rd) = std::fs::read_dir(data_dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with(&prefix) || n == format!("{name}.tmp") {
+            tracing::warn!(file = %e.path().display(), "removing an unfinished pool image");
+            if let Err(error) = std::fs::remove_file(e.path()) {
+                tracing::warn!(file = %e.path().display(), %error, "cannot remove it");
+            }
+        }
+    }
+}
+
 /// Creates the sparse image and formats it, under a temporary name so a
 /// crash never leaves a half-made image behind the real one.
 fn make_image(data_dir: &Path, image: &Path, size: Option<u64>) -> Result<()> {
+    remove_unfinished_images(data_dir, image);
     let size = match size {
         Some(s) => s,
         None => {
@@ -230,37 +253,31 @@ fn make_image(data_dir: &Path, image: &Path, size: Option<u64>) -> Result<()> {
             data_dir.display()
         )));
     }
-    let tmp = data_dir.join("pool.img.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(RuntimeError::io(format!("create {}", tmp.display())))?;
-    f.set_len(size)
-        .map_err(RuntimeError::io(format!("size {}", tmp.display())))?;
-    drop(f);
-    let out = Command::new("mkfs.btrfs")
-        .args(["-q", "-K", "-L", "boxd-pool"])
-        .arg(&tmp)
-        .output();
-    let formatted = match out {
-        Ok(o) if o.status.success() => Ok(()),
-        Ok(o) => Err(storage_err(format!(
-            "mkfs.btrfs failed: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        ))),
-        Err(e) => Err(storage_err(format!(
-            "cannot run mkfs.btrfs ({e}): install btrfs-progs"
-        ))),
-    };
-    if let Err(e) = formatted.and_then(|()| {
-        std::fs::rename(&tmp, image).map_err(RuntimeError::io(format!("rename {}", tmp.display())))
-    }) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
+    // The pool holds every box: its image appears at `image` only once it
+    // is formatted and on disk (a unique temporary file beside it, fsynced,
+    // renamed, the directory fsynced), so a crash never leaves a pool image
+    // that does not mount.
+    crate::durable::replace_with(image, 0o600, |f| {
+        f.set_len(size)?;
+        // mkfs.btrfs formats the still unnamed file through its stdin
+        // (`/dev/stdin` opens the file itself, read-write for root).
+        let out = Command::new("mkfs.btrfs")
+            .args(["-q", "-K", "-L", "boxd-pool", "/dev/stdin"])
+            .stdin(f.try_clone()?)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => Err(std::io::Error::other(format!(
+                "mkfs.btrfs failed: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ))),
+            Err(e) => Err(std::io::Error::new(
+                e.kind(),
+                format!("cannot run mkfs.btrfs ({e}): install btrfs-progs"),
+            )),
+        }
+    })
+    .map_err(|e| storage_err(format!("make {}: {e}", image.display())))?;
     tracing::info!(image = %image.display(), bytes = size, "storage pool image made");
     Ok(())
 }
@@ -555,5 +572,34 @@ mod btrfs {
         // SAFETY: `args` is a valid `btrfs_ioctl_qgroup_limit_args`.
         unsafe { qgroup_limit(dir.as_raw_fd(), &mut args) }?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unfinished_pool_images_are_removed_and_nothing_else() {
+        let dir = std::env::temp_dir().join(format!("boxd-storage-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for n in [
+            ".pool.img.Ab12Cd",
+            "pool.img.tmp",
+            "pool.img",
+            "pool",
+            ".other.x",
+        ] {
+            std::fs::write(dir.join(n), b"x").unwrap();
+        }
+        remove_unfinished_images(&dir, &dir.join("pool.img"));
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".other.x", "pool", "pool.img"]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

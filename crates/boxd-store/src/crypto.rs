@@ -200,7 +200,8 @@ impl MasterKeys {
     }
 
     /// Appends a new current key to the file at `path` (rewritten
-    /// atomically: a new 0600 file, fsynced, renamed over the old one).
+    /// atomically and durably: a new 0600 file, fsynced, renamed over the
+    /// old one, the folder fsynced).
     /// Values sealed before stay readable under their old key id until
     /// [`crate::Store::reseal_all`] moves them. Returns the new key's id.
     /// Not safe against a concurrent `rotate` of the same file (one of the
@@ -217,19 +218,8 @@ impl MasterKeys {
             + 1;
         let id = format!("k{next}");
         keys.keys.push(MasterKey::generate(id.clone())?);
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(format!(".new-{}", crate::hex(&random_bytes::<6>()?)));
-        let tmp = std::path::PathBuf::from(tmp);
-        let written = write_new(&tmp, &keys.to_text()).and_then(|()| fs::rename(&tmp, path));
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(key_file_error(path, format!("cannot rewrite: {e}")));
-        }
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| key_file_error(path, format!("cannot sync its folder: {e}")))?;
-        }
+        replace_durably(path, &keys.to_text())
+            .map_err(|e| key_file_error(path, format!("cannot rewrite: {e}")))?;
         Ok(id)
     }
 
@@ -376,7 +366,11 @@ fn exists_at_all(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok()
 }
 
-/// Creates `path` (which must not exist) with mode 0600 and `text`, fsynced.
+/// Creates `path` (which must not exist) with mode 0600 and `text`, durably:
+/// the file and then its folder are fsynced, so a sealed value never
+/// outlives the key it was sealed under. Not a rename over `path` like
+/// [`replace_durably`]: of two processes creating the key file at once,
+/// the second must find the first one's keys, not replace them.
 fn write_new(path: &Path, text: &str) -> std::io::Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
@@ -389,8 +383,31 @@ fn write_new(path: &Path, text: &str) -> std::io::Result<()> {
         .and_then(|()| file.sync_all());
     if result.is_err() {
         let _ = fs::remove_file(path);
+        return result;
     }
-    result
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => File::open(dir).and_then(|d| d.sync_all()),
+        None => File::open(".").and_then(|d| d.sync_all()),
+    }
+}
+
+/// Replaces the key file at `path` with `text` through `atomic-write-file`:
+/// a uniquely named 0600 file beside it, fsynced, renamed over it, the
+/// folder fsynced; a failure leaves the old file and no temporary file.
+fn replace_durably(path: &Path, text: &str) -> std::io::Result<()> {
+    use atomic_write_file::unix::OpenOptionsExt as _;
+    let mut file = atomic_write_file::OpenOptions::new()
+        .mode(0o600)
+        .preserve_mode(false)
+        .preserve_owner(false)
+        .open(path)?;
+    match file.write_all(text.as_bytes()) {
+        Ok(()) => file.commit(),
+        Err(e) => {
+            let _ = file.discard();
+            Err(e)
+        }
+    }
 }
 
 #[cfg(test)]

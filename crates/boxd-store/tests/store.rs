@@ -14,6 +14,27 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+/// Milliseconds since the epoch: the clock the store stamps rows with.
+fn now_ms() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Waits (bounded) until the store's clock is past `ms`, so the next write
+/// is stamped later than one stamped at `ms`.
+fn wait_past(ms: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while now_ms() <= ms {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clock did not move past {ms}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// A database file path unique to this test run, removed (with its WAL and
 /// shared-memory files) when dropped.
 struct TempDb {
@@ -368,7 +389,7 @@ fn box_state_and_labels_are_recorded() {
         Some(inserted.clone())
     );
 
-    std::thread::sleep(std::time::Duration::from_millis(3));
+    wait_past(inserted.updated_at);
     store.set_box_state("b1", BoxState::Running).unwrap();
     store
         .update_box_labels("b1", &labels(&[("env", "prod"), ("tier", "1")]))
@@ -500,7 +521,7 @@ fn audit_listing_filters_by_box_kind_time_and_seq() {
     ] {
         seqs.push(store.append_audit(&event(&team.id, box_id, kind)).unwrap());
     }
-    std::thread::sleep(std::time::Duration::from_millis(3));
+    wait_past(now_ms());
     let mut late = event(&team.id, Some("b1"), "exec");
     late.key_id = Some("key_1".into());
     late.data = serde_json::json!({ "command": ["ls"], "exit_code": 0 });

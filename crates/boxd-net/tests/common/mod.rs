@@ -15,6 +15,11 @@ use std::time::{Duration, Instant};
 use boxd_net::netns::{new_netns, run_in};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+/// The workspace's one skip helper (`tests/common/skip.rs`).
+#[path = "../../../../tests/common/skip.rs"]
+mod skip_helper;
+pub use skip_helper::skip;
+
 /// Why the test cannot run here, if it cannot.
 pub fn skip_reason() -> Option<String> {
     // SAFETY: geteuid has no preconditions.
@@ -48,8 +53,7 @@ pub fn skip_reason() -> Option<String> {
 macro_rules! skip_unless_capable {
     () => {
         if let Some(reason) = common::skip_reason() {
-            println!("SKIPPED: {reason}");
-            return;
+            return common::skip(&reason);
         }
     };
 }
