@@ -1012,3 +1012,24 @@ fn silent_and_half_sent_connections_are_closed_and_a_flood_is_capped() {
     assert!(ended.is_ok(), "an idle kept-alive connection stayed open");
     assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
 }
+
+#[test]
+fn a_json_array_body_is_refused_not_read_positionally() {
+    let Some(d) = TestDaemon::start() else { return };
+    for (path, body) in [
+        ("/v2/box", json!(["positional", ["label"]])),
+        ("/v2/box", json!("a string")),
+        ("/v2/volumes", json!(["vol"])),
+    ] {
+        let (s, v) = d.post(path, body.clone());
+        assert_eq!(s, 400, "{path} {body}: {v}");
+        assert!(v["error"].as_str().unwrap().contains("JSON object"), "{v}");
+    }
+    let (s, v) = d.call(Method::DELETE, "/v2/box/snapshots", Some(json!([["s"]])));
+    assert_eq!(s, 400, "{v}");
+    assert!(ids(&d.get("/v2/box").1).is_empty());
+    assert!(d.get("/v2/volumes").1["volumes"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}

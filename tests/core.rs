@@ -484,3 +484,31 @@ async fn a_pause_waits_for_the_calls_in_flight_and_never_freezes_under_them() {
         (12 << 20).to_string()
     );
 }
+
+#[tokio::test]
+async fn a_stream_cut_by_a_delete_says_the_box_was_deleted() {
+    let Some(t) = TestService::start() else {
+        return;
+    };
+    let c = &t.caller;
+    let id = t.new_box(CreateBox::default()).await;
+    let mut events = t
+        .exec_stream(c, &id, sh("echo started; sleep 600"))
+        .await
+        .expect("stream");
+    let first = events.next().await;
+    assert!(matches!(first, Some(ExecEvent::Stdout(_))), "{first:?}");
+    t.delete_box(c, &id).await.expect("delete");
+    let mut last = None;
+    let hang = Duration::from_secs(60);
+    while let Some(e) = tokio::time::timeout(hang, events.next())
+        .await
+        .expect("the stream hung")
+    {
+        last = Some(e);
+    }
+    match last {
+        Some(ExecEvent::Error(m)) => assert!(m.contains("was deleted"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -121,16 +121,13 @@ pub fn write_atomic(path: &Path, data: &mut dyn Read, mode: Option<u32>) -> Resu
     let parent = path
         .parent()
         .ok_or_else(|| invalid("cannot write to the root folder"))?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| invalid("path has no file name"))?;
+    if path.file_name().is_none() {
+        return Err(invalid("path has no file name"));
+    }
     fs::create_dir_all(parent).map_err(|e| io_err("create folder", parent, e))?;
-    let tmp = parent.join(format!(
-        ".{}.boxd-{}-{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        unique()
-    ));
+    // Not derived from the file's name: a name of up to 255 bytes (the
+    // longest a folder entry can be) must still leave room for it.
+    let tmp = parent.join(format!(".boxd-write-{}-{}", std::process::id(), unique()));
     let result = (|| {
         let mut f = fs::OpenOptions::new()
             .write(true)
@@ -230,6 +227,18 @@ mod tests {
         assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
         // No temporary files are left behind.
         assert_eq!(list_dir(&dir.join("sub")).unwrap().len(), 1);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn names_of_up_to_255_bytes_are_written() {
+        let dir = tempfile_dir();
+        for len in [245, 250, 255] {
+            let p = dir.join("x".repeat(len));
+            write_atomic(&p, &mut &b"long"[..], None).unwrap();
+            assert_eq!(fs::read(&p).unwrap(), b"long");
+        }
+        assert_eq!(list_dir(&dir).unwrap().len(), 3);
         fs::remove_dir_all(dir).unwrap();
     }
 

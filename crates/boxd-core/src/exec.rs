@@ -181,6 +181,23 @@ impl Accounting {
         );
     }
 
+    /// What a command's failure means: a box deleted under it says so
+    /// (its agent went away with it); anything else is the agent's error.
+    fn failure(&self, e: ClientError) -> CoreError {
+        let deleted = match self.svc.store.box_by_id(&self.row.id) {
+            Ok(None) => true,
+            Ok(Some(row)) => row.state == boxd_store::BoxState::Deleted,
+            Err(_) => false,
+        };
+        if deleted {
+            return CoreError::not_found(format!(
+                "box {} was deleted while the command ran",
+                self.row.id
+            ));
+        }
+        CoreError::from(e)
+    }
+
     fn duration_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
@@ -267,7 +284,7 @@ impl BoxService {
                 Ok(None) => {
                     CoreError::internal("the box's agent ended the command without an exit status")
                 }
-                Err(e) => CoreError::from(e),
+                Err(e) => acc.failure(e),
             };
             acc.finish(None, Some(&failed.to_string()));
             return Err(failed);
@@ -334,7 +351,7 @@ impl BoxService {
                     ExecEvent::Error(m.into())
                 }
                 Err(e) => {
-                    let m = CoreError::from(e).to_string();
+                    let m = acc.failure(e).to_string();
                     acc.finish(None, Some(&m));
                     ExecEvent::Error(m)
                 }

@@ -5,7 +5,7 @@
 //! a value (the core never hands one back).
 
 use super::error::ApiResult;
-use super::{Auth, Svc};
+use super::{Auth, JsonObject, Svc};
 use axum::extract::Path;
 use axum::Json;
 use boxd_api::{AttachHeadersResponse, ErrorBody, WriteOnly};
@@ -31,7 +31,7 @@ pub async fn set(
     svc: Svc,
     Auth(caller): Auth,
     Path(pattern): Path<String>,
-    Json(headers): Json<WriteOnly>,
+    JsonObject(headers): JsonObject<WriteOnly>,
 ) -> ApiResult<Json<AttachHeadersResponse>> {
     Ok(listing(
         svc.set_team_attach_headers(&caller, &pattern, &headers.0)?,

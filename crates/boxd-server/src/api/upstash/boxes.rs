@@ -6,7 +6,7 @@
 //! encoding boxes. The rules of a box are the core's.
 
 use super::error::{ApiError, ApiResult};
-use super::{box_data, size_from_wire, status_of, Auth, Svc};
+use super::{box_data, size_from_wire, status_of, Auth, JsonObject, Svc};
 use axum::extract::{Path, Query};
 use axum::Json;
 use boxd_api::{
@@ -97,7 +97,7 @@ fn create_of(req: CreateBoxRequest) -> ApiResult<CreateBox> {
 pub async fn create(
     svc: Svc,
     Auth(caller): Auth,
-    Json(req): Json<CreateBoxRequest>,
+    JsonObject(req): JsonObject<CreateBoxRequest>,
 ) -> ApiResult<Json<BoxData>> {
     Ok(Json(box_data(
         svc.create_box(&caller, create_of(req)?).await?,
@@ -113,7 +113,7 @@ pub async fn create(
 pub async fn from_snapshot(
     svc: Svc,
     Auth(caller): Auth,
-    Json(req): Json<CreateBoxRequest>,
+    JsonObject(req): JsonObject<CreateBoxRequest>,
 ) -> ApiResult<Json<BoxData>> {
     if req.snapshot_id.as_deref().unwrap_or("").is_empty() {
         return Err(ApiError::bad_request("snapshot_id is required"));
@@ -135,7 +135,7 @@ pub async fn set_network_policy(
     svc: Svc,
     Auth(caller): Auth,
     Path(id): Path<String>,
-    Json(mut policy): Json<Value>,
+    JsonObject(mut policy): JsonObject<Value>,
 ) -> ApiResult<Json<BoxData>> {
     let allow_net = match policy.as_object_mut().and_then(|m| m.remove("allow_net")) {
         None => None,
@@ -239,7 +239,7 @@ pub async fn delete(
 pub async fn delete_many(
     svc: Svc,
     Auth(caller): Auth,
-    Json(req): Json<BulkDeleteRequest>,
+    JsonObject(req): JsonObject<BulkDeleteRequest>,
 ) -> ApiResult<Json<Value>> {
     let ids = svc.delete_boxes(&caller, &req.ids).await?;
     Ok(Json(json!({ "deleted": ids })))
@@ -252,7 +252,7 @@ pub async fn add_label(
     svc: Svc,
     Auth(caller): Auth,
     Path(id): Path<String>,
-    Json(req): Json<LabelRequest>,
+    JsonObject(req): JsonObject<LabelRequest>,
 ) -> ApiResult<Json<LabelsResponse>> {
     let labels = svc.add_label(&caller, &id, &req.label)?;
     Ok(Json(LabelsResponse { labels }))

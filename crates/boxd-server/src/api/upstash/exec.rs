@@ -9,7 +9,7 @@
 //! Never decides how a command runs: that is the core's.
 
 use super::error::ApiResult;
-use super::{Auth, Svc};
+use super::{Auth, JsonObject, Svc};
 use axum::body::Body;
 use axum::extract::Path;
 use axum::http::header;
@@ -100,7 +100,7 @@ pub async fn exec(
     svc: Svc,
     Auth(caller): Auth,
     Path(id): Path<String>,
-    Json(req): Json<ExecRequest>,
+    JsonObject(req): JsonObject<ExecRequest>,
 ) -> ApiResult<Json<ExecResponse>> {
     Ok(collected(svc.exec(&caller, &id, argv_spec(req)).await?))
 }
@@ -114,7 +114,7 @@ pub async fn exec_stream(
     svc: Svc,
     Auth(caller): Auth,
     Path(id): Path<String>,
-    Json(req): Json<ExecRequest>,
+    JsonObject(req): JsonObject<ExecRequest>,
 ) -> ApiResult<Response> {
     Ok(streamed(
         svc.exec_stream(&caller, &id, argv_spec(req)).await?,
@@ -128,7 +128,7 @@ pub async fn code(
     svc: Svc,
     Auth(caller): Auth,
     Path(id): Path<String>,
-    Json(req): Json<CodeRequest>,
+    JsonObject(req): JsonObject<CodeRequest>,
 ) -> ApiResult<Json<ExecResponse>> {
     Ok(collected(svc.exec(&caller, &id, code_spec(req)).await?))
 }
@@ -142,7 +142,7 @@ pub async fn code_stream(
     svc: Svc,
     Auth(caller): Auth,
     Path(id): Path<String>,
-    Json(req): Json<CodeRequest>,
+    JsonObject(req): JsonObject<CodeRequest>,
 ) -> ApiResult<Response> {
     Ok(streamed(
         svc.exec_stream(&caller, &id, code_spec(req)).await?,

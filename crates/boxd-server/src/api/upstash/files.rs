@@ -8,7 +8,7 @@
 //! Never resolves a path or touches a file itself.
 
 use super::error::{ApiError, ApiResult};
-use super::{Auth, Svc};
+use super::{Auth, JsonObject, Svc};
 use axum::body::Body;
 use axum::extract::{Multipart, Path, Query};
 use axum::http::header;
@@ -69,7 +69,7 @@ pub async fn write(
     svc: Svc,
     Auth(caller): Auth,
     Path(id): Path<String>,
-    Json(req): Json<WriteFileRequest>,
+    JsonObject(req): JsonObject<WriteFileRequest>,
 ) -> ApiResult<Json<PathResponse>> {
     let data = if base64_encoding(req.encoding.as_deref())? {
         base64::engine::general_purpose::STANDARD
@@ -175,7 +175,7 @@ pub async fn mkdir(
     svc: Svc,
     Auth(caller): Auth,
     Path(id): Path<String>,
-    Json(req): Json<MkdirRequest>,
+    JsonObject(req): JsonObject<MkdirRequest>,
 ) -> ApiResult<Json<PathResponse>> {
     let parents = req.parents == Some(true);
     let path = svc.mkdir(&caller, &id, &req.path, parents).await?;
@@ -189,7 +189,7 @@ pub async fn rename(
     svc: Svc,
     Auth(caller): Auth,
     Path(id): Path<String>,
-    Json(req): Json<RenameRequest>,
+    JsonObject(req): JsonObject<RenameRequest>,
 ) -> ApiResult<Json<PathResponse>> {
     let path = svc.rename(&caller, &id, &req.from, &req.to).await?;
     Ok(Json(PathResponse { path }))
@@ -202,7 +202,7 @@ pub async fn remove(
     svc: Svc,
     Auth(caller): Auth,
     Path(id): Path<String>,
-    Json(req): Json<RemoveRequest>,
+    JsonObject(req): JsonObject<RemoveRequest>,
 ) -> ApiResult<Json<PathResponse>> {
     let recursive = req.recursive == Some(true);
     let path = svc.remove(&caller, &id, &req.path, recursive).await?;

@@ -5,7 +5,7 @@
 //! Never changes a box's state itself.
 
 use super::error::ApiResult;
-use super::{box_data, Auth, Svc};
+use super::{box_data, Auth, JsonObject, Svc};
 use axum::extract::Path;
 use axum::Json;
 use boxd_api::{BoxData, ErrorBody, StartupRequest};
@@ -80,7 +80,7 @@ pub async fn set_startup(
     svc: Svc,
     Auth(caller): Auth,
     Path(id): Path<String>,
-    Json(req): Json<StartupRequest>,
+    JsonObject(req): JsonObject<StartupRequest>,
 ) -> ApiResult<Json<Value>> {
     let id = svc.set_init_command(&caller, &id, Some(req.init_command.clone()))?;
     Ok(Json(json!({"id": id, "init_command": req.init_command})))

@@ -19,7 +19,7 @@ pub mod settings;
 pub mod snapshots;
 pub mod volumes;
 
-use axum::extract::{DefaultBodyLimit, FromRequestParts};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::routing::{delete, get, post, put};
@@ -27,6 +27,7 @@ use axum::Router;
 use boxd_api::{BoxData, BoxSize as WireSize, BoxStatus, SecretInfo as WireSecret, API_KEY_HEADER};
 use boxd_core::{BoxInfo, BoxService, BoxSize, BoxState, Caller};
 use error::ApiError;
+use serde::de::DeserializeOwned;
 use serde_json::json;
 use std::sync::Arc;
 
@@ -59,6 +60,33 @@ impl FromRequestParts<Arc<BoxService>> for Auth {
             ));
         };
         Ok(Auth(svc.authenticate(key)?))
+    }
+}
+
+/// A JSON request body that must be an object: serde would otherwise read
+/// an array positionally (`["name", ["label"]]` as a create). Syntax
+/// errors and non-objects are 400s, fields of the wrong type 422s, each
+/// naming the problem.
+pub struct JsonObject<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonObject<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+        if !value.is_object() {
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ));
+        }
+        serde_json::from_value(value).map(JsonObject).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("Failed to deserialize the JSON body into the target type: {e}"),
+            )
+        })
     }
 }
 

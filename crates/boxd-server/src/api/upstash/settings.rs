@@ -5,7 +5,7 @@
 //! core never hands a value back once set).
 
 use super::error::ApiResult;
-use super::{Auth, Svc};
+use super::{Auth, JsonObject, Svc};
 use axum::extract::Path;
 use axum::Json;
 use boxd_api::{EnvValue, EnvVars, ErrorBody};
@@ -30,7 +30,7 @@ pub async fn list(svc: Svc, Auth(caller): Auth) -> ApiResult<Json<EnvVars>> {
 pub async fn replace(
     svc: Svc,
     Auth(caller): Auth,
-    Json(req): Json<EnvVars>,
+    JsonObject(req): JsonObject<EnvVars>,
 ) -> ApiResult<Json<EnvVars>> {
     Ok(masked(svc.replace_team_env(&caller, &req.env_vars)?))
 }
@@ -42,7 +42,7 @@ pub async fn set(
     svc: Svc,
     Auth(caller): Auth,
     Path(key): Path<String>,
-    Json(req): Json<EnvValue>,
+    JsonObject(req): JsonObject<EnvValue>,
 ) -> ApiResult<Json<EnvVars>> {
     Ok(masked(svc.set_team_env(&caller, &key, req.value)?))
 }

@@ -42,9 +42,14 @@ fn optional_body<T: DeserializeOwned>(body: &[u8], what: &str) -> ApiResult<Opti
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    serde_json::from_slice(body)
-        .map(Some)
-        .map_err(|e| ApiError::bad_request(format!("bad {what} request: {e}")))
+    let bad = |e: serde_json::Error| ApiError::bad_request(format!("bad {what} request: {e}"));
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(bad)?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request(format!(
+            "bad {what} request: the body must be a JSON object"
+        )));
+    }
+    serde_json::from_value(value).map(Some).map_err(bad)
 }
 
 #[utoipa::path(post, path = "/v2/box/{id}/snapshots", tag = "snapshots",

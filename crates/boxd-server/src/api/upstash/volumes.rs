@@ -5,7 +5,7 @@
 //! refusal) are the core's.
 
 use super::error::ApiResult;
-use super::{Auth, Svc};
+use super::{Auth, JsonObject, Svc};
 use axum::extract::Path;
 use axum::Json;
 use boxd_api::{CreateVolumeRequest, ErrorBody, VolumeData, VolumesResponse};
@@ -29,7 +29,7 @@ fn volume_data(v: VolumeInfo) -> VolumeData {
 pub async fn create(
     svc: Svc,
     Auth(caller): Auth,
-    Json(req): Json<CreateVolumeRequest>,
+    JsonObject(req): JsonObject<CreateVolumeRequest>,
 ) -> ApiResult<Json<VolumeData>> {
     let v = svc.create_volume(&caller, &req.name, req.size_mib)?;
     Ok(Json(volume_data(v)))
