@@ -94,7 +94,8 @@ pub struct Config {
     /// API connections served at once (more are closed on accept).
     pub max_api_connections: usize,
     /// A request's headers must arrive within this many seconds, from the
-    /// connection's start or the end of the previous response [default 20].
+    /// connection's start or the end of the previous response [default
+    /// 100: longer than common clients keep an idle pooled connection].
     pub header_read_timeout_secs: u64,
     /// Box networking (`[network]`), validated.
     pub network: Option<NetworkConfig>,
@@ -172,7 +173,7 @@ impl Config {
             header_read_timeout_secs: match file.header_read_timeout_secs {
                 Some(0) => bail!("header_read_timeout_secs must be at least 1"),
                 Some(n) => n,
-                None => 20,
+                None => 100,
             },
             idle_pause_secs: file.idle_pause_secs.unwrap_or(600),
             storage: boxd_runtime::storage::StorageConfig {

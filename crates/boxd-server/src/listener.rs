@@ -3,9 +3,10 @@
 //!
 //! Owns the connection budget of the API: at most `max_connections` at
 //! once (a connection past it is closed at once, so a flood cannot pin the
-//! daemon at its file limit), a header-read timeout that also bounds the
-//! idle wait between keep-alive requests (a silent or half-sent connection
-//! is closed), and the graceful stop. Never looks at a request's content.
+//! daemon at its file limit), a first-byte timeout (a silent connection is
+//! closed), a header-read timeout that also bounds the idle wait between
+//! keep-alive requests (a half-sent or forgotten connection is closed), and
+//! the graceful stop. Never looks at a request's content.
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -23,9 +24,16 @@ pub struct ConnectionLimits {
     /// Connections served at once; more are closed on accept.
     pub max_connections: usize,
     /// A request's headers must arrive within this, counted from the
-    /// connection's start or the end of its previous response.
+    /// connection's start or the end of its previous response. Longer than
+    /// the idle time common HTTP clients keep a pooled connection for
+    /// (reqwest: 90 s), so a client never reuses one the daemon is closing.
     pub header_read_timeout: Duration,
 }
+
+/// A new connection must send its first bytes within this (or within the
+/// header-read timeout, if that is shorter): a flood of silent connections
+/// goes quickly.
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Serves `router` on `listener` until `stop` turns true, then lets the
 /// requests in flight finish for up to `grace`.
@@ -78,7 +86,7 @@ pub async fn serve(
         let service = TowerToHyperService::new(router.clone());
         let builder = builder.clone();
         let watcher = graceful.watcher();
-        let first_byte = limits.header_read_timeout;
+        let first_byte = limits.header_read_timeout.min(FIRST_BYTE_TIMEOUT);
         tokio::spawn(async move {
             // The first bytes must come in time too: telling HTTP/1 from
             // HTTP/2 reads them before hyper's own header timer runs.

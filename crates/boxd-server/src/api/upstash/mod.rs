@@ -22,6 +22,7 @@ pub mod volumes;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::Router;
 use boxd_api::{BoxData, BoxSize as WireSize, BoxStatus, SecretInfo as WireSecret, API_KEY_HEADER};
@@ -70,22 +71,22 @@ impl FromRequestParts<Arc<BoxService>> for Auth {
 pub struct JsonObject<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonObject<T> {
-    type Rejection = ApiError;
+    type Rejection = Response;
 
-    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        // axum's own rejection as it is: the error middleware words it (a
+        // body over the limit also gets `Connection: close`, since its rest
+        // is never read).
         let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(req, state)
             .await
-            .map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+            .map_err(IntoResponse::into_response)?;
         if !value.is_object() {
-            return Err(ApiError::bad_request(
-                "the request body must be a JSON object",
-            ));
+            let e = ApiError::bad_request("the request body must be a JSON object");
+            return Err(e.into_response());
         }
         serde_json::from_value(value).map(JsonObject).map_err(|e| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("Failed to deserialize the JSON body into the target type: {e}"),
-            )
+            let message = format!("Failed to deserialize the JSON body into the target type: {e}");
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message).into_response()
         })
     }
 }
