@@ -106,7 +106,10 @@ fn assert_absent_from_files(dir: &Path, also: &[&Path], values: &[&str]) {
             let Ok(t) = e.file_type() else { continue };
             if t.is_dir() {
                 stack.push(e.path());
-            } else if t.is_file() {
+            } else if t.is_file() && e.path() != dir.join("pool.img") {
+                // The storage pool's image is searched through its mount
+                // (`pool/`): read whole, its sparse gigabytes would fill
+                // the memory.
                 files.push(e.path());
             }
         }
