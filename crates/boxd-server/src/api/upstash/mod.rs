@@ -84,10 +84,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonObject<T> {
             let e = ApiError::bad_request("the request body must be a JSON object");
             return Err(e.into_response());
         }
-        serde_json::from_value(value).map(JsonObject).map_err(|e| {
-            let message = format!("Failed to deserialize the JSON body into the target type: {e}");
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message).into_response()
-        })
+        // The message names the field (`disk_mib: invalid type: …`).
+        serde_path_to_error::deserialize(value)
+            .map(JsonObject)
+            .map_err(|e| {
+                let message =
+                    format!("Failed to deserialize the JSON body into the target type: {e}");
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message).into_response()
+            })
     }
 }
 
