@@ -162,6 +162,14 @@ out = {
   "personality": sc(135, 0x0040000),
   "clone3": sc(435, 0, 0),
   "ptrace_agent": sc(101, 16, 1, 0, 0),
+  # The x32 ABI (bit 30 in the number): refused whatever the call, so a
+  # kernel with x32 enabled does not open unshare/mount/keyctl/io_uring
+  # around the deny-list (a kernel without x32 would answer ENOSYS).
+  "x32_unshare_user": sc(0x40000000 | 272, 0x10000000),
+  "x32_mount": sc(0x40000000 | 165, 0, 0, 0, 0, 0),
+  "x32_keyctl": sc(0x40000000 | 250, 0, -3, 0),
+  "x32_io_uring_setup": sc(0x40000000 | 425, 1, 0),
+  "x32_getpid": sc(0x40000000 | 39),
 }
 print(json.dumps(out))
 "#;
@@ -188,6 +196,33 @@ async fn privileged_syscalls_are_refused() {
     // And with a real tool: new user namespaces and mounts are refused.
     assert_ne!(b.sh("unshare -U true").await.status.code, 0);
     assert_ne!(b.sh("mount -t tmpfs none /mnt").await.status.code, 0);
+}
+
+/// Calls getpid through the i386 entry point (`int 0x80`) from machine code
+/// in an executable mapping; prints "survived" if the call came back.
+const INT80: &str = r#"
+import ctypes, mmap
+code = b"\xb8\x14\x00\x00\x00\xcd\x80\xc3"  # mov eax, 20 (getpid); int 0x80; ret
+m = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+m.write(code)
+addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
+ctypes.CFUNCTYPE(ctypes.c_int)(addr)()
+print("survived")
+"#;
+
+#[tokio::test]
+async fn the_i386_entry_point_is_refused() {
+    let Some(rt) = runtime() else { return };
+    let b = TestBox::default(&rt);
+    let c = b
+        .exec(SpawnRequest::argv(["python3", "-c", INT80]))
+        .await
+        .expect("exec python3");
+    assert!(
+        !String::from_utf8_lossy(&c.stdout).contains("survived"),
+        "an int 0x80 system call came back inside the box: {c:?}"
+    );
+    assert_eq!(c.status.signal, Some(libc::SIGSYS), "{c:?}");
 }
 
 #[tokio::test]

@@ -6,9 +6,12 @@
 //! module loading, open_by_handle_at, userfaultfd, io_uring, clock and
 //! swap changes, reboot, … — and `clone` with any namespace flag. `clone3`
 //! answers ENOSYS (its flags live in memory a filter cannot read), which makes
-//! libc fall back to `clone`. Other architectures' system call tables
-//! (i386 `int 0x80`) are refused too. This module never widens what the
-//! capability set allows; it only narrows it.
+//! libc fall back to `clone`. Only the native x86-64 system call table is
+//! open: the i386 entry point (`int 0x80`, another audit arch) kills the
+//! process, and an x32 call (native arch, number with bit 30 set) answers
+//! EPERM whatever its number, so a kernel with x32 enabled cannot be reached
+//! around the deny-list. This module never widens what the capability set
+//! allows; it only narrows it.
 
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
@@ -105,7 +108,38 @@ fn cond(arg: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition, Secco
         .map_err(|e| SeccompError::Build(e.to_string()))
 }
 
-/// Builds the two programs: the EPERM deny-list, and clone3 → ENOSYS.
+/// The x32 ABI's marker in the system call number (`__X32_SYSCALL_BIT`).
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+/// The program that refuses the x32 ABI: x32 calls arrive with the native
+/// audit arch (so seccompiler's arch check lets them through) and a number
+/// no deny-list rule matches (`unshare` is `272 | X32_SYSCALL_BIT`). Any
+/// number at or above the bit answers EPERM. seccompiler keys rules by exact
+/// numbers and cannot say "at or above", hence these five instructions.
+fn x32_refusal() -> BpfProgram {
+    use seccompiler::sock_filter;
+    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JGE_K: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    const RET_ERRNO: u32 = 0x0005_0000;
+    let ins = |code, jt, jf, k| sock_filter { code, jt, jf, k };
+    vec![
+        // seccomp_data: nr at offset 0, arch at offset 4.
+        ins(LD_W_ABS, 0, 0, 4),
+        // Another arch is the other programs' business (they kill it).
+        ins(JEQ_K, 0, 2, AUDIT_ARCH_X86_64),
+        ins(LD_W_ABS, 0, 0, 0),
+        ins(JGE_K, 1, 0, X32_SYSCALL_BIT),
+        ins(RET_K, 0, 0, RET_ALLOW),
+        ins(RET_K, 0, 0, RET_ERRNO | libc::EPERM as u32),
+    ]
+}
+
+/// Builds the three programs: the EPERM deny-list, clone3 → ENOSYS, and the
+/// x32 refusal.
 pub fn programs() -> Result<Vec<BpfProgram>, SeccompError> {
     let build = |e: seccompiler::BackendError| SeccompError::Build(e.to_string());
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
@@ -143,6 +177,7 @@ pub fn programs() -> Result<Vec<BpfProgram>, SeccompError> {
     for f in [deny, clone3] {
         out.push(BpfProgram::try_from(f).map_err(build)?);
     }
+    out.push(x32_refusal());
     Ok(out)
 }
 
@@ -188,7 +223,7 @@ mod tests {
     fn filters_build_and_survive_encoding() {
         let progs = super::programs().unwrap();
         let enc = super::encoded().unwrap();
-        assert_eq!(progs.len(), 2);
+        assert_eq!(progs.len(), 3);
         for (p, e) in progs.iter().zip(&enc) {
             assert_eq!(p.len(), e.len());
             for (i, w) in p.iter().zip(e) {
