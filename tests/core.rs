@@ -512,3 +512,48 @@ async fn a_stream_cut_by_a_delete_says_the_box_was_deleted() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_box_whose_agent_dies_is_marked_failed_at_once_and_a_restart_recovers_it() {
+    let Some(t) = TestService::start() else {
+        return;
+    };
+    let c = &t.caller;
+    let sweeper = tokio::spawn(t.svc.clone().sweep_forever());
+    let id = t.new_box(CreateBox::default()).await;
+    out(&t, &id, "echo mine > f").await;
+    let q = AuditQuery {
+        box_id: Some(id.clone()),
+        ..Default::default()
+    };
+    let mut follow = t.follow_audit(c, &q);
+    let agent = t.live(&id).expect("live").handle.pid();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the agent from the host");
+    // Noticed without any call on the box: the failure is audited with
+    // its reason, and the box reads `failed`.
+    let failed = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(ev) = follow.next().await {
+            let ev = ev.expect("audit event");
+            if ev.kind == "box.failed" {
+                return ev;
+            }
+        }
+        panic!("the audit follow ended");
+    })
+    .await
+    .expect("no box.failed event after the agent died");
+    assert!(
+        failed.data.to_string().contains("boxd-agent"),
+        "{:?}",
+        failed.data
+    );
+    assert_eq!(t.get_box(c, &id).expect("get").row.state, BoxState::Failed);
+    let info = t.restart(c, &id).await.expect("restart");
+    assert_eq!(info.row.state, BoxState::Running);
+    assert_eq!(out(&t, &id, "cat f").await, "mine\n");
+    sweeper.abort();
+}

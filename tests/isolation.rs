@@ -226,6 +226,35 @@ async fn the_i386_entry_point_is_refused() {
 }
 
 #[tokio::test]
+async fn a_box_process_cannot_make_the_agent_exit() {
+    let Some(rt) = runtime() else { return };
+    let b = TestBox::default(&rt);
+    // PID 1 ignores what it has no handler for; the agent's termination
+    // signals must not be taken from inside the box either.
+    b.ok("kill -TERM 1; kill -INT 1; kill -HUP 1; kill -USR1 1; echo sent")
+        .await;
+    assert_eq!(b.ok("echo alive").await.trim(), "alive");
+    let handle = b.handle.as_ref().expect("handle");
+    assert!(handle.is_alive(), "the agent exited on a box's signal");
+    // The host still can end it: SIGTERM from outside the box's pid
+    // namespace is obeyed.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(handle.pid()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("signal the agent from the host");
+    let mut waited = 0;
+    while handle.is_alive() && waited < 1000 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    assert!(
+        !handle.is_alive(),
+        "the host's SIGTERM did not end the agent"
+    );
+}
+
+#[tokio::test]
 async fn capabilities_are_the_reduced_default_set_and_no_new_privs_is_set() {
     let Some(rt) = runtime() else { return };
     let b = TestBox::default(&rt);

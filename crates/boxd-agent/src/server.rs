@@ -4,6 +4,12 @@
 //! The listener is handed over by whoever started the agent (the container
 //! runtime passes a unix socket that only the daemon can reach from the
 //! host). The agent never opens another listener and never connects out.
+//!
+//! Termination signals (SIGTERM, SIGINT) are obeyed only from outside the
+//! box: they are read from a signalfd, whose sender pid is 0 when the sender
+//! lives in an ancestor pid namespace (the host). A box process sending them
+//! to PID 1 is ignored and logged — otherwise any box process could make the
+//! agent kill everything and leave the box unusable.
 
 use crate::files;
 use crate::pipes::{OutputPipes, Stream};
@@ -12,12 +18,14 @@ use crate::protocol::{
     read_frame, write_frame, ErrorBody, ErrorKind, ExitStatus, Frame, Kind, ProtocolError, Request,
     Response, SpawnRequest, Started, CHUNK,
 };
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::{killpg, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::unix::AsyncFd;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::signal::unix::{signal, SignalKind};
@@ -40,9 +48,23 @@ struct State {
     config: AgentConfig,
 }
 
-/// Runs the agent on `listener` until SIGTERM; never returns on success
-/// paths other than shutdown.
+/// The signals that end the agent (when sent from the host).
+fn termination_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set
+}
+
+/// Runs the agent on `listener` until SIGTERM from the host; never returns
+/// on success paths other than shutdown.
 pub fn run(listener: std::os::unix::net::UnixListener, config: AgentConfig) -> io::Result<()> {
+    // Blocked before any thread starts, so every thread inherits the mask
+    // and the signals queue for the signalfd (spawned processes restore an
+    // empty mask).
+    termination_signals()
+        .thread_block()
+        .map_err(io::Error::from)?;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(16)
@@ -56,8 +78,14 @@ async fn serve(listener: std::os::unix::net::UnixListener, config: AgentConfig) 
         config,
     });
     let mut sigchld = signal(SignalKind::child())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
+    let sigfd = SignalFd::with_flags(
+        &termination_signals(),
+        SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
+    )
+    .map_err(io::Error::from)?;
+    // SAFETY: the SignalFd owns its descriptor and is neither replaced nor
+    // closed while the AsyncFd holds it.
+    let terminations = unsafe { AsyncFd::register(sigfd) }?;
     listener.set_nonblocking(true)?;
     let listener = tokio::net::UnixListener::from_std(listener)?;
     // Children may have exited before the handler was installed.
@@ -65,8 +93,7 @@ async fn serve(listener: std::os::unix::net::UnixListener, config: AgentConfig) 
     loop {
         tokio::select! {
             _ = sigchld.recv() => state.registry.reap(),
-            _ = sigterm.recv() => return shutdown(&state, Signal::SIGTERM).await,
-            _ = sigint.recv() => return shutdown(&state, Signal::SIGINT).await,
+            sig = from_the_host(&terminations) => return shutdown(&state, sig?).await,
             conn = listener.accept() => match conn {
                 Ok((stream, _)) => {
                     let state = state.clone();
@@ -77,6 +104,27 @@ async fn serve(listener: std::os::unix::net::UnixListener, config: AgentConfig) 
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }
+        }
+    }
+}
+
+/// Waits for a termination signal sent from outside the box; the ones a
+/// box process sends (its pid is non-zero in the box's namespace) are
+/// dropped with a log line.
+async fn from_the_host(fd: &AsyncFd<SignalFd>) -> io::Result<Signal> {
+    loop {
+        let mut ready = fd.readable().await?;
+        match ready.get_inner().read_signal() {
+            Ok(Some(info)) => {
+                let sig = Signal::try_from(info.ssi_signo as i32).unwrap_or(Signal::SIGTERM);
+                if info.ssi_pid == 0 {
+                    return Ok(sig);
+                }
+                tracing::warn!(signal = %sig, sender = info.ssi_pid,
+                    "a box process sent a termination signal to the agent; ignored");
+            }
+            Ok(None) => ready.clear_ready(),
+            Err(e) => return Err(e.into()),
         }
     }
 }

@@ -15,7 +15,7 @@ use boxd_agent::protocol::SpawnRequest;
 use boxd_store::{BoxRow, BoxState};
 use serde_json::json;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 /// How often the sweeper looks for expired and idle boxes.
@@ -505,13 +505,45 @@ impl BoxService {
         }
     }
 
-    /// The sweeper's loop, for the daemon's life.
+    /// A live box's agent exited: unless the box is being deleted or
+    /// restarted (then another box, or none, is live under its id), it is
+    /// marked failed with the reason, which a restart recovers from.
+    async fn agent_exited(&self, live: Weak<LiveBox>) {
+        let Some(live) = live.upgrade() else { return };
+        let id = live.handle.id().to_string();
+        let is_current = || self.live(&id).is_some_and(|l| Arc::ptr_eq(&l, &live));
+        if !is_current() {
+            return;
+        }
+        // A pause or restart under way finishes first.
+        let _turn = live.lifecycle.lock().await;
+        if !is_current() {
+            return;
+        }
+        match self.store.box_by_id(&id) {
+            Ok(Some(row)) if matches!(row.state, BoxState::Running | BoxState::Paused) => self
+                .mark_failed(
+                    &row,
+                    "its init process (boxd-agent) exited; restart the box",
+                ),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(box_id = %id, error = %e, "cannot read a box whose agent exited")
+            }
+        }
+    }
+
+    /// The sweeper's loop, for the daemon's life: expiries and idle pauses
+    /// each tick, and boxes whose agent exited as soon as that happens.
     pub async fn sweep_forever(self: Arc<Self>) {
         let mut tick = tokio::time::interval(SWEEP_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut exits = self.agent_exits_rx.lock().await;
         loop {
-            tick.tick().await;
-            self.sweep().await;
+            tokio::select! {
+                _ = tick.tick() => self.sweep().await,
+                Some(live) = exits.recv() => self.agent_exited(live).await,
+            }
         }
     }
 }

@@ -14,8 +14,8 @@ use boxd_runtime::{BoxHandle, Runtime};
 use boxd_store::Store;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use tokio::sync::watch;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use tokio::sync::{mpsc, watch};
 
 /// What the service is told by the operator.
 #[derive(Debug, Clone, Default)]
@@ -173,7 +173,14 @@ pub struct BoxService {
     pub(crate) expiries: Mutex<HashMap<String, i64>>,
     /// The newest audit `seq`, so followers wake up when it grows.
     pub(crate) audit_seq: watch::Sender<i64>,
+    /// Live boxes whose agent exited, sent by one watcher task per live box
+    /// (each sends at most once) to the sweeper, which marks them failed.
+    agent_exits: mpsc::Sender<Weak<LiveBox>>,
+    pub(crate) agent_exits_rx: tokio::sync::Mutex<mpsc::Receiver<Weak<LiveBox>>>,
 }
+
+/// How many agent exits may wait for the sweeper before their watchers wait.
+const AGENT_EXITS_QUEUE: usize = 256;
 
 impl BoxService {
     pub fn new(
@@ -183,7 +190,10 @@ impl BoxService {
         network: Option<Network>,
         secrets: Secrets,
     ) -> BoxService {
+        let (agent_exits, agent_exits_rx) = mpsc::channel(AGENT_EXITS_QUEUE);
         BoxService {
+            agent_exits,
+            agent_exits_rx: tokio::sync::Mutex::new(agent_exits_rx),
             config,
             store,
             runtime,
@@ -235,10 +245,31 @@ impl BoxService {
     }
 
     pub(crate) fn insert_live_arc(&self, live: Arc<LiveBox>) {
+        self.watch_agent(&live);
         self.boxes
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(live.handle.id().to_string(), live);
+    }
+
+    /// Tells the sweeper when `live`'s agent exits (the task holds only a
+    /// weak reference, and ends with the agent: a deleted or restarted box's
+    /// old agent is killed, and the sweeper then finds another box or none
+    /// under the id).
+    fn watch_agent(&self, live: &Arc<LiveBox>) {
+        let (Some(exited), Ok(rt)) = (live.handle.exited(), tokio::runtime::Handle::try_current())
+        else {
+            tracing::warn!(box_id = %live.handle.id(), "the box's agent cannot be watched; its exit is noticed at the next call");
+            return;
+        };
+        let (weak, tx) = (Arc::downgrade(live), self.agent_exits.clone());
+        rt.spawn(async move {
+            if let Err(e) = exited.await {
+                tracing::warn!(error = %e, "watching a box's agent failed");
+                return;
+            }
+            let _ = tx.send(weak).await;
+        });
     }
 
     pub(crate) fn remove_live(&self, id: &str) -> Option<Arc<LiveBox>> {

@@ -215,6 +215,13 @@ impl BoxHandle {
         self.pidfd.as_ref().is_some_and(|fd| !spawn::has_exited(fd))
     }
 
+    /// A future that resolves when the box's init process (the agent)
+    /// exits; `None` when this handle has no pidfd to watch.
+    pub fn exited(&self) -> Option<impl std::future::Future<Output = std::io::Result<()>>> {
+        let fd = self.pidfd.as_ref()?.try_clone().ok()?;
+        Some(spawn::exited(fd))
+    }
+
     /// Starts a process in the box (its env is checked against the rules).
     pub async fn spawn(&self, req: SpawnRequest) -> Result<ProcessStream> {
         env::validate(&req.env)?;

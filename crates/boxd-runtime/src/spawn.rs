@@ -208,6 +208,18 @@ pub fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> bool {
     n > 0
 }
 
+/// Resolves when the process behind `pidfd` exits (its pidfd turns
+/// readable). Needs a tokio runtime with I/O enabled.
+pub async fn exited(pidfd: OwnedFd) -> std::io::Result<()> {
+    // SAFETY: the descriptor is owned here, neither replaced nor closed
+    // while the AsyncFd holds it.
+    let fd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
+    }?;
+    let _ready = fd.readable().await?;
+    Ok(())
+}
+
 /// Opens a pidfd for an existing process (re-adoption after a restart).
 pub fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
     // SAFETY: pidfd_open returns a new descriptor or -1.
