@@ -1033,3 +1033,23 @@ fn a_json_array_body_is_refused_not_read_positionally() {
         .unwrap()
         .is_empty());
 }
+
+#[test]
+fn a_box_restarted_again_and_again_gets_its_network_each_time() {
+    let Some(d) = TestDaemon::start() else {
+        return;
+    };
+    let id = d.create(json!({}));
+    // Each restart makes the slot's link anew while the previous network
+    // namespace is still being torn down by the kernel.
+    for round in 0..20 {
+        let (s, v) = d.post(&format!("/v2/box/{id}/restart"), json!({}));
+        assert_eq!(s, 200, "round {round}: {v}");
+        let (code, out, err) = d.sh(&id, "ip -o -4 addr show dev eth0 && ip route show default");
+        assert_eq!(code, 0, "round {round}: {out}{err}");
+        assert!(
+            out.contains("inet ") && out.contains("default"),
+            "round {round}: {out}"
+        );
+    }
+}

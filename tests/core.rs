@@ -557,3 +557,39 @@ async fn a_box_whose_agent_dies_is_marked_failed_at_once_and_a_restart_recovers_
     assert_eq!(out(&t, &id, "cat f").await, "mine\n");
     sweeper.abort();
 }
+
+#[tokio::test]
+async fn calls_during_a_restart_wait_for_it_and_never_record_the_box_failed() {
+    let Some(t) = TestService::start() else {
+        return;
+    };
+    let c = &t.caller;
+    let id = t.new_box(CreateBox::default()).await;
+    out(&t, &id, "echo mine > f").await;
+    for round in 0..5 {
+        let restart = t.restart(c, &id);
+        let second = t.restart(c, &id);
+        let execs = futures_util::future::join_all((0..8).map(|_| t.exec(c, &id, sh("cat f"))));
+        let (first, second, execs) = tokio::join!(restart, second, execs);
+        first.expect("restart");
+        second.expect("a second restart at once takes its turn");
+        // A command the restart killed says so; every other one ran on
+        // the box, before or after.
+        for e in execs {
+            match e {
+                Ok(o) => assert_eq!(o.stdout, b"mine\n"),
+                Err(CoreError::Conflict(m))
+                    if m.contains("was restarted while the command ran") => {}
+                Err(e) => panic!("round {round}: an exec during a restart: {e:?}"),
+            }
+        }
+    }
+    let k = kinds(&t, &id);
+    assert!(!k.contains(&"box.failed".to_string()), "{k:?}");
+    assert_eq!(
+        k.iter().filter(|k| *k == "box.restart").count(),
+        10,
+        "{k:?}"
+    );
+    assert_eq!(t.get_box(c, &id).expect("get").row.state, BoxState::Running);
+}

@@ -407,13 +407,7 @@ impl BoxService {
                 }
                 _ => return Err(stopped(&row.id)),
             }
-            let live = match self.live(&row.id) {
-                Some(live) if live.handle.is_alive() => live,
-                _ => {
-                    self.mark_failed(&row, "its init process exited");
-                    return Err(stopped(&row.id));
-                }
-            };
+            let live = self.live_for(&row).await?;
             match Busy::enter(&live) {
                 Some(busy) => return Ok((row, busy)),
                 // A pause is under way: wait for it, then resume.

@@ -10,7 +10,7 @@
 
 use crate::error::{CoreError, CoreResult};
 use crate::paths;
-use crate::service::{BoxService, Busy, Caller};
+use crate::service::{BoxService, Busy, Caller, LiveBox};
 use boxd_agent::protocol::SpawnRequest;
 use boxd_agent::{ClientError, Output};
 use boxd_store::BoxRow;
@@ -181,8 +181,9 @@ impl Accounting {
         );
     }
 
-    /// What a command's failure means: a box deleted under it says so
-    /// (its agent went away with it); anything else is the agent's error.
+    /// What a command's failure means: a box deleted or restarted under
+    /// it says so (its agent went away with it); anything else is the
+    /// agent's error.
     fn failure(&self, e: ClientError) -> CoreError {
         let deleted = match self.svc.store.box_by_id(&self.row.id) {
             Ok(None) => true,
@@ -192,6 +193,20 @@ impl Accounting {
         if deleted {
             return CoreError::not_found(format!(
                 "box {} was deleted while the command ran",
+                self.row.id
+            ));
+        }
+        let replaced = || {
+            !self
+                .svc
+                .live(&self.row.id)
+                .is_some_and(|now| std::ptr::eq::<LiveBox>(&*now, &*self.live))
+        };
+        if matches!(e, ClientError::AgentGone)
+            && (self.svc.is_restarting(&self.row.id) || replaced())
+        {
+            return CoreError::conflict(format!(
+                "box {} was restarted while the command ran; run it again",
                 self.row.id
             ));
         }

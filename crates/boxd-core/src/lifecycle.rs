@@ -28,14 +28,25 @@ const PAUSE_DRAIN: Duration = Duration::from_secs(10);
 const SWEEP_BATCH: usize = 64;
 
 impl BoxService {
-    fn live_for(&self, row: &BoxRow) -> CoreResult<Arc<LiveBox>> {
-        match self.live(&row.id) {
-            Some(live) if live.handle.is_alive() => Ok(live),
-            _ => {
-                self.mark_failed(row, "its init process exited");
-                Err(stopped(&row.id))
+    /// The live box of `row`. A restart under way is waited for; a box
+    /// whose init is gone otherwise is recorded failed (once: not when the
+    /// store already says so) and answers "stopped".
+    pub(crate) async fn live_for(&self, row: &BoxRow) -> CoreResult<Arc<LiveBox>> {
+        // Restarts may follow each other (each waits its turn): at most
+        // this many are waited for.
+        for _ in 0..8 {
+            if let Some(live) = self.live(&row.id).filter(|l| l.handle.is_alive()) {
+                return Ok(live);
+            }
+            if !self.wait_restart(&row.id).await {
+                break;
             }
         }
+        let row = self.current(&row.id)?;
+        if matches!(row.state, BoxState::Running | BoxState::Paused) {
+            self.mark_failed(&row, "its init process exited");
+        }
+        Err(stopped(&row.id))
     }
 
     fn current(&self, id: &str) -> CoreResult<BoxRow> {
@@ -57,6 +68,7 @@ impl BoxService {
         caller: Option<&Caller>,
         reason: &str,
     ) -> CoreResult<BoxRow> {
+        let _restart = self.restart_turn(&row.id).await;
         let old = self.live(&row.id);
         let _turn = match &old {
             Some(live) => Some(live.lifecycle.lock().await),
@@ -91,23 +103,16 @@ impl BoxService {
         });
         let networking = async {
             let (slot, pid) = started_rx.await.ok()?;
-            // The slot's old link may still be going away with the old
-            // network namespace (the kernel cleans namespaces up in the
-            // background): a failed attach is tried again, a few times.
-            let mut attached = Err(CoreError::internal("not attached"));
-            for attempt in 0..3 {
-                if attempt > 0 {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                attached = self
-                    .attach_network(&row.id, &meta, slot, pid, rules.clone(), false)
-                    .await;
-                match &attached {
-                    Ok(()) => break,
-                    Err(e) => tracing::warn!(box_id = %row.id, attempt, error = %e,
-                        "attaching a restarted box's network failed"),
+            // The slot's old link (if any) goes now, not with the kernel's
+            // background cleanup of the old network namespace.
+            if let Some(net) = &self.network {
+                if let Err(e) = net.release(&row.id, slot).await {
+                    tracing::warn!(box_id = %row.id, error = %e, "cannot remove a restarting box's old link");
                 }
             }
+            let attached = self
+                .attach_network(&row.id, &meta, slot, pid, rules.clone(), false)
+                .await;
             Some((slot, attached))
         };
         let (started_box, networked) = tokio::join!(starting, networking);
@@ -197,7 +202,7 @@ impl BoxService {
         } else {
             (BoxState::Paused, BoxState::Running, "resume")
         };
-        let live = self.live_for(row)?;
+        let live = self.live_for(row).await?;
         let _turn = live.lifecycle.lock().await;
         let mut row = self.current(&row.id)?;
         if row.state == to {

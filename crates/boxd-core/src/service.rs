@@ -177,6 +177,33 @@ pub struct BoxService {
     /// (each sends at most once) to the sweeper, which marks them failed.
     agent_exits: mpsc::Sender<Weak<LiveBox>>,
     pub(crate) agent_exits_rx: tokio::sync::Mutex<mpsc::Receiver<Weak<LiveBox>>>,
+    /// Box id → a lock held for the length of its restart (the box is not
+    /// live in between): a call that finds no live box waits on it instead
+    /// of recording the box failed, and two restarts take turns.
+    restarts: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// How long a call waits for a restart of its box under way.
+const RESTART_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A restart under way: while held, [`BoxService::wait_restart`] waits.
+pub(crate) struct RestartTurn<'a> {
+    svc: &'a BoxService,
+    id: String,
+    gate: Arc<tokio::sync::Mutex<()>>,
+    _held: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for RestartTurn<'_> {
+    fn drop(&mut self) {
+        let mut map = self.svc.restarts.lock().unwrap_or_else(|p| p.into_inner());
+        if map
+            .get(&self.id)
+            .is_some_and(|g| Arc::ptr_eq(g, &self.gate))
+        {
+            map.remove(&self.id);
+        }
+    }
 }
 
 /// How many agent exits may wait for the sweeper before their watchers wait.
@@ -194,6 +221,7 @@ impl BoxService {
         BoxService {
             agent_exits,
             agent_exits_rx: tokio::sync::Mutex::new(agent_exits_rx),
+            restarts: Mutex::new(HashMap::new()),
             config,
             store,
             runtime,
@@ -277,6 +305,58 @@ impl BoxService {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id)
+    }
+
+    /// Begins a restart of box `id`, after any other restart of it ends.
+    pub(crate) async fn restart_turn(&self, id: &str) -> RestartTurn<'_> {
+        loop {
+            let other = {
+                let mut map = self.restarts.lock().unwrap_or_else(|p| p.into_inner());
+                match map.get(id) {
+                    Some(gate) => gate.clone(),
+                    None => {
+                        let gate = Arc::new(tokio::sync::Mutex::new(()));
+                        if let Ok(held) = gate.clone().try_lock_owned() {
+                            map.insert(id.to_string(), gate.clone());
+                            return RestartTurn {
+                                svc: self,
+                                id: id.to_string(),
+                                gate,
+                                _held: held,
+                            };
+                        }
+                        continue;
+                    }
+                }
+            };
+            drop(other.lock().await);
+        }
+    }
+
+    /// Whether a restart of box `id` is under way.
+    pub(crate) fn is_restarting(&self, id: &str) -> bool {
+        self.restarts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(id)
+    }
+
+    /// Waits (up to a minute) for a restart of box `id` under way; `false`
+    /// when none is.
+    pub(crate) async fn wait_restart(&self, id: &str) -> bool {
+        let gate = self
+            .restarts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned();
+        match gate {
+            Some(gate) => {
+                let _ = tokio::time::timeout(RESTART_WAIT, gate.lock()).await;
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn live_count(&self) -> usize {

@@ -340,6 +340,15 @@ impl Network {
         }
     }
 
+    /// Detaches box `box_id` from `slot` and removes the slot's veth now
+    /// (both ends go at once), instead of leaving it to the kernel's
+    /// background cleanup of the box's old network namespace: a restart
+    /// then makes the slot's new link without racing that cleanup.
+    pub async fn release(&self, box_id: &str, slot: u32) -> Result<()> {
+        self.detach(box_id, slot);
+        self.veths.remove(slot).await.map(|_| ())
+    }
+
     /// Removes `<prefix><slot>` links of boxes that are not running
     /// (left by a crash); returns how many.
     pub async fn remove_leftovers(&self, live: &HashSet<u32>) -> Result<usize> {
