@@ -189,6 +189,7 @@ fn prepare_namespaces() -> Result<()> {
 fn setup(cfg: &SetupConfig, namespaces: &[OwnedFd]) -> Result<()> {
     let userns = &namespaces[0];
     nix::unistd::sethostname(&cfg.hostname).map_err(setup_err("set hostname"))?;
+    allow_ping(cfg.host_root_id)?;
     build_root(cfg, userns)?;
     if !cfg.volumes.is_empty() {
         let volns = namespaces
@@ -206,6 +207,24 @@ fn setup(cfg: &SetupConfig, namespaces: &[OwnedFd]) -> Result<()> {
         .map_err(setup_err("cgroup namespace"))?;
     become_box_root(userns)?;
     harden(&cfg.seccomp)
+}
+
+/// Lets every group of the box open ICMP echo sockets (`SOCK_DGRAM`,
+/// `IPPROTO_ICMP`/`ICMPV6`) in its own network namespace, so `ping` works
+/// without `CAP_NET_RAW`: an echo socket sends only echo requests, with the
+/// kernel choosing the identifier, and leaves the box under the same
+/// host-side rules as any other packet (ICMP to anything but the box's own
+/// addresses is dropped in the host namespace). The sysctl is per network
+/// namespace and read in host ids (this runs before the box's user
+/// namespace is joined, through the host's `/proc`, which shows the
+/// caller's network namespace).
+fn allow_ping(host_root_id: u32) -> Result<()> {
+    let last = host_root_id + crate::idmap::IDS_PER_BOX - 1;
+    std::fs::write(
+        "/proc/sys/net/ipv4/ping_group_range",
+        format!("{host_root_id} {last}"),
+    )
+    .map_err(RuntimeError::io("allow ICMP echo sockets in the box"))
 }
 
 /// Brings up `lo` in the box's fresh network namespace.
@@ -652,7 +671,7 @@ fn become_box_root(userns: &OwnedFd) -> Result<()> {
 }
 
 /// The OCI default capability set, minus NET_RAW (boxes get no raw
-/// sockets): (name, capability number).
+/// sockets; see [`BOUNDING_ONLY`]): (name, capability number).
 pub const DEFAULT_CAPS: [(&str, u32); 13] = [
     ("CAP_CHOWN", 0),
     ("CAP_DAC_OVERRIDE", 1),
@@ -672,6 +691,21 @@ pub const DEFAULT_CAPS: [(&str, u32); 13] = [
 /// The default set as a capability bit mask.
 pub fn default_caps_mask() -> u64 {
     DEFAULT_CAPS.iter().map(|(_, n)| 1u64 << n).sum()
+}
+
+/// Capabilities kept in the bounding set but held by no box process:
+/// `CAP_NET_RAW`, because the kernel refuses to exec a file whose
+/// capabilities (iputils' `ping` is `cap_net_raw+ep`) fall outside the
+/// bounding set. Under `no_new_privs` the exec grants nothing, so such a
+/// program runs with the caller's capabilities (`ping` then uses an ICMP
+/// echo socket); and the box's network namespace belongs to the host's user
+/// namespace, where box root holds no capability, so raw sockets stay
+/// refused whatever a box process holds.
+pub const BOUNDING_ONLY: u64 = 1 << 13;
+
+/// The bounding set of box processes.
+pub fn bounding_mask() -> u64 {
+    default_caps_mask() | BOUNDING_ONLY
 }
 
 #[repr(C)]
@@ -698,10 +732,11 @@ fn last_os(what: &'static str) -> RuntimeError {
 /// agent undumpable and installs the seccomp filters.
 fn harden(seccomp: &[crate::seccomp::EncodedProgram]) -> Result<()> {
     let keep = default_caps_mask();
+    let bounding = bounding_mask();
     // SAFETY: prctl/capset with valid arguments on the calling thread.
     unsafe {
         for cap in 0..64u32 {
-            if keep & (1 << cap) == 0
+            if bounding & (1 << cap) == 0
                 && libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0
             {
                 // EINVAL: past the kernel's last capability.
