@@ -456,6 +456,21 @@ async fn a_memory_hog_is_oom_killed_inside_its_box() {
         ..Limits::default()
     };
     let b = TestBox::new(&rt, spec);
+    // No swap beyond the limit: memory + swap is capped at the limit (v1),
+    // or swap at zero (v2).
+    let cg = b.handle.as_ref().expect("handle").cgroup();
+    let swap = match (&cg.v1, &cg.v2) {
+        (Some(v1), _) => Some((v1.memory.join("memory.memsw.limit_in_bytes"), 96u64 << 20)),
+        (None, Some(v2)) => Some((v2.join("memory.swap.max"), 0)),
+        (None, None) => None,
+    };
+    match swap {
+        Some((file, want)) if file.exists() => {
+            let got = std::fs::read_to_string(&file).expect("read the swap limit");
+            assert_eq!(got.trim(), want.to_string(), "{}", file.display());
+        }
+        _ => skip("this kernel has no swap accounting; the swap limit is not checked"),
+    }
     let c = b
         .exec(SpawnRequest::argv([
             "python3",

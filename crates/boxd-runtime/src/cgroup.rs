@@ -197,6 +197,25 @@ fn write(p: &Path, value: &str) -> Result<()> {
     })
 }
 
+/// Writes a limit the kernel may not offer (swap accounting is a build and
+/// boot option): without the file, boxes can swap beyond their memory
+/// limit, which is said once in the log; any other failure is an error.
+fn optional_limit(p: &Path, value: &str) -> Result<()> {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    match write(p, value) {
+        Err(RuntimeError::Cgroup { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            SAID.call_once(|| {
+                tracing::warn!(file = %p.display(),
+                    "this kernel has no swap accounting: a box may swap beyond its memory limit");
+            });
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 fn read(p: &Path) -> Result<String> {
     std::fs::read_to_string(p).map_err(|source| RuntimeError::Cgroup {
         path: p.to_path_buf(),
@@ -231,11 +250,11 @@ impl BoxCgroup {
             Some(v1) => {
                 if let Some(m) = limits.memory_bytes {
                     write(&v1.memory.join("memory.limit_in_bytes"), &m.to_string())?;
-                    // No swap beyond the limit where swap accounting exists.
-                    let _ = write(
+                    // No swap beyond the limit (memory + swap = the limit).
+                    optional_limit(
                         &v1.memory.join("memory.memsw.limit_in_bytes"),
                         &m.to_string(),
-                    );
+                    )?;
                 }
                 if let Some(c) = limits.cpu_millis {
                     write(&v1.cpu.join("cpu.cfs_period_us"), "100000")?;
@@ -252,7 +271,7 @@ impl BoxCgroup {
                 let Some(g) = &self.v2 else { return Ok(()) };
                 if let Some(m) = limits.memory_bytes {
                     write(&g.join("memory.max"), &m.to_string())?;
-                    let _ = write(&g.join("memory.swap.max"), "0");
+                    optional_limit(&g.join("memory.swap.max"), "0")?;
                 }
                 if let Some(c) = limits.cpu_millis {
                     write(&g.join("cpu.max"), &format!("{} 100000", c.max(1) * 100))?;

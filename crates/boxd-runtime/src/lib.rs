@@ -459,10 +459,14 @@ impl Runtime {
             tracing::warn!(box_id = %id, "removing a box whose creation did not finish");
             let cg = cgroups.box_cgroup(parent, &id);
             // Killing every process in its groups ends its pid namespace too.
-            let _ = cg.kill();
+            cleanup(&id, "kill a half-created box", cg.kill());
             cg.wait_empty(Duration::from_secs(5));
-            let _ = cg.remove();
-            let _ = std::fs::remove_dir_all(&dir);
+            cleanup(&id, "remove a half-created box's cgroup", cg.remove());
+            cleanup(
+                &id,
+                "remove a half-created box's files",
+                std::fs::remove_dir_all(&dir),
+            );
         }
     }
 
@@ -531,9 +535,13 @@ impl Runtime {
         let cgroup = self.cgroups.box_cgroup(&self.cfg.cgroup_parent, &spec.id);
         let result = self.start(spec, &image, slot, hostname, cgroup.clone(), started);
         if result.is_err() {
-            let _ = cgroup.kill();
-            let _ = cgroup.remove();
-            let _ = self.pool.remove_dir(&dir);
+            cleanup(&spec.id, "kill a box that failed to start", cgroup.kill());
+            cleanup(&spec.id, "remove a failed box's cgroup", cgroup.remove());
+            cleanup(
+                &spec.id,
+                "remove a failed box's files",
+                self.pool.remove_dir(&dir),
+            );
             self.slots().release(slot);
         }
         result
@@ -836,7 +844,11 @@ impl Runtime {
         };
         // Frozen processes die as well (the kill thaws them).
         self.teardown(&old);
-        let _ = old.record.cgroup.remove();
+        cleanup(
+            id,
+            "remove a restarting box's old cgroup",
+            old.record.cgroup.remove(),
+        );
         let dir = self.boxes_dir().join(id);
         let socket = dir.join("agent.sock");
         match std::fs::remove_file(&socket) {
@@ -850,8 +862,8 @@ impl Runtime {
         let (slot, hostname) = (old.record.slot, old.record.hostname.clone());
         let result = self.start(&spec, &image, slot, hostname, cgroup.clone(), started);
         if result.is_err() {
-            let _ = cgroup.kill();
-            let _ = cgroup.remove();
+            cleanup(id, "kill a box that failed to restart", cgroup.kill());
+            cleanup(id, "remove a failed restart's cgroup", cgroup.remove());
         }
         result
     }
@@ -879,7 +891,11 @@ impl Runtime {
         if let Some(fd) = &handle.pidfd {
             spawn::kill(fd);
         }
-        let _ = handle.record.cgroup.kill();
+        cleanup(
+            &handle.record.id,
+            "kill a box's processes",
+            handle.record.cgroup.kill(),
+        );
         if handle.our_child {
             // SAFETY: the agent is our child; reap it so no zombie stays.
             unsafe { libc::waitpid(handle.record.pid, std::ptr::null_mut(), libc::__WALL) };
@@ -888,5 +904,13 @@ impl Runtime {
         }
         // Processes may take a moment to leave the groups after the kill.
         handle.record.cgroup.wait_empty(Duration::from_secs(5));
+    }
+}
+
+/// Clean-up that must not stop what it follows, but is never silent: a
+/// failure is logged with what was being cleaned up.
+fn cleanup<E: std::fmt::Display>(box_id: &str, what: &str, r: std::result::Result<(), E>) {
+    if let Err(e) = r {
+        tracing::warn!(box_id, error = %e, "cannot {what}");
     }
 }
