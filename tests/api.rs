@@ -837,13 +837,24 @@ fn team_env_applies_to_new_boxes_and_is_never_returned() {
 }
 
 #[test]
-fn metrics_health_and_openapi_are_served() {
+fn metrics_need_an_operator_key_and_health_and_openapi_are_served() {
     let Some(d) = TestDaemon::start() else { return };
     let id = d.create(json!({}));
     d.sh(&id, "true");
+    // The figures cover every team: no key is 401, another team's 403.
+    let anonymous = d.http.get(format!("{}/metrics", d.url)).send().unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let other = other_team_key(&d);
+    let (status, v) = json_of(
+        d.http
+            .get(format!("{}/metrics", d.url))
+            .bearer_auth(&other)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 403, "{v}");
     let text = d
-        .http
-        .get(format!("{}/metrics", d.url))
+        .req(Method::GET, "/metrics")
         .send()
         .unwrap()
         .text()
@@ -1052,4 +1063,53 @@ fn a_box_restarted_again_and_again_gets_its_network_each_time() {
             "round {round}: {out}"
         );
     }
+}
+
+#[test]
+fn a_failure_inside_boxd_answers_its_request_id_not_its_internals() {
+    let Some(d) = TestDaemon::start() else { return };
+    let id = d.create(json!({}));
+    // Break the storage pool under the daemon: its snapshot folder becomes
+    // a file, so taking a snapshot fails inside boxd with a host path.
+    let snapshots = d.dir.join("pool").join("snapshots");
+    std::fs::remove_dir(&snapshots).expect("the pool's snapshot folder is empty");
+    std::fs::write(&snapshots, b"not a folder").expect("put a file in its place");
+    let r = d
+        .req(Method::POST, &format!("/v2/box/{id}/snapshots"))
+        .json(&json!({"name": "s"}))
+        .send()
+        .unwrap();
+    let request_id = r
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("an x-request-id header")
+        .to_string();
+    let (status, v) = json_of(r);
+    std::fs::remove_file(&snapshots).expect("remove the file");
+    std::fs::create_dir(&snapshots).expect("restore the folder");
+    assert_eq!(status, 500, "{v}");
+    let message = v["error"].as_str().expect("an error message");
+    let host_dir = d.dir.to_string_lossy().to_string();
+    assert!(
+        !message.contains(&host_dir),
+        "a host path in the answer: {message}"
+    );
+    assert!(
+        !message.contains("os error") && !message.contains("Not a directory"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&request_id) && message.contains("snapshots"),
+        "{message}"
+    );
+    // The operator finds the details under the id.
+    let log = d.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains(&request_id) && l.contains("request failed"))
+        .unwrap_or_else(|| panic!("no log line for {request_id}:\n{log}"));
+    assert!(line.contains(&host_dir), "{line}");
+    // And the daemon keeps serving.
+    assert_eq!(d.sh(&id, "echo ok").1, "ok\n");
 }

@@ -363,8 +363,16 @@ impl BoxService {
         self.boxes.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    /// The metrics in the Prometheus text format.
-    pub fn metrics_text(&self) -> CoreResult<String> {
+    /// The metrics in the Prometheus text format: figures of every team,
+    /// so only the operator's (the default team's keys, which include the
+    /// admin key) may read them.
+    pub fn metrics_text(&self, caller: &Caller) -> CoreResult<String> {
+        let team = self.store.team(&caller.team_id)?;
+        if team.is_none_or(|t| t.name != boxd_store::DEFAULT_TEAM) {
+            return Err(CoreError::Forbidden(
+                "the metrics cover every team: use a key of the operator's (default) team".into(),
+            ));
+        }
         let counts = self.store.count_boxes_by_state()?;
         let cpu_ns = self.live_boxes().iter().filter_map(|l| l.cpu_ns()).sum();
         Ok(self.metrics.render(&counts, cpu_ns))

@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use boxd_api::Health;
 use boxd_core::BoxService;
 use std::sync::Arc;
-use upstash::error::{json_errors, ApiError, ApiResult};
+use upstash::error::{errors, ApiError, ApiResult};
 use utoipa::OpenApi;
 
 #[derive(OpenApi)]
@@ -93,14 +93,18 @@ async fn healthz() -> Json<Health> {
     })
 }
 
-/// Prometheus text exposition.
-async fn metrics(State(svc): State<Arc<BoxService>>) -> ApiResult<impl IntoResponse> {
+/// Prometheus text exposition (an operator key: the figures cover every
+/// team).
+async fn metrics(
+    State(svc): State<Arc<BoxService>>,
+    upstash::Auth(caller): upstash::Auth,
+) -> ApiResult<impl IntoResponse> {
     Ok((
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        svc.metrics_text()?,
+        svc.metrics_text(&caller)?,
     ))
 }
 
@@ -129,6 +133,6 @@ pub fn router(svc: Arc<BoxService>, limits: BodyLimits) -> Router {
         .merge(upstash::routes(limits.upload))
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(limits.json))
-        .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn(errors))
         .with_state(svc)
 }

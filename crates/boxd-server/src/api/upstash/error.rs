@@ -42,9 +42,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() && self.status != StatusCode::NOT_IMPLEMENTED {
-            tracing::error!(status = %self.status, error = %self.message, "request failed");
-        }
+        // 5xx are logged (with the request id) by `errors`.
         let body = ErrorBody {
             error: self.message,
         };
@@ -74,9 +72,66 @@ impl From<CoreError> for ApiError {
 /// Largest error body the middleware rewrites (rejection texts are short).
 const MAX_ERROR_BODY: usize = 64 << 10;
 
-/// Middleware: any 4xx/5xx that is not JSON yet (axum's own rejections
-/// and fallbacks) becomes `{"error": "<its text>"}`.
-pub async fn json_errors(response: Response) -> Response {
+/// The response header that names the request in boxd's log.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Request ids: the daemon's start time and a counter (unique per daemon
+/// and across restarts; they name log lines, they grant nothing).
+fn request_id() -> String {
+    static STARTED: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let started = *STARTED.get_or_init(boxd_core::now_ms);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{started:x}-{n:x}")
+}
+
+/// Middleware around every route: gives the request an id (the
+/// `x-request-id` answer header, and a log span), logs every 5xx with it,
+/// and answers a 500 in the caller's terms only — which request failed and
+/// its id — since its text may hold database errors, host paths or netlink
+/// errors: the details are in the log under that id. Other errors become
+/// JSON by [`json_errors`].
+pub async fn errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use tracing::Instrument;
+    let id = request_id();
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let span = tracing::info_span!("request", request_id = %id, %method, %path);
+    let response = next.run(req).instrument(span).await;
+    let status = response.status();
+    let mut response = if status == StatusCode::INTERNAL_SERVER_ERROR {
+        let (parts, body) = response.into_parts();
+        let detail = axum::body::to_bytes(body, MAX_ERROR_BODY)
+            .await
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        tracing::error!(request_id = %id, %method, %path, error = %detail, "request failed");
+        let message = format!(
+            "{method} {path} failed inside boxd (request id {id}); the operator finds what \
+             went wrong in boxd's log under that id"
+        );
+        let body = serde_json::to_vec(&ErrorBody { error: message }).unwrap_or_default();
+        let mut r = Response::from_parts(parts, Body::from(body));
+        r.headers_mut().remove(header::CONTENT_LENGTH);
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        r
+    } else {
+        if status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED {
+            tracing::warn!(request_id = %id, %method, %path, %status, "request failed");
+        }
+        json_errors(response).await
+    };
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    response
+}
+
+/// Any 4xx/5xx that is not JSON yet (axum's own rejections and
+/// fallbacks) becomes `{"error": "<its text>"}`.
+async fn json_errors(response: Response) -> Response {
     let status = response.status();
     let is_json = response
         .headers()
