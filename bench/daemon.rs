@@ -83,26 +83,11 @@ impl BenchDaemon {
         std::fs::write(&config_path, config).map_err(|e| {
             std::io::Error::new(e.kind(), format!("write {}: {e}", config_path.display()))
         })?;
-        let child = match Command::new(BOXD)
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(["--agent", AGENT, "serve", "--listen", &addr])
-            .args(["--cgroup-parent", &cgroup_parent])
-            .arg("--config")
-            .arg(&config_path)
-            .env("BOXD_API_KEY", &key)
-            .env("BOXD_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-        {
+        let child = match spawn(&dir, &addr, &cgroup_parent, &key) {
             Ok(c) => c,
             Err(e) => {
                 let _ = std::fs::remove_file(&config_path);
-                return Err(std::io::Error::new(
-                    e.kind(),
-                    format!("start {BOXD} serve: {e}"),
-                ));
+                return Err(e);
             }
         };
         // From here on, drop removes whatever the daemon made.
@@ -134,6 +119,60 @@ impl BenchDaemon {
     pub fn http(&self) -> Http {
         Http::connect(&self.addr, &self.key)
     }
+
+    /// `kill -9`s the daemon and starts it again on the same data dir;
+    /// answers the time from the new start to its first `/healthz` 200
+    /// (boxes are re-adopted before the API answers), or the error.
+    pub fn kill9_and_restart(&mut self) -> std::io::Result<Duration> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let started = Instant::now();
+        self.child = spawn(&self.dir, &self.addr, &self.cgroup_parent, &self.key)?;
+        let deadline = started + Duration::from_secs(120);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(std::io::Error::other(format!(
+                    "boxd serve exited after a restart ({status})"
+                )));
+            }
+            if let Ok(mut http) = Http::try_connect(&self.addr, &self.key) {
+                if http
+                    .request("GET", "/healthz", "")
+                    .is_ok_and(|(s, _)| s == 200)
+                {
+                    return Ok(started.elapsed());
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(std::io::Error::other(
+                    "boxd serve did not answer /healthz within 120 s of a restart",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+/// Starts `boxd serve` on `dir` (its config beside it, `<dir>.toml`).
+fn spawn(
+    dir: &std::path::Path,
+    addr: &str,
+    cgroup_parent: &str,
+    key: &str,
+) -> std::io::Result<Child> {
+    Command::new(BOXD)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--agent", AGENT, "serve", "--listen", addr])
+        .args(["--cgroup-parent", cgroup_parent])
+        .arg("--config")
+        .arg(dir.with_extension("toml"))
+        .env("BOXD_API_KEY", key)
+        .env("BOXD_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| std::io::Error::new(e.kind(), format!("start {BOXD} serve: {e}")))
 }
 
 impl Drop for BenchDaemon {

@@ -352,6 +352,14 @@ pub(crate) fn new_id(prefix: &str) -> CoreResult<String> {
     Ok(format!("{prefix}-{hex}"))
 }
 
+/// How a box gets its network: a new link, or re-registering a box that
+/// kept running while boxd was down (whose link is probably still there).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Attach {
+    New,
+    Adopt { link_present: bool },
+}
+
 impl BoxService {
     /// The description of a stored box, with what only the live box knows.
     pub fn info(&self, row: BoxRow) -> BoxInfo {
@@ -454,15 +462,17 @@ impl BoxService {
         slot: u32,
         pid: i32,
         secrets: Arc<SecretRules>,
-        adopt: bool,
+        how: Attach,
     ) -> CoreResult<()> {
         let (Some(net), Some(policy)) = (&self.network, self.egress_policy(meta)) else {
             return Ok(());
         };
-        let done = if adopt {
-            net.adopt(box_id, slot, pid, policy, secrets).await
-        } else {
-            net.attach(box_id, slot, pid, policy, secrets).await
+        let done = match how {
+            Attach::Adopt { link_present } => {
+                net.adopt(box_id, slot, pid, policy, secrets, link_present)
+                    .await
+            }
+            Attach::New => net.attach(box_id, slot, pid, policy, secrets).await,
         };
         done.map(drop).map_err(|e| {
             CoreError::internal(format!("could not set up the network of box {box_id}: {e}"))
@@ -700,7 +710,7 @@ impl BoxService {
             let (slot, pid) = started_rx.await.ok()?;
             Some((
                 slot,
-                self.attach_network(&id, &meta, slot, pid, rules, false)
+                self.attach_network(&id, &meta, slot, pid, rules, Attach::New)
                     .await,
             ))
         };

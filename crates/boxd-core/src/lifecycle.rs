@@ -8,7 +8,7 @@
 //! init command. Deleting goes through the one delete path of `boxes`.
 //! Never a wire format.
 
-use crate::boxes::{check_init_command, BoxInfo, BoxMeta};
+use crate::boxes::{check_init_command, Attach, BoxInfo, BoxMeta};
 use crate::error::{stopped, CoreError, CoreResult};
 use crate::service::{now_ms, BoxService, Caller, LiveBox};
 use boxd_agent::protocol::SpawnRequest;
@@ -111,7 +111,7 @@ impl BoxService {
                 }
             }
             let attached = self
-                .attach_network(&row.id, &meta, slot, pid, rules.clone(), false)
+                .attach_network(&row.id, &meta, slot, pid, rules.clone(), Attach::New)
                 .await;
             Some((slot, attached))
         };

@@ -7,11 +7,15 @@
 //! died while boxd was down restarted, init commands run. Never serves a
 //! call: the front ends start after [`BoxService::recover`].
 
-use crate::boxes::BoxMeta;
-use crate::service::BoxService;
+use crate::boxes::{Attach, BoxMeta};
+use crate::service::{BoxService, LiveBox};
 use boxd_store::{BoxRow, BoxState};
 use serde_json::{json, Value};
+use std::collections::HashSet;
 use std::sync::Arc;
+
+/// How many adopted boxes get their network back at once at start.
+const ADOPT_AT_ONCE: usize = 16;
 
 impl BoxService {
     /// Everything a start must do before calls are served.
@@ -46,46 +50,55 @@ impl BoxService {
             .context("run the init commands of adopted boxes")
     }
 
-    /// Re-registers the networks of adopted boxes and removes links a
+    /// Re-registers the networks of adopted boxes (several at once; the
+    /// host's links are listed once for all of them) and removes links a
     /// crash left behind.
     async fn recover_network(&self) -> anyhow::Result<()> {
+        use futures_util::StreamExt;
         let Some(net) = &self.network else {
             return Ok(());
         };
-        let mut live_slots = std::collections::HashSet::new();
-        for row in self.store.all_boxes()? {
-            let Some(live) = self.live(&row.id) else {
-                continue;
-            };
-            let up = matches!(row.state, BoxState::Running | BoxState::Paused);
-            if !up || !live.handle.is_alive() {
-                continue;
-            }
-            let (slot, pid) = (live.handle.record().slot, live.handle.pid());
-            let restored = match self.secrets.box_rules(&self.store, &row.id) {
-                Ok(rules) => {
-                    self.attach_network(
-                        &row.id,
-                        &BoxMeta::of(&row),
-                        slot,
-                        pid,
-                        Arc::new(rules),
-                        true,
-                    )
-                    .await
+        let links: HashSet<u32> = net.link_slots().await?.into_iter().collect();
+        let adoptable: Vec<(BoxRow, Arc<LiveBox>)> = self
+            .store
+            .all_boxes()?
+            .into_iter()
+            .filter(|row| matches!(row.state, BoxState::Running | BoxState::Paused))
+            .filter_map(|row| {
+                let live = self.live(&row.id).filter(|l| l.handle.is_alive())?;
+                Some((row, live))
+            })
+            .collect();
+        let restored: Vec<Option<u32>> = futures_util::stream::iter(adoptable)
+            .map(|(row, live)| {
+                let links = &links;
+                async move {
+                    let (slot, pid) = (live.handle.record().slot, live.handle.pid());
+                    let how = Attach::Adopt {
+                        link_present: links.contains(&slot),
+                    };
+                    let restored = match self.secrets.box_rules(&self.store, &row.id) {
+                        Ok(rules) => {
+                            let meta = BoxMeta::of(&row);
+                            self.attach_network(&row.id, &meta, slot, pid, Arc::new(rules), how)
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    match restored {
+                        Ok(()) => Some(slot),
+                        Err(e) => {
+                            tracing::error!(box_id = %row.id, error = %e, "cannot restore a box's network");
+                            self.mark_failed(&row, "its network could not be restored");
+                            None
+                        }
+                    }
                 }
-                Err(e) => Err(e),
-            };
-            match restored {
-                Ok(()) => {
-                    live_slots.insert(live.handle.record().slot);
-                }
-                Err(e) => {
-                    tracing::error!(box_id = %row.id, error = %e, "cannot restore a box's network");
-                    self.mark_failed(&row, "its network could not be restored");
-                }
-            }
-        }
+            })
+            .buffer_unordered(ADOPT_AT_ONCE)
+            .collect()
+            .await;
+        let live_slots: HashSet<u32> = restored.into_iter().flatten().collect();
         let removed = net.remove_leftovers(&live_slots).await?;
         if removed > 0 {
             tracing::warn!(removed, "removed box links left by an earlier run");

@@ -294,7 +294,8 @@ impl Network {
     }
 
     /// Re-registers a box that kept running while the daemon was down:
-    /// its veth is still there (recreated if not).
+    /// its veth is still there when `link_present` (the caller lists the
+    /// links once for all boxes: [`Network::link_slots`]), recreated if not.
     pub async fn adopt(
         &self,
         box_id: &str,
@@ -302,10 +303,10 @@ impl Network {
         pid: i32,
         policy: EgressPolicy,
         secrets: Arc<SecretRules>,
+        link_present: bool,
     ) -> Result<SlotAddrs> {
         let addrs = self.registry.plan().slot(slot)?;
-        let present = self.veths.host_slots().await?.contains(&slot);
-        if !present {
+        if !link_present {
             return self.attach(box_id, slot, pid, policy, secrets).await;
         }
         self.registry.insert(Arc::new(
