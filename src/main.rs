@@ -11,7 +11,6 @@ use boxd_agent::protocol::SpawnRequest;
 use boxd_agent::Output;
 use boxd_runtime::{BoxSpec, Limits, Runtime, RuntimeConfig};
 use clap::{Parser, Subcommand};
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -81,16 +80,6 @@ enum Command {
     },
     #[command(flatten)]
     Client(cli::ClientCommand),
-}
-
-fn parse_env(pairs: &[String]) -> Result<BTreeMap<String, String>> {
-    pairs
-        .iter()
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => Ok((k.to_string(), v.to_string())),
-            None => bail!("--env takes K=V, got {p:?}"),
-        })
-        .collect()
 }
 
 fn agent_path(cli: &Cli) -> Result<PathBuf> {
@@ -195,7 +184,7 @@ async fn client_main(cli: Cli) -> ExitCode {
                 let rt = runtime(&cli)?;
                 let mut spec = BoxSpec::new(format!("run-{}", std::process::id()));
                 spec.runtime = rt_name.clone();
-                spec.env = parse_env(env)?;
+                spec.env = cli::parse_env(env)?;
                 spec.limits = Limits {
                     memory_bytes: memory_mib.map(|m| m << 20),
                     cpu_millis: *cpu_millis,

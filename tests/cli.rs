@@ -710,3 +710,48 @@ fn snapshots_are_taken_listed_restored_and_removed_from_the_cli() {
         "{json}"
     );
 }
+
+#[test]
+fn the_cli_leaves_box_rules_to_the_server() {
+    let Some(d) = Cli::start() else { return };
+    // A label named six times is one label to the server (the CLI used to
+    // count six and refuse).
+    let mut args = vec!["create"];
+    for _ in 0..6 {
+        args.extend(["--label", "same"]);
+    }
+    let id = d.ok(&args).trim().to_string();
+    let (_, v) = d.d.get(&format!("/v2/box/{id}"));
+    assert_eq!(v["labels"], serde_json::json!(["same"]), "{v}");
+    // Six different ones: the server's 400 names the limit.
+    let mut args = vec!["create"];
+    let names: Vec<String> = (0..6).map(|i| format!("l{i}")).collect();
+    for n in &names {
+        args.extend(["--label", n.as_str()]);
+    }
+    let out = d.run(&args);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("at most 5 labels"),
+        "{}",
+        stderr(&out)
+    );
+    // A box path that climbs out of the root is the server's 400, never
+    // quietly another path (the CLI used to clamp `../../..` to `/`).
+    let dest = d.work.path().join("passwd");
+    let out = d.run(&[
+        "cp",
+        &format!("{id}:../../../etc/passwd"),
+        dest.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        !dest.exists(),
+        "a file was copied from outside the path asked for"
+    );
+    assert!(
+        stderr(&out).contains("400") || stderr(&out).contains("leaves"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -3,7 +3,8 @@
 //! and prints the answer for people (tables, `key: value` lines) or, with
 //! `--json`, as JSON.
 //!
-//! Owns argument checks that save a round trip (labels, sizes, `K=V`) and
+//! Owns the parsing of its arguments (sizes, `K=V`; box rules such as
+//! label limits are the server's, whose 400 names the problem) and
 //! the exit codes: a command's own code for `exec`, 2 for `sh` (not
 //! available yet), 1 for any failure. It never talks to the runtime or the
 //! store, and never prints the API key.
@@ -13,9 +14,7 @@ use super::table;
 use super::trailer::{Trailer, TrailerParser};
 use super::{out, ClientCommand};
 use anyhow::{anyhow, bail, Context, Result};
-use boxd_api::{
-    check_label, BoxData, BoxSize, CreateBoxRequest, ExecRequest, ExecResponse, MAX_LABELS,
-};
+use boxd_api::{BoxData, BoxSize, CreateBoxRequest, ExecRequest, ExecResponse};
 use reqwest::Method;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -36,7 +35,7 @@ pub async fn run(client: &Client, json: bool, cmd: &ClientCommand) -> Result<i32
                 runtime: runtime.clone(),
                 size: size.as_deref().map(parse_size).transpose()?,
                 env_vars: Some(parse_env(env)?).filter(|e| !e.is_empty()),
-                labels: Some(check_labels(labels)?).filter(|l| !l.is_empty()),
+                labels: Some(labels.clone()).filter(|l| !l.is_empty()),
                 snapshot_id: from_snapshot.clone(),
                 ..CreateBoxRequest::default()
             };
@@ -84,19 +83,6 @@ pub fn parse_env(pairs: &[String]) -> Result<BTreeMap<String, String>> {
             _ => bail!("--env takes K=V, got {p:?}"),
         })
         .collect()
-}
-
-fn check_labels(labels: &[String]) -> Result<Vec<String>> {
-    if labels.len() > MAX_LABELS {
-        bail!(
-            "a box carries at most {MAX_LABELS} labels, got {}",
-            labels.len()
-        );
-    }
-    for l in labels {
-        check_label(l).map_err(|e| anyhow!(e))?;
-    }
-    Ok(labels.to_vec())
 }
 
 pub(super) fn print_json(v: &impl serde::Serialize) -> Result<()> {
@@ -416,8 +402,6 @@ mod tests {
         assert_eq!(env["C"], "");
         assert!(parse_env(&["=1".into()]).is_err());
         assert!(parse_env(&["NOEQ".into()]).is_err());
-        assert!(check_labels(&["ok".into(), "bad label".into()]).is_err());
-        assert!(check_labels(&vec!["l".to_string(); 6]).is_err());
     }
 
     #[test]

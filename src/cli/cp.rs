@@ -50,8 +50,10 @@ pub fn parse_endpoint(s: &str) -> Endpoint {
     Endpoint::Local(PathBuf::from(s))
 }
 
-/// Resolves a box path: relative to `/workspace/home` unless absolute,
-/// with `.`, `..` and repeated or trailing slashes removed.
+/// A box path: relative to `/workspace/home` unless absolute, with `.`
+/// and repeated or trailing slashes removed. `..` is kept for the server to
+/// resolve inside the box's root (a path that leaves it is the server's 400,
+/// never quietly turned into another path here).
 pub fn box_path(p: &str) -> String {
     let joined = if p.starts_with('/') {
         p.to_string()
@@ -62,18 +64,16 @@ pub fn box_path(p: &str) -> String {
     for seg in joined.split('/') {
         match seg {
             "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
             s => parts.push(s),
         }
     }
     format!("/{}", parts.join("/"))
 }
 
-/// The last component of a normalized box path (`None` for `/`).
+/// The last component of a box path (`None` for `/` or a path ending in
+/// `..`, which names no entry to copy into a local folder).
 fn box_basename(p: &str) -> Option<&str> {
-    p.rsplit('/').next().filter(|s| !s.is_empty())
+    p.rsplit('/').next().filter(|s| !s.is_empty() && *s != "..")
 }
 
 fn box_join(dir: &str, name: &str) -> String {
@@ -546,11 +546,12 @@ mod tests {
     #[test]
     fn box_paths_are_normalized() {
         assert_eq!(box_path(""), "/workspace/home");
-        assert_eq!(box_path("./a//b/../c/"), "/workspace/home/a/c");
-        assert_eq!(box_path("../../../.."), "/");
+        assert_eq!(box_path("./a//b/../c/"), "/workspace/home/a/b/../c");
+        assert_eq!(box_path("../../../.."), "/workspace/home/../../../..");
         assert_eq!(box_path("/x/./y"), "/x/y");
         assert_eq!(box_basename("/workspace/home"), Some("home"));
         assert_eq!(box_basename("/"), None);
+        assert_eq!(box_basename("/workspace/home/a/.."), None);
         assert_eq!(box_join("/", "a"), "/a");
         assert_eq!(box_join("/a", "b"), "/a/b");
     }

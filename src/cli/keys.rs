@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 /// Where the daemon keeps its database.
 pub fn db_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("boxd.db")
+    data_dir.join(boxd_server::DATABASE_FILE)
 }
 
 fn open(data_dir: &Path) -> Result<Store> {

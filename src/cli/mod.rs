@@ -16,6 +16,7 @@
 
 mod client;
 mod commands;
+pub use commands::parse_env;
 mod cp;
 mod headers;
 mod keys;
@@ -255,5 +256,5 @@ fn out(bytes: impl AsRef<[u8]>) -> Result<()> {
 
 /// Where the daemon saves the admin key on first start.
 pub fn admin_key_path(data_dir: &std::path::Path) -> PathBuf {
-    data_dir.join("admin.key")
+    data_dir.join(boxd_server::ADMIN_KEY_FILE)
 }
