@@ -62,7 +62,7 @@ enum Command {
         #[arg(required = true, last = true)]
         command: Vec<String>,
     },
-    /// Show what this host offers: cgroup mode, images, KVM.
+    /// Show what this host offers: cgroup mode, runtimes, KVM.
     Info,
     /// Run the daemon: the HTTP API on --listen.
     Serve(boxd_server::ServeArgs),
@@ -198,7 +198,7 @@ async fn client_main(cli: Cli) -> ExitCode {
                 let rt = runtime(&cli)?;
                 println!("data dir: {}", cli.data_dir.display());
                 println!("cgroups:  {}", rt.cgroup_mode());
-                println!("images:   host");
+                println!("runtimes: {}", rt.runtimes().join(", "));
                 let kvm = std::path::Path::new("/dev/kvm").exists();
                 println!(
                     "kvm:      {}",

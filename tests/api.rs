@@ -198,6 +198,14 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     );
     let (s, _) = d.get(&format!("/v2/box/{id}/git/status"));
     assert_eq!(s, 501);
+    // Like every /v2 route, those check the key first.
+    let s = d
+        .http
+        .get(format!("{}/v2/box/{id}/git/status", d.url))
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(s, 401);
 
     let (s, v) = d.get(&format!("/v2/box/{id}/files/read?path=../../../etc/passwd"));
     assert!(

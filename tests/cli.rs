@@ -5,7 +5,7 @@
 mod common;
 
 use common::daemon::{TestDaemon, BOXD};
-use common::unique;
+use common::{unique, AGENT};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -754,4 +754,28 @@ fn the_cli_leaves_box_rules_to_the_server() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn info_lists_the_runtimes_this_host_offers() {
+    if !nix::unistd::geteuid().is_root() {
+        common::skip("boxd info starts the box runtime, which needs root");
+        return;
+    }
+    let data = TempDir::new("boxd-cli-info");
+    let mut c = Command::new(BOXD);
+    c.arg("--data-dir")
+        .arg(data.path())
+        .args(["--agent", AGENT, "info"])
+        .env_remove("BOXD_LOG");
+    let out = run_bounded(c);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("runtimes:"))
+        .unwrap_or_else(|| panic!("no runtimes line:\n{text}"));
+    assert!(line.contains("host"), "{line}");
+    // What the server would accept: python3 is on every test machine.
+    assert!(line.contains("python"), "{line}");
 }

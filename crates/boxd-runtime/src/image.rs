@@ -64,17 +64,31 @@ impl Image {
 /// Runtime names and the host binary that must exist for each.
 const RUNTIMES: [(&str, &str); 2] = [("node", "/usr/bin/node"), ("python", "/usr/bin/python3")];
 
+/// The runtime names a box can be created with on this host: the
+/// runtimes whose binary the host has, `host`, and every built image in
+/// `images_dir`, sorted.
+pub fn available_runtimes(images_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = RUNTIMES
+        .iter()
+        .filter(|(_, bin)| Path::new(bin).exists())
+        .map(|(n, _)| n.to_string())
+        .collect();
+    names.push(HOST_IMAGE.to_string());
+    if let Ok(entries) = std::fs::read_dir(images_dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.path().join("image.json").is_file() && !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names.sort();
+    names
+}
+
 /// Maps a runtime name (`node`, `python`, or an image name) to an image.
 pub fn resolve_runtime(name: &str, images_dir: &Path) -> Result<String> {
-    let available = || {
-        let mut names: Vec<String> = RUNTIMES
-            .iter()
-            .filter(|(_, bin)| Path::new(bin).exists())
-            .map(|(n, _)| n.to_string())
-            .collect();
-        names.push(HOST_IMAGE.to_string());
-        names.join(", ")
-    };
+    let available = || available_runtimes(images_dir).join(", ");
     if let Some((_, bin)) = RUNTIMES.iter().find(|(n, _)| *n == name) {
         if Path::new(bin).exists() {
             return Ok(HOST_IMAGE.to_string());

@@ -366,6 +366,12 @@ impl Runtime {
         })
     }
 
+    /// The runtime names boxes can be created with here
+    /// ([`image::available_runtimes`]).
+    pub fn runtimes(&self) -> Vec<String> {
+        image::available_runtimes(&self.cfg.data_dir.join("images"))
+    }
+
     pub fn cgroup_mode(&self) -> &CgroupMode {
         &self.cgroups
     }

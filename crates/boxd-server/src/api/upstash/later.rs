@@ -33,8 +33,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ),
 ];
 
-/// A handler for any method that answers 501 naming `feature`. It reads
-/// the request body first, so the connection stays usable (keep-alive).
+/// A handler for any method that answers 501 naming `feature`, after the
+/// key is checked like on every `/v2` route (no key: 401). It reads the
+/// request body first, so the connection stays usable (keep-alive).
 pub fn not_built(feature: &'static str) -> MethodRouter<Arc<BoxService>> {
-    any(move |_body: axum::body::Bytes| async move { ApiError::not_implemented(feature) })
+    any(
+        move |_auth: super::Auth, _body: axum::body::Bytes| async move {
+            ApiError::not_implemented(feature)
+        },
+    )
 }
