@@ -132,7 +132,26 @@ impl BoxService {
                     }
                 }
                 BoxState::Running | BoxState::Paused | BoxState::Failed => {
-                    if let Some(at) = BoxMeta::of(row).expires_at {
+                    // A spec (or egress rule) that does not parse fails
+                    // closed: the box is failed, gets no network (only
+                    // running and paused boxes get theirs back) and is
+                    // never restarted; deleting it still works.
+                    let meta = match BoxMeta::read(row) {
+                        Ok(meta) => Some(meta),
+                        Err(reason) => {
+                            tracing::error!(box_id = %row.id, reason,
+                                "a box's stored spec cannot be read: it is marked failed and denied all network");
+                            if row.state != BoxState::Failed {
+                                self.mark_failed(
+                                    row,
+                                    &format!("{reason}; it is denied all network (delete it)"),
+                                );
+                                failed += 1;
+                            }
+                            None
+                        }
+                    };
+                    if let Some(at) = meta.as_ref().and_then(|m| m.expires_at) {
                         self.expiries
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
@@ -142,7 +161,13 @@ impl BoxService {
                         Ok(handle) => {
                             let alive = handle.is_alive();
                             let live = self.insert_live(handle);
-                            if alive {
+                            if meta.is_none() {
+                                // Kept as it is (a paused one stays frozen)
+                                // until it is deleted.
+                                if alive {
+                                    self.reconcile_pause(row, &live);
+                                }
+                            } else if alive {
                                 self.reconcile_pause(row, &live);
                                 adopted += 1;
                             } else if row.state != BoxState::Failed {
@@ -151,7 +176,7 @@ impl BoxService {
                                 failed += 1;
                             }
                         }
-                        Err(e) if row.state != BoxState::Failed => {
+                        Err(e) if meta.is_some() && row.state != BoxState::Failed => {
                             let reason = format!("its runtime state cannot be adopted: {e}");
                             self.mark_failed(row, &reason);
                             failed += 1;

@@ -101,6 +101,7 @@ pub struct BoxRow {
     pub name: Option<String>,
     pub state: BoxState,
     pub runtime: String,
+    /// `null` when the stored text is not JSON (a corrupt row).
     pub spec: serde_json::Value,
     pub labels: BTreeMap<String, String>,
     /// Unix milliseconds.
@@ -156,7 +157,9 @@ impl RawBox {
             name: self.name,
             state: self.state,
             runtime: self.runtime,
-            spec: serde_json::from_str(&self.spec_json)?,
+            // A spec that is not JSON reads as `null` rather than hiding
+            // every box: the box service fails such a box closed.
+            spec: serde_json::from_str(&self.spec_json).unwrap_or(serde_json::Value::Null),
             labels: serde_json::from_str(&self.labels_json)?,
             created_at: self.created_at,
             updated_at: self.updated_at,

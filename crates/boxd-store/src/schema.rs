@@ -298,7 +298,10 @@ mod tests {
         let new_kind = "INSERT INTO secret_values (team_id, box_id, kind, name, key_id,
                  nonce, ciphertext, created_at)
                  VALUES ('t1', 'b1', 'agent_key', 'agent_api_key', 'k1', zeroblob(24), zeroblob(16), 1)";
-        assert!(conn.execute_batch(new_kind).is_err(), "version 5 refuses the new kind");
+        assert!(
+            conn.execute_batch(new_kind).is_err(),
+            "version 5 refuses the new kind"
+        );
         migrate(&mut conn).unwrap();
         assert_eq!(version(&conn).unwrap(), SCHEMA_VERSION);
         let kept: (i64, String, String) = conn
@@ -314,8 +317,12 @@ mod tests {
         assert!(conn
             .execute_batch(&new_kind.replace("agent_key", "other"))
             .is_err());
-        assert!(conn.execute_batch(new_kind).is_err(), "unique per box and kind");
-        conn.execute_batch("DELETE FROM boxes WHERE id = 'b1'").unwrap();
+        assert!(
+            conn.execute_batch(new_kind).is_err(),
+            "unique per box and kind"
+        );
+        conn.execute_batch("DELETE FROM boxes WHERE id = 'b1'")
+            .unwrap();
         let left: i64 = conn
             .query_row("SELECT count(*) FROM secret_values", [], |r| r.get(0))
             .unwrap();
