@@ -607,6 +607,36 @@ pub struct PathResponse {
     pub path: String,
 }
 
+/// `PUT /v2/box/{id}/config/model`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRequest {
+    pub model: String,
+}
+
+/// `PUT /v2/box/{id}/config/custom-runner` (boxes whose agent is `custom`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomRunnerRequest {
+    /// `{"command", "args"?: [..], "protocol"?: "box-sse-v1"}`.
+    #[schema(value_type = Object)]
+    pub custom_runner: serde_json::Value,
+}
+
+/// `POST /v2/box/{id}/config/skills`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SkillRequest {
+    /// `owner/repo` or `owner/repo/skill`.
+    pub skill_id: String,
+}
+
+/// The box's skills after a change.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SkillsResponse {
+    pub enabled_skills: Vec<String>,
+}
+
 /// `POST /v2/box/{id}/config/labels`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct LabelRequest {

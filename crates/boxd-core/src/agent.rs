@@ -9,9 +9,11 @@
 //! enter the box's spec, env or files, a log line, an error message or an
 //! answer. Agent runs themselves are not built yet.
 
+use crate::boxes::{BoxInfo, BoxMeta};
 use crate::error::{CoreError, CoreResult};
+use crate::service::{BoxService, Caller};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fmt;
 use zeroize::Zeroizing;
@@ -505,6 +507,103 @@ pub fn check_agent(req: AgentRequest) -> CoreResult<CheckedAgent> {
         api_key,
         mcp_headers,
     })
+}
+
+impl BoxService {
+    /// Writes the box's changed agent configuration and audits `kind`.
+    fn change_agent(
+        &self,
+        caller: &Caller,
+        id: &str,
+        kind: &str,
+        data: Value,
+        change: impl FnOnce(&mut AgentConfig) -> CoreResult<()>,
+    ) -> CoreResult<BoxInfo> {
+        let mut row = self.find(caller, id)?;
+        let mut meta = BoxMeta::of(&row);
+        change(&mut meta.agent)?;
+        row.spec = meta.to_json()?;
+        self.store.update_box_spec(&row.id, &row.spec)?;
+        self.audit(&caller.team_id, Some(caller), Some(&row), kind, data);
+        Ok(self.info(row))
+    }
+
+    /// Sets the model of the box's agent (`PUT config/model`).
+    pub fn set_agent_model(&self, caller: &Caller, id: &str, model: &str) -> CoreResult<BoxInfo> {
+        check_model(model)?;
+        self.change_agent(
+            caller,
+            id,
+            "box.agent_model",
+            json!({"model": model}),
+            |a| {
+                a.model = Some(model.to_string());
+                Ok(())
+            },
+        )
+    }
+
+    /// Replaces the process of a custom harness (`PUT
+    /// config/custom-runner`); only a box whose agent is `custom` has one.
+    pub fn set_custom_runner(
+        &self,
+        caller: &Caller,
+        id: &str,
+        runner: &Value,
+    ) -> CoreResult<BoxInfo> {
+        let runner = check_custom_runner(runner)?;
+        let data = json!({"command": runner.command});
+        self.change_agent(caller, id, "box.agent_runner", data, |a| {
+            if a.agent.as_deref() != Some(CUSTOM_HARNESS) {
+                return Err(CoreError::conflict(
+                    "only a box created with agent \"custom\" has a custom_runner",
+                ));
+            }
+            a.custom_runner = Some(runner);
+            Ok(())
+        })
+    }
+
+    /// Enables a skill (enabling one twice changes nothing); answers the
+    /// box's skills.
+    pub fn add_skill(&self, caller: &Caller, id: &str, skill: &str) -> CoreResult<Vec<String>> {
+        check_skill(skill)?;
+        let info =
+            self.change_agent(caller, id, "box.skill_add", json!({"skill": skill}), |a| {
+                if !a.skills.iter().any(|s| s == skill) {
+                    if a.skills.len() >= MAX_SKILLS {
+                        return Err(CoreError::invalid(format!(
+                            "a box enables at most {MAX_SKILLS} skills; remove one first"
+                        )));
+                    }
+                    a.skills.push(skill.to_string());
+                }
+                Ok(())
+            })?;
+        Ok(info.meta.agent.skills)
+    }
+
+    /// Disables a skill; answers the box's skills.
+    pub fn remove_skill(&self, caller: &Caller, id: &str, skill: &str) -> CoreResult<Vec<String>> {
+        let info = self.change_agent(
+            caller,
+            id,
+            "box.skill_remove",
+            json!({"skill": skill}),
+            |a| {
+                let before = a.skills.len();
+                a.skills.retain(|s| s != skill);
+                if a.skills.len() == before {
+                    let shown: String = skill.chars().take(200).collect();
+                    return Err(CoreError::not_found(format!(
+                        "skill {shown:?} is not enabled in this box"
+                    )));
+                }
+                Ok(())
+            },
+        )?;
+        Ok(info.meta.agent.skills)
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! encodes: a rule a second protocol would need lives in the core, never
 //! here.
 
+pub mod agent;
 pub mod attach_headers;
 pub mod audit;
 pub mod boxes;
@@ -257,6 +258,16 @@ pub fn routes(upload_limit: usize) -> Router<Arc<BoxService>> {
         .route(
             "/v2/box/{id}/config/labels/{label}",
             delete(boxes::remove_label),
+        )
+        .route("/v2/box/{id}/config/model", put(agent::set_model))
+        .route(
+            "/v2/box/{id}/config/custom-runner",
+            put(agent::set_custom_runner),
+        )
+        .route("/v2/box/{id}/config/skills", post(agent::add_skill))
+        .route(
+            "/v2/box/{id}/config/skills/{*skill}",
+            delete(agent::remove_skill),
         )
         .route("/v2/box/{id}/pause", post(lifecycle::pause))
         .route("/v2/box/{id}/restart", post(lifecycle::restart))
