@@ -1355,7 +1355,25 @@ fn a_box_whose_stored_spec_does_not_parse_is_failed_and_deny_all_after_a_restart
         store.update_box_spec(&bad_version, &s).unwrap();
         store.update_box_spec(&not_json, &Value::Null).unwrap();
     }
+    let rec: Value = serde_json::from_slice(
+        &std::fs::read(d.dir.join("pool/boxes").join(&bad_policy).join("box.json")).unwrap(),
+    )
+    .unwrap();
+    let pid = rec["pid"].as_i64().unwrap();
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
     d.start_again();
+    // Its processes were killed (waited for, bounded: the kernel reaps).
+    let gone = || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z"))
+    };
+    for _ in 0..500 {
+        if gone() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(gone(), "the failed box's init {pid} still runs");
     for (id, why) in [
         (&bad_policy, "network policy does not parse"),
         (&bad_version, "grammar version 99"),

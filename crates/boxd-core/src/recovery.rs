@@ -133,9 +133,10 @@ impl BoxService {
                 }
                 BoxState::Running | BoxState::Paused | BoxState::Failed => {
                     // A spec (or egress rule) that does not parse fails
-                    // closed: the box is failed, gets no network (only
-                    // running and paused boxes get theirs back) and is
-                    // never restarted; deleting it still works.
+                    // closed: the box is failed, its processes are killed,
+                    // it gets no network (only running and paused boxes
+                    // get theirs back) and is never restarted; deleting
+                    // it still works.
                     let meta = match BoxMeta::read(row) {
                         Ok(meta) => Some(meta),
                         Err(reason) => {
@@ -162,10 +163,17 @@ impl BoxService {
                             let alive = handle.is_alive();
                             let live = self.insert_live(handle);
                             if meta.is_none() {
-                                // Kept as it is (a paused one stays frozen)
-                                // until it is deleted.
+                                // A failed box runs nothing: its processes
+                                // go (its files stay until it is deleted).
                                 if alive {
-                                    self.reconcile_pause(row, &live);
+                                    if let Err(e) = live.handle.cgroup().kill() {
+                                        tracing::error!(box_id = %row.id, error = %e,
+                                            "cannot kill the processes of a box whose spec cannot be read");
+                                    }
+                                    if let Err(e) = live.handle.thaw() {
+                                        tracing::warn!(box_id = %row.id, error = %e,
+                                            "cannot thaw a box whose spec cannot be read");
+                                    }
                                 }
                             } else if alive {
                                 self.reconcile_pause(row, &live);
