@@ -887,6 +887,8 @@ impl BoxService {
                 "runtime": row.runtime,
                 "size": size.as_str(),
                 "volumes": meta.volumes,
+                "agent": meta.agent.agent,
+                "model": meta.agent.model,
                 "duration_ms": took.as_millis() as u64,
             }),
         );
