@@ -336,3 +336,40 @@ fn found(changed: usize, id: &str) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{BoxState, NewBox, Store};
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn a_spec_that_is_not_json_reads_as_null_and_hides_no_box() {
+        let store = Store::open_in_memory().unwrap();
+        let team = store.ensure_default_team().unwrap();
+        for id in ["b1", "b2"] {
+            store
+                .insert_box(&NewBox {
+                    id: id.into(),
+                    team_id: team.id.clone(),
+                    name: None,
+                    state: BoxState::Running,
+                    runtime: "host".into(),
+                    spec: serde_json::json!({"v": 1}),
+                    labels: BTreeMap::new(),
+                })
+                .unwrap();
+        }
+        store
+            .conn()
+            .execute(
+                "UPDATE boxes SET spec_json = '{\"v\": 1,' WHERE id = 'b1'",
+                [],
+            )
+            .unwrap();
+        let all = store.all_boxes().unwrap();
+        assert_eq!(all.len(), 2);
+        let b1 = all.iter().find(|b| b.id == "b1").unwrap();
+        assert_eq!(b1.spec, serde_json::Value::Null);
+        assert_eq!(store.box_by_id("b2").unwrap().unwrap().spec["v"], 1);
+    }
+}
