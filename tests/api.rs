@@ -1112,6 +1112,7 @@ fn a_failure_inside_boxd_answers_its_request_id_not_its_internals() {
     assert!(line.contains(&host_dir), "{line}");
     // And the daemon keeps serving.
     assert_eq!(d.sh(&id, "echo ok").1, "ok\n");
+}
 
 /// The ids of the team's boxes.
 fn box_ids(d: &TestDaemon) -> Vec<String> {
