@@ -172,9 +172,9 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     let (s, v) = d.post("/v2/box", json!({"size": "huge"}));
     assert_eq!(s, 422, "{v}");
     // Features other parts of boxd own answer 501, naming the feature.
-    let (s, v) = d.post("/v2/box", json!({"agent": "claude-code"}));
+    let (s, v) = d.post("/v2/box", json!({"github_token": "t"}));
     assert!(
-        s == 501 && v["error"].as_str().unwrap().contains("coding agents"),
+        s == 501 && v["error"].as_str().unwrap().contains("git"),
         "{v}"
     );
     // Bad rules are named (never their values).
@@ -1120,4 +1120,312 @@ fn a_failure_inside_boxd_answers_its_request_id_not_its_internals() {
     assert!(line.contains(&host_dir), "{line}");
     // And the daemon keeps serving.
     assert_eq!(d.sh(&id, "echo ok").1, "ok\n");
+}
+
+/// The ids of the team's boxes.
+fn box_ids(d: &TestDaemon) -> Vec<String> {
+    let (s, v) = d.get("/v2/box");
+    assert_eq!(s, 200, "{v}");
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn agent_configuration_is_accepted_checked_and_returned_and_only_runs_answer_501() {
+    let Some(d) = TestDaemon::start() else {
+        return;
+    };
+    let (s, b) = d.post(
+        "/v2/box",
+        json!({
+            "agent": "codex",
+            "model": "openai/gpt-5.5",
+            "agent_api_key": "sk-test-key-1",
+            "skills": ["upstash/qstash-js", "upstash/qstash-js", "upstash/workflow-js"],
+            "mcp_servers": [
+                {"name": "fs", "source": "npm", "package_or_url": "@modelcontextprotocol/server-filesystem",
+                 "args": ["/workspace/home"]},
+                {"name": "web", "source": "url", "package_or_url": "https://mcp.example.com/sse",
+                 "headers": null}
+            ]
+        }),
+    );
+    assert_eq!(s, 200, "{b}");
+    let id = b["id"].as_str().unwrap().to_string();
+    let (_, got) = d.get(&format!("/v2/box/{id}"));
+    for v in [&b, &got] {
+        assert_eq!(v["agent"], "codex", "{v}");
+        assert_eq!(v["model"], "openai/gpt-5.5", "{v}");
+        assert_eq!(
+            v["enabled_skills"],
+            json!(["upstash/qstash-js", "upstash/workflow-js"]),
+            "{v}"
+        );
+        assert_eq!(
+            v["mcp_servers"][0]["args"],
+            json!(["/workspace/home"]),
+            "{v}"
+        );
+        assert_eq!(v["agent_api_key_set"], true, "{v}");
+        assert!(v.get("agent_api_key").is_none(), "{v}");
+    }
+    // The config calls: model, skills; a runner only on a custom box.
+    let (s, v) = d.call(
+        Method::PUT,
+        &format!("/v2/box/{id}/config/model"),
+        Some(json!({"model": "openai/gpt-5.4"})),
+    );
+    assert!(s == 200 && v["model"] == "openai/gpt-5.4", "{v}");
+    let (s, v) = d.post(
+        &format!("/v2/box/{id}/config/skills"),
+        json!({"skill_id": "owner/repo/skill-name"}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let (_, v) = d.get(&format!("/v2/box/{id}"));
+    assert_eq!(v["enabled_skills"][2], "owner/repo/skill-name", "{v}");
+    let (s, v) = d.delete(&format!("/v2/box/{id}/config/skills/owner/repo/skill-name"));
+    assert_eq!(v["enabled_skills"].as_array().map(Vec::len), Some(2), "{v}");
+    assert_eq!(s, 200);
+    let (s, v) = d.delete(&format!("/v2/box/{id}/config/skills/owner/repo/skill-name"));
+    assert_eq!(s, 404, "{v}");
+    let (s, v) = d.call(
+        Method::PUT,
+        &format!("/v2/box/{id}/config/custom-runner"),
+        Some(json!({"custom_runner": {"command": "my-agent"}})),
+    );
+    assert_eq!(s, 409, "{v}");
+    // Agent runs are not built: those routes alone answer 501.
+    for path in ["run", "run/stream", "runs", "runs/r1/cancel"] {
+        let (s, v) = d.post(&format!("/v2/box/{id}/{path}"), json!({"prompt": "hi"}));
+        assert!(
+            s == 501 && v["error"].as_str().unwrap().contains("coding agent runs"),
+            "{path}: {v}"
+        );
+    }
+
+    // A custom harness: the runner, the default model.
+    let (s, c) = d.post(
+        "/v2/box",
+        json!({"agent": "custom", "custom_runner": {"command": "my-agent", "args": ["--fast"],
+            "protocol": null}}),
+    );
+    assert_eq!(s, 200, "{c}");
+    assert_eq!(c["model"], "custom", "{c}");
+    assert_eq!(
+        c["custom_runner"],
+        json!({"command": "my-agent", "args": ["--fast"], "protocol": "box-sse-v1"})
+    );
+    let cid = c["id"].as_str().unwrap().to_string();
+    let (s, v) = d.call(
+        Method::PUT,
+        &format!("/v2/box/{cid}/config/custom-runner"),
+        Some(json!({"custom_runner": {"command": "/home/boxuser/agent"}})),
+    );
+    assert!(
+        s == 200 && v["custom_runner"]["command"] == "/home/boxuser/agent",
+        "{v}"
+    );
+
+    // Bad configurations are 400s naming the problem, and create nothing.
+    let before = box_ids(&d);
+    let long = "k".repeat(8193);
+    let many_mcp: Vec<Value> = (0..33)
+        .map(|i| json!({"name": format!("s{i}"), "source": "npm", "package_or_url": "p"}))
+        .collect();
+    let many_skills: Vec<String> = (0..65).map(|i| format!("o/r{i}")).collect();
+    for (body, needle) in [
+        (
+            json!({"agent": "gpt-cli", "model": "m"}),
+            "claude-code, codex, opencode",
+        ),
+        (json!({"agent": "codex"}), "model"),
+        (json!({"model": "m"}), "needs agent"),
+        (json!({"agent_api_key": "k"}), "needs agent"),
+        (json!({"agent": "custom"}), "custom_runner"),
+        (
+            json!({"agent": "codex", "model": "m", "custom_runner": {"command": "a"}}),
+            "custom_runner",
+        ),
+        (
+            json!({"agent": "custom", "custom_runner": {"command": "a"}, "agent_api_key": "k"}),
+            "agent_api_key",
+        ),
+        (
+            json!({"agent": "custom", "custom_runner": {"command": "a", "extra": 1}}),
+            "extra",
+        ),
+        (
+            json!({"agent": "custom", "custom_runner": {"command": "a", "protocol": "v2"}}),
+            "box-sse-v1",
+        ),
+        (
+            json!({"agent": "codex", "model": "m", "agent_api_key": long}),
+            "agent_api_key",
+        ),
+        (json!({"agent": "codex", "model": "m\u{0}"}), "model"),
+        (json!({"skills": ["not-a-repo"]}), "owner/repo"),
+        (json!({"skills": many_skills}), "64 skills"),
+        (json!({"mcp_servers": many_mcp}), "32 MCP servers"),
+        (
+            json!({"mcp_servers": [{"name": "a", "source": "ftp", "package_or_url": "p"}]}),
+            "mcp_servers[0]",
+        ),
+        (
+            json!({"mcp_servers": [{"name": "a", "source": "url", "package_or_url": "mcp.example"}]}),
+            "https://",
+        ),
+        (
+            json!({"mcp_servers": [{"name": "a", "source": "npm", "package_or_url": "p"},
+                                {"name": "a", "source": "npm", "package_or_url": "q"}]}),
+            "two servers",
+        ),
+    ] {
+        let (s, v) = d.post("/v2/box", body.clone());
+        assert!(
+            s == 400 && v["error"].as_str().unwrap().contains(needle),
+            "{body}: {s} {v}"
+        );
+    }
+    assert_eq!(box_ids(&d), before, "a refused create made a box");
+}
+
+#[test]
+fn misspelled_create_fields_are_refused_by_name_and_create_nothing() {
+    let Some(d) = TestDaemon::start() else {
+        return;
+    };
+    for (body, field, meant) in [
+        (
+            json!({"allowNet": ["example.com"]}),
+            "allowNet",
+            Some("allow_net"),
+        ),
+        (
+            json!({"networkPolicy": {"mode": "deny-all"}}),
+            "networkPolicy",
+            Some("network_policy"),
+        ),
+        (
+            json!({"attachHeaders": {"a.example.com": {"X": "v"}}}),
+            "attachHeaders",
+            Some("attach_headers"),
+        ),
+        (json!({"allow-net": []}), "allow-net", Some("allow_net")),
+        (json!({"name": "x", "netpolicy": {}}), "netpolicy", None),
+    ] {
+        for path in ["/v2/box", "/v2/box/from-snapshot"] {
+            let (s, v) = d.post(path, body.clone());
+            let e = v["error"].as_str().unwrap_or_default();
+            assert!(
+                s == 400 && e.contains(&format!("\"{field}\"")),
+                "{path} {body}: {s} {v}"
+            );
+            if let Some(m) = meant {
+                assert!(e.contains(&format!("did you mean \"{m}\"")), "{v}");
+            }
+        }
+    }
+    assert_eq!(
+        box_ids(&d),
+        Vec::<String>::new(),
+        "a refused create made a box"
+    );
+    // The fields as spelt are taken.
+    let (s, v) = d.post(
+        "/v2/box",
+        json!({"allow_net": ["example.com"], "network_policy": {"mode": "deny-all"}}),
+    );
+    assert!(s == 200 && v["network_policy"]["mode"] == "deny-all", "{v}");
+}
+
+#[test]
+fn a_box_whose_stored_spec_does_not_parse_is_failed_and_deny_all_after_a_restart() {
+    let Some(mut d) = TestDaemon::start() else {
+        return;
+    };
+    let policy = json!({"mode": "custom", "allowed_domains": ["example.com"]});
+    let bad_policy = d.create(json!({"name": "bad-policy", "network_policy": policy}));
+    let bad_version = d.create(json!({"name": "bad-version", "allow_net": ["example.com"]}));
+    let not_json = d.create(json!({"name": "not-json"}));
+    let fine = d.create(json!({"name": "fine", "network_policy": policy}));
+    d.stop();
+    // What an upgrade that tightened the grammar, or a corrupt row, leaves.
+    {
+        let store = boxd_store::Store::open(d.dir.join("boxd.db")).expect("open the store");
+        let spec = |id: &str| store.box_by_id(id).unwrap().unwrap().spec;
+        let mut s = spec(&bad_policy);
+        s["network_policy"] = json!({"mode": "custom", "allowed_domains": ["exa mple.com"]});
+        store.update_box_spec(&bad_policy, &s).unwrap();
+        let mut s = spec(&bad_version);
+        s["v"] = json!(99);
+        store.update_box_spec(&bad_version, &s).unwrap();
+        store.update_box_spec(&not_json, &Value::Null).unwrap();
+    }
+    let rec: Value = serde_json::from_slice(
+        &std::fs::read(d.dir.join("pool/boxes").join(&bad_policy).join("box.json")).unwrap(),
+    )
+    .unwrap();
+    let pid = rec["pid"].as_i64().unwrap();
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    d.start_again();
+    // Its processes were killed (waited for, bounded: the kernel reaps).
+    let gone = || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z"))
+    };
+    for _ in 0..500 {
+        if gone() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(gone(), "the failed box's init {pid} still runs");
+    for (id, why) in [
+        (&bad_policy, "network policy does not parse"),
+        (&bad_version, "grammar version 99"),
+        (&not_json, "not a JSON object"),
+    ] {
+        let (s, v) = d.get(&format!("/v2/box/{id}"));
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["status"], "error", "{v}");
+        assert_eq!(v["network_policy"], json!({"mode": "deny-all"}), "{v}");
+        assert!(v.get("allow_net").is_none(), "{v}");
+        let (_, events) = d.get(&format!("/v2/audit?box={id}&kind=box.failed"));
+        let text = events.to_string();
+        assert!(
+            text.contains(why) && text.contains("denied all network"),
+            "{text}"
+        );
+        // It stays failed: no command runs, no restart, no change writes
+        // defaults over what it was; deleting it works.
+        let (s, v) = d.post(&format!("/v2/box/{id}/exec"), json!({"command": ["true"]}));
+        assert!(s >= 400, "{v}");
+        let (s, v) = d.post(&format!("/v2/box/{id}/restart"), json!({}));
+        assert!(
+            s == 409 && v["error"].as_str().unwrap().contains(why),
+            "{s} {v}"
+        );
+        let (s, v) = d.call(
+            Method::PUT,
+            &format!("/v2/box/{id}/config/network-policy"),
+            Some(json!({"mode": "allow-all"})),
+        );
+        assert_eq!(s, 409, "{v}");
+    }
+    assert!(
+        d.log().contains("stored spec cannot be read"),
+        "{}",
+        d.log()
+    );
+    // A box whose spec parses is untouched.
+    let (_, v) = d.get(&format!("/v2/box/{fine}"));
+    assert_eq!(v["network_policy"], policy, "{v}");
+    assert_ne!(v["status"], "error", "{v}");
+    for id in [&bad_policy, &bad_version, &not_json] {
+        let (s, v) = d.delete(&format!("/v2/box/{id}"));
+        assert_eq!(s, 200, "{v}");
+    }
 }

@@ -593,3 +593,72 @@ async fn calls_during_a_restart_wait_for_it_and_never_record_the_box_failed() {
     );
     assert_eq!(t.get_box(c, &id).expect("get").row.state, BoxState::Running);
 }
+
+#[tokio::test]
+async fn an_agent_box_records_its_configuration_and_seals_its_key_outside_the_spec() {
+    let Some(t) = TestService::start() else {
+        return;
+    };
+    let key = "sk-core-AGENTKEY-5a7c9e1b";
+    let id = t
+        .new_box(CreateBox {
+            agent: boxd_core::AgentRequest {
+                agent: Some("opencode".into()),
+                model: Some("opencode/grok".into()),
+                api_key: Some(boxd_core::WriteOnly(key.into())),
+                skills: vec!["upstash/qstash-js".into()],
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await;
+    let info = t.get_box(&t.caller, &id).expect("get");
+    assert_eq!(info.meta.agent.agent.as_deref(), Some("opencode"));
+    assert!(info.meta.agent.has_api_key);
+    assert_eq!(
+        info.meta.agent.skills,
+        vec!["upstash/qstash-js".to_string()]
+    );
+    // The spec records the configuration, never the key; the key is
+    // sealed in the store and opens to what was sent.
+    assert!(
+        !info.row.spec.to_string().contains(key),
+        "{}",
+        info.row.spec
+    );
+    assert_eq!(
+        info.row.spec["v"], 1,
+        "the spec carries its grammar version"
+    );
+    let sealed = t
+        .store
+        .box_agent_key(&id)
+        .expect("read")
+        .expect("a key row");
+    let opened = sealed.open(t.secrets.keys()).expect("opens");
+    assert_eq!(opened.as_slice(), key.as_bytes());
+    assert!(!out(&t, &id, "env").await.contains(key));
+    // A bad configuration is an invalid argument that leaves no box.
+    let before = t.list_boxes(&t.caller, &Default::default()).unwrap().len();
+    let e = t
+        .create_box(
+            &t.caller,
+            CreateBox {
+                agent: boxd_core::AgentRequest {
+                    agent: Some("custom".into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, CoreError::Invalid(_)), "{e:?}");
+    assert_eq!(
+        t.list_boxes(&t.caller, &Default::default()).unwrap().len(),
+        before
+    );
+    // Deleting the box takes its sealed key with it.
+    t.delete_box(&t.caller, &id).await.expect("delete");
+    assert!(t.store.box_agent_key(&id).expect("read").is_none());
+}

@@ -560,3 +560,93 @@ fn team_rules_merge_under_box_rules_and_everything_survives_a_restart() {
         &[HEADER_VALUE, SECRET_VALUE, TEAM_VALUE],
     );
 }
+
+const AGENT_KEY: &str = "sk-ant-AGENTKEYSECRET-9e1f3b5d7a";
+const MCP_HEADER: &str = "Bearer mcp-MCPHEADERSECRET-2c4e6a8b";
+
+#[test]
+fn agent_api_key_and_mcp_headers_never_reach_the_box_the_api_or_the_daemon_files() {
+    let Some(d) = TestDaemon::start() else {
+        return;
+    };
+    let (s, created) = d.post(
+        "/v2/box",
+        json!({
+            "agent": "claude-code",
+            "model": "anthropic/claude-sonnet-4-5",
+            "agent_api_key": AGENT_KEY,
+            "skills": ["upstash/qstash-js"],
+            "mcp_servers": [
+                {"name": "web", "source": "url", "package_or_url": "https://mcp.example.com/sse",
+                 "headers": {"Authorization": MCP_HEADER}}
+            ]
+        }),
+    );
+    assert_eq!(s, 200, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    // The configuration is there, its write-only values are not.
+    assert_eq!(created["agent"], "claude-code");
+    assert_eq!(created["agent_api_key_set"], true);
+    assert_eq!(
+        created["mcp_servers"][0]["header_names"],
+        json!(["Authorization"])
+    );
+    let mut seen = created.to_string();
+
+    // Nothing in the box holds a value (as in the test above: env, every
+    // process's environ and cmdline, every readable file).
+    let split = |v: &str| format!("'{}' '{}'", &v[..10], &v[10..]);
+    let script = format!(
+        "env; cat /proc/*/environ /proc/*/cmdline 2>/dev/null; echo; \
+         printf '%s%s\\n' {} {} | grep -rlsF -f - --exclude-dir=proc --exclude-dir=sys \
+         --exclude-dir=dev --exclude-dir=usr / | sed 's/^/found:/'; echo searched",
+        split(AGENT_KEY),
+        split(MCP_HEADER)
+    );
+    let everything = ok(&d, &id, &script, &mut seen);
+    assert!(everything.contains("searched"), "{everything}");
+    let found: Vec<&str> = everything
+        .lines()
+        .filter(|l| l.starts_with("found:"))
+        .collect();
+    assert!(found.is_empty(), "{found:?}");
+
+    // Every API answer about the box, a config change and a refused create
+    // that quotes its fields.
+    let (_, v) = d.call(
+        Method::PUT,
+        &format!("/v2/box/{id}/config/model"),
+        Some(json!({"model": "anthropic/claude-opus-4-5"})),
+    );
+    seen.push_str(&v.to_string());
+    let (s, v) = d.post(
+        "/v2/box",
+        json!({"agent": "codex", "model": "m", "agent_api_key": format!("{AGENT_KEY}\n")}),
+    );
+    assert_eq!(s, 400, "{v}");
+    seen.push_str(&v.to_string());
+    let (s, v) = d.post(
+        "/v2/box",
+        json!({"mcp_servers": [{"name": "w", "source": "url", "package_or_url": "https://m.example",
+            "headers": {"A": format!("{MCP_HEADER}\r\n")}}]}),
+    );
+    assert_eq!(s, 400, "{v}");
+    seen.push_str(&v.to_string());
+    for path in [
+        format!("/v2/box/{id}"),
+        "/v2/box".to_string(),
+        format!("/v2/box/{id}/logs"),
+        format!("/v2/audit?box={id}&limit=1000"),
+        "/v2/audit?limit=1000".to_string(),
+    ] {
+        let (_, v) = d.get(&path);
+        seen.push_str(&v.to_string());
+    }
+    for v in [AGENT_KEY, MCP_HEADER] {
+        assert!(!seen.contains(v), "{v} reached the box or the API: {seen}");
+    }
+    // The daemon's files (database, WAL, layers) and its log: sealed only.
+    assert_absent_from_files(&d.dir, &[&d.log_path()], &[AGENT_KEY, MCP_HEADER]);
+    let (s, _) = d.delete(&format!("/v2/box/{id}"));
+    assert_eq!(s, 200);
+}

@@ -312,6 +312,66 @@ async function flow(sdk, workdir) {
     await box.resume();
     check("resume twice: still idle", "idle", (await box.getStatus()).status);
 
+    // ---------------- agent configuration ----------------
+    log("[ts] agent configuration");
+    const { Agent, ClaudeCode } = sdk;
+    const agentKey = `sk-flow-${randomBytes(12).toString("hex")}`;
+    const agentBox = await Box.create({
+      agent: { harness: Agent.ClaudeCode, model: ClaudeCode.Sonnet_4_5, apiKey: agentKey },
+      skills: ["upstash/qstash-js"],
+      mcpServers: [
+        { name: "fs", package: "@modelcontextprotocol/server-filesystem", args: ["/workspace/home"] },
+        { name: "web", url: "https://mcp.example.com/sse", headers: { Authorization: `Bearer ${agentKey}` } },
+      ],
+      timeout: REQUEST_TIMEOUT_MS,
+    });
+    created.push(agentBox);
+    check(
+      "agent: modelConfig",
+      { harness: "claude-code", provider: "claude-code", runner: "claude-code", model: ClaudeCode.Sonnet_4_5 },
+      agentBox.modelConfig,
+    );
+    check("agent: skills.list()", ["upstash/qstash-js"], await agentBox.skills.list());
+    await agentBox.skills.add("upstash/workflow-js/workflow");
+    check(
+      "agent: skills.add",
+      ["upstash/qstash-js", "upstash/workflow-js/workflow"],
+      await agentBox.skills.list(),
+    );
+    await agentBox.skills.remove("upstash/workflow-js/workflow");
+    check("agent: skills.remove", ["upstash/qstash-js"], await agentBox.skills.list());
+    await agentBox.configureModel(ClaudeCode.Opus_4_5);
+    const agentAgain = await Box.get(agentBox.id, { timeout: REQUEST_TIMEOUT_MS });
+    check("agent: configureModel, read back by get", ClaudeCode.Opus_4_5, agentAgain.modelConfig.model);
+    run = await agentBox.exec.command("env; cat /proc/*/environ 2>/dev/null");
+    checkTrue("agent: the key is not in the box's env", !run.stdout.includes(agentKey), "present");
+    checkTrue(
+      "agent: the key is in no list answer",
+      !JSON.stringify(await Box.list()).includes(agentKey),
+      "present",
+    );
+    const runErr = await boxError("agent.run: runs are not built yet", () =>
+      agentAgain.agent.run({ prompt: "hi" }),
+    );
+    check("agent.run: status code", 501, runErr.statusCode);
+    const customBox = await Box.create({
+      agent: { harness: Agent.Custom, customHarness: { command: "my-agent", args: ["--fast"] } },
+      timeout: REQUEST_TIMEOUT_MS,
+    });
+    created.push(customBox);
+    check("custom harness: default model", "custom", customBox.modelConfig.model);
+    await customBox.configureCustomHarness({ command: "/home/boxuser/agent", protocol: "box-sse-v1" });
+    log("  ok  custom harness: configureCustomHarness");
+    const harnessErr = await boxError("an unknown harness is refused", () =>
+      Box.create({ agent: { harness: "gpt-cli", model: "m" }, timeout: REQUEST_TIMEOUT_MS }),
+    );
+    check("unknown harness: status code", 400, harnessErr.statusCode);
+    checkTrue("unknown harness: the harnesses are named", harnessErr.message.includes("claude-code"), harnessErr.message);
+    for (const b of [agentBox, customBox]) {
+      await b.delete();
+      deleted.add(b.id);
+    }
+
     // ---------------- errors ----------------
     log("[ts] errors");
     let err = await boxError("a wrong API key is refused", () =>

@@ -346,6 +346,70 @@ async def flow(kind: str, cls: Any, workdir: str) -> None:
         await maybe(box.resume())
         check("resume twice: still idle", "idle", (await maybe(box.get_status()))["status"])
 
+        # ---------------- agent configuration ----------------
+        log(f"[{kind}] agent configuration")
+        agent_key = "sk-flow-" + secrets.token_hex(12)
+        agent_box = await maybe(
+            cls.create(
+                agent={"harness": "claude-code", "model": "anthropic/claude-sonnet-4-5",
+                       "api_key": agent_key},
+                skills=["upstash/qstash-js"],
+                mcp_servers=[
+                    {"name": "fs", "package": "@modelcontextprotocol/server-filesystem",
+                     "args": ["/workspace/home"]},
+                    {"name": "web", "url": "https://mcp.example.com/sse",
+                     "headers": {"Authorization": "Bearer " + agent_key}},
+                ],
+                timeout=REQUEST_TIMEOUT_MS,
+            )
+        )
+        created.append(agent_box)
+        check("agent: model_config",
+              {"harness": "claude-code", "model": "anthropic/claude-sonnet-4-5"},
+              agent_box.model_config)
+        check("agent: skills.list()", ["upstash/qstash-js"], await maybe(agent_box.skills.list()))
+        await maybe(agent_box.skills.add("upstash/workflow-js/workflow"))
+        check("agent: skills.add", ["upstash/qstash-js", "upstash/workflow-js/workflow"],
+              await maybe(agent_box.skills.list()))
+        await maybe(agent_box.skills.remove("upstash/workflow-js/workflow"))
+        check("agent: skills.remove", ["upstash/qstash-js"], await maybe(agent_box.skills.list()))
+        await maybe(agent_box.configure_model("anthropic/claude-opus-4-5"))
+        again = await maybe(cls.get(agent_box.id, timeout=REQUEST_TIMEOUT_MS))
+        created.append(again)
+        check("agent: configure_model, read back by get", "anthropic/claude-opus-4-5",
+              again.model_config["model"])
+        run = await maybe(agent_box.exec.command("env; cat /proc/*/environ 2>/dev/null"))
+        check_true("agent: the key is not in the box's env", agent_key not in run.stdout, "present")
+        listed_all = await maybe(cls.list())
+        check_true("agent: the key is in no list answer",
+                   agent_key not in repr([b.model_dump() for b in listed_all]), "present")
+        e = await expect_box_error("agent.run: runs are not built yet",
+                                   lambda: again.agent.run(prompt="hi"))
+        check("agent.run: status code", 501, e.status_code)
+        custom_box = await maybe(
+            cls.create(
+                agent={"harness": "custom",
+                       "custom_harness": {"command": "my-agent", "args": ["--fast"]}},
+                timeout=REQUEST_TIMEOUT_MS,
+            )
+        )
+        created.append(custom_box)
+        check("custom harness: default model", "custom", custom_box.model_config["model"])
+        await maybe(custom_box.configure_custom_harness(
+            {"command": "/home/boxuser/agent", "protocol": "box-sse-v1"}))
+        log("  ok  custom harness: configure_custom_harness")
+        e = await expect_box_error(
+            "an unknown harness is refused",
+            lambda: cls.create(agent={"harness": "gpt-cli", "model": "m"},
+                               timeout=REQUEST_TIMEOUT_MS),
+        )
+        check("unknown harness: status code", 400, e.status_code)
+        check_true("unknown harness: the harnesses are named", "claude-code" in e.message,
+                   e.message)
+        for b in (agent_box, custom_box):
+            await maybe(b.delete())
+            deleted.append(b.id)
+
         # ---------------- errors ----------------
         log(f"[{kind}] errors")
         e = await expect_box_error(

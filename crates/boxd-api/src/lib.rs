@@ -71,11 +71,14 @@ impl BoxSize {
     }
 }
 
-/// `POST /v2/box`. Fields owned by features not built yet (agents, git,
-/// attach headers, skills, MCP, browser, snapshots) are accepted on the
-/// wire so the server can answer 501 naming the feature.
+/// `POST /v2/box` (and `POST /v2/box/from-snapshot`). Every field either
+/// official SDK sends is here; any other key is refused with a 400 naming
+/// it (see [`unknown_create_fields`]), so a misspelt security field never
+/// creates an open box. Fields of features not built yet (git, browser)
+/// are accepted on the wire so the server can answer 501 naming the
+/// feature.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct CreateBoxRequest {
     /// Unique within the team; `GET /v2/box/{name}` finds the box by it.
     pub name: Option<String>,
@@ -108,17 +111,31 @@ pub struct CreateBoxRequest {
     /// "allowed_domains"?, "allowed_cidrs"?, "denied_cidrs"?}`.
     #[schema(value_type = Object)]
     pub network_policy: Option<serde_json::Value>,
+    /// The coding agent's harness: `claude-code`, `codex`, `opencode`,
+    /// `cursor` or `custom` (agent runs are not built yet: the run routes
+    /// answer 501).
     pub agent: Option<String>,
+    /// The agent's model (required with a harness other than `custom`,
+    /// whose default is `custom`).
     pub model: Option<String>,
-    pub agent_api_key: Option<String>,
+    /// The model provider's API key, or `UPSTASH_KEY` / `STORED_KEY`
+    /// (write-only: sealed at rest, never returned; not for `custom`).
+    #[schema(value_type = Option<String>)]
+    pub agent_api_key: Option<WriteOnlyString>,
+    /// `agent: "custom"` only: `{"command", "args"?: [..], "protocol"?:
+    /// "box-sse-v1"}`.
     #[schema(value_type = Object)]
     pub custom_runner: Option<serde_json::Value>,
     pub github_token: Option<String>,
     pub git_user_name: Option<String>,
     pub git_user_email: Option<String>,
+    /// Skills to enable: `owner/repo` (or `owner/repo/skill`), at most 64.
     pub skills: Option<Vec<String>>,
+    /// At most 32: `{"name", "source": "npm", "package_or_url", "args"?}`
+    /// or `{"name", "source": "url", "package_or_url", "headers"?}`
+    /// (header values write-only).
     #[schema(value_type = Vec<Object>)]
-    pub mcp_servers: Option<Vec<serde_json::Value>>,
+    pub mcp_servers: Option<WriteOnly>,
     pub browser: Option<bool>,
     /// boxd extension (Deno): placeholder secrets, `{"NAME": {"hosts":
     /// [...], "value": "...", "in_query"?: false, "in_body"?: false}}`
@@ -135,6 +152,75 @@ pub struct CreateBoxRequest {
     pub volumes: Option<Vec<serde_json::Value>>,
     /// `POST /v2/box/from-snapshot`: the snapshot (id or name) to start from.
     pub snapshot_id: Option<String>,
+}
+
+/// Every key of a create body, `disk` (the alias of `disk_mib`) included.
+pub const CREATE_FIELDS: &[&str] = &[
+    "name",
+    "labels",
+    "runtime",
+    "size",
+    "disk_mib",
+    "disk",
+    "env_vars",
+    "keep_alive",
+    "init_command",
+    "ttl",
+    "ephemeral",
+    "timeout",
+    "metadata",
+    "attach_headers",
+    "network_policy",
+    "agent",
+    "model",
+    "agent_api_key",
+    "custom_runner",
+    "github_token",
+    "git_user_name",
+    "git_user_email",
+    "skills",
+    "mcp_servers",
+    "browser",
+    "secrets",
+    "allow_net",
+    "volumes",
+    "snapshot_id",
+];
+
+/// The keys of a create body that are not create fields, each with the
+/// field it probably meant (`allowNet` → `allow_net`), sorted.
+pub fn unknown_create_fields(
+    body: &serde_json::Map<String, serde_json::Value>,
+) -> Vec<(String, Option<&'static str>)> {
+    let mut unknown: Vec<_> = body
+        .keys()
+        .filter(|k| !CREATE_FIELDS.contains(&k.as_str()))
+        .map(|k| {
+            let snake = snake_case(k);
+            let meant = CREATE_FIELDS.iter().copied().find(|f| *f == snake);
+            (k.clone(), meant)
+        })
+        .collect();
+    unknown.sort();
+    unknown
+}
+
+/// `networkPolicy` → `network_policy`, `Allow-Net` → `allow_net`.
+fn snake_case(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    for (i, c) in s.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 && !out.ends_with('_') {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else if c == '-' {
+            out.push('_');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A snapshot: a box's filesystem changes and config, frozen.
@@ -275,6 +361,30 @@ pub struct BoxData {
     /// boxd extension: the volumes the box mounts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<BoxVolume>,
+    /// The coding agent's harness (absent: no agent configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// The agent's model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Skills enabled in the box (`skills` at create, then
+    /// `config/skills`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub enabled_skills: Vec<String>,
+    /// boxd extension: a custom harness's process, `{"command", "args"?,
+    /// "protocol"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub custom_runner: Option<serde_json::Value>,
+    /// boxd extension: the box's MCP servers, `{"name", "source",
+    /// "package_or_url", "args"?, "header_names"?}`. Never a header value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    pub mcp_servers: Vec<serde_json::Value>,
+    /// boxd extension: true when the box has an agent API key (which is
+    /// never returned).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub agent_api_key_set: bool,
     /// True for boxes created with `ephemeral: true`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ephemeral: bool,
@@ -290,6 +400,18 @@ pub struct BoxData {
     /// the first one since the daemon started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_activity_at: Option<i64>,
+}
+
+/// A string that is a secret (an API key), as received: its `Debug` never
+/// shows it.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WriteOnlyString(pub String);
+
+impl std::fmt::Debug for WriteOnlyString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteOnlyString(..)")
+    }
 }
 
 /// JSON holding secret values, as received: its `Debug` never shows it,
@@ -485,6 +607,36 @@ pub struct PathResponse {
     pub path: String,
 }
 
+/// `PUT /v2/box/{id}/config/model`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRequest {
+    pub model: String,
+}
+
+/// `PUT /v2/box/{id}/config/custom-runner` (boxes whose agent is `custom`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomRunnerRequest {
+    /// `{"command", "args"?: [..], "protocol"?: "box-sse-v1"}`.
+    #[schema(value_type = Object)]
+    pub custom_runner: serde_json::Value,
+}
+
+/// `POST /v2/box/{id}/config/skills`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SkillRequest {
+    /// `owner/repo` or `owner/repo/skill`.
+    pub skill_id: String,
+}
+
+/// The box's skills after a change.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SkillsResponse {
+    pub enabled_skills: Vec<String>,
+}
+
 /// `POST /v2/box/{id}/config/labels`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct LabelRequest {
@@ -592,6 +744,12 @@ mod tests {
             attach_headers: BTreeMap::new(),
             secrets: BTreeMap::new(),
             volumes: Vec::new(),
+            agent: None,
+            model: None,
+            enabled_skills: Vec::new(),
+            custom_runner: None,
+            mcp_servers: Vec::new(),
+            agent_api_key_set: false,
             ephemeral: false,
             expires_at: None,
             total_cpu_ns: None,
@@ -608,12 +766,45 @@ mod tests {
     fn write_only_json_never_shows_in_debug() {
         let req: CreateBoxRequest = serde_json::from_str(
             r#"{"attach_headers": {"a.example.com": {"X-Key": "v4lue-1"}},
+                "agent": "codex", "model": "m", "agent_api_key": "v4lue-3",
+                "mcp_servers": [{"name": "w", "source": "url", "package_or_url": "https://x",
+                                 "headers": {"A": "v4lue-4"}}],
                 "secrets": {"K": {"hosts": ["a.example.com"], "value": "v4lue-2"}}}"#,
         )
         .unwrap();
         let shown = format!("{req:?}");
         assert!(!shown.contains("v4lue"), "{shown}");
         assert_eq!(req.secrets.unwrap().0["K"]["value"], "v4lue-2");
+    }
+
+    #[test]
+    fn create_fields_are_the_request_type_s_fields() {
+        let v = serde_json::to_value(CreateBoxRequest::default()).unwrap();
+        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        keys.push("disk");
+        keys.sort();
+        let mut listed = CREATE_FIELDS.to_vec();
+        listed.sort();
+        assert_eq!(keys, listed);
+    }
+
+    #[test]
+    fn unknown_create_fields_are_named_with_what_they_meant() {
+        let body = serde_json::json!({"name": "a", "allowNet": [], "networkPolicy": {},
+            "attachHeaders": {}, "Allow-Net": [], "bogus": 1});
+        let unknown = unknown_create_fields(body.as_object().unwrap());
+        assert_eq!(
+            unknown,
+            vec![
+                ("Allow-Net".to_string(), Some("allow_net")),
+                ("allowNet".to_string(), Some("allow_net")),
+                ("attachHeaders".to_string(), Some("attach_headers")),
+                ("bogus".to_string(), None),
+                ("networkPolicy".to_string(), Some("network_policy")),
+            ]
+        );
+        let e = serde_json::from_value::<CreateBoxRequest>(body).unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
     }
 
     #[test]

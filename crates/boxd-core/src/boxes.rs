@@ -7,6 +7,7 @@
 //! crash at any point is repaired by recovery at start. A call that fails
 //! leaves nothing behind. Never a wire format.
 
+use crate::agent::{AgentConfig, AgentRequest};
 use crate::error::{stopped, CoreError, CoreResult};
 use crate::secrets::{parse_attach_headers, parse_secrets, SecretInfo};
 use crate::service::{now_ms, BoxService, Busy, Caller, LiveBox};
@@ -80,10 +81,25 @@ impl BoxSize {
     }
 }
 
+/// The grammar version of a box's stored spec (its `v`). A spec without
+/// `v` is of version 1 (the grammar before versions were recorded). A
+/// change to the grammar that an older spec does not satisfy raises this
+/// and migrates older specs on purpose; a spec of a version this boxd does
+/// not know, or one that does not parse, fails closed (see
+/// [`BoxMeta::read`]).
+pub const SPEC_VERSION: u32 = 1;
+
+fn spec_v1() -> u32 {
+    1
+}
+
 /// What boxd records about a box beyond the store's columns (`spec` JSON).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BoxMeta {
+    /// The spec's grammar version ([`SPEC_VERSION`] when written).
+    #[serde(rename = "v", default = "spec_v1")]
+    pub version: u32,
     pub size: BoxSize,
     /// The enforced disk limit (`None`: the pool enforces none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -118,29 +134,112 @@ pub struct BoxMeta {
     pub expires_at: Option<i64>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub ephemeral: bool,
+    /// The coding-agent configuration (no key, no header value).
+    #[serde(skip_serializing_if = "AgentConfig::is_empty")]
+    pub agent: AgentConfig,
+    /// Why the stored spec could not be read (never stored): such a meta
+    /// is deny-all and is never written back.
+    #[serde(skip)]
+    pub unreadable: Option<String>,
+}
+
+impl Default for BoxMeta {
+    fn default() -> Self {
+        BoxMeta {
+            version: SPEC_VERSION,
+            size: BoxSize::default(),
+            disk_mib: None,
+            keep_alive: false,
+            metadata: BTreeMap::new(),
+            network_policy: None,
+            allow_net: None,
+            attach_headers: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            volumes: Vec::new(),
+            snapshot_id: None,
+            init_command: None,
+            expires_at: None,
+            ephemeral: false,
+            agent: AgentConfig::default(),
+            unreadable: None,
+        }
+    }
 }
 
 impl BoxMeta {
-    pub fn of(row: &BoxRow) -> BoxMeta {
-        serde_json::from_value(row.spec.clone()).unwrap_or_default()
+    /// The box's spec, or why it cannot be read: it does not parse, it is
+    /// of a grammar version this boxd does not know, or its egress rules
+    /// do not parse.
+    pub fn read(row: &BoxRow) -> Result<BoxMeta, String> {
+        if !row.spec.is_object() {
+            return Err("its stored spec is not a JSON object".into());
+        }
+        let meta: BoxMeta = serde_json::from_value(row.spec.clone())
+            .map_err(|e| format!("its stored spec does not parse: {e}"))?;
+        if meta.version == 0 || meta.version > SPEC_VERSION {
+            return Err(format!(
+                "its stored spec has grammar version {}; this boxd reads versions 1 to {SPEC_VERSION}",
+                meta.version
+            ));
+        }
+        meta.egress()?;
+        Ok(meta)
     }
 
-    /// The box's own egress rules (validated before they were stored).
-    pub fn egress(&self) -> (Option<AllowNet>, Option<NetworkPolicy>) {
+    /// The box's spec; one that cannot be read ([`BoxMeta::read`]) gives a
+    /// fail-closed meta: deny-all egress, everything else at its default,
+    /// `unreadable` saying why (recovery marks such a box failed).
+    pub fn of(row: &BoxRow) -> BoxMeta {
+        match BoxMeta::read(row) {
+            Ok(meta) => meta,
+            Err(reason) => {
+                tracing::debug!(box_id = %row.id, reason, "a box's stored spec cannot be read: deny-all");
+                BoxMeta::fail_closed(reason)
+            }
+        }
+    }
+
+    /// The meta of a box whose spec cannot be read: it reaches nothing.
+    fn fail_closed(reason: String) -> BoxMeta {
+        BoxMeta {
+            network_policy: Some(json!({"mode": "deny-all"})),
+            unreadable: Some(reason),
+            ..BoxMeta::default()
+        }
+    }
+
+    /// The box's own egress rules, or why a stored one does not parse (a
+    /// caller fails closed on that: see [`BoxService::egress_policy`]).
+    pub fn egress(&self) -> Result<(Option<AllowNet>, Option<NetworkPolicy>), String> {
         let allow_net = self
             .allow_net
             .as_ref()
-            .and_then(|rules| AllowNet::parse(rules).ok());
+            .map(|rules| AllowNet::parse(rules))
+            .transpose()
+            .map_err(|e| format!("its stored allow_net does not parse: {e}"))?;
         let policy = self
             .network_policy
             .as_ref()
-            .and_then(|p| NetworkPolicy::from_json(p).ok());
-        (allow_net, policy)
+            .map(NetworkPolicy::from_json)
+            .transpose()
+            .map_err(|e| format!("its stored network policy does not parse: {e}"))?;
+        Ok((allow_net, policy))
     }
 
     pub(crate) fn to_json(&self) -> CoreResult<Value> {
-        serde_json::to_value(self)
-            .map_err(|e| CoreError::internal(format!("encode the box spec: {e}")))
+        if let Some(reason) = &self.unreadable {
+            // Writing the fail-closed stand-in back would replace what
+            // the box really was with defaults.
+            return Err(CoreError::conflict(format!(
+                "this box cannot be changed: {reason}; delete it"
+            )));
+        }
+        let mut value = serde_json::to_value(self)
+            .map_err(|e| CoreError::internal(format!("encode the box spec: {e}")))?;
+        if let Value::Object(m) = &mut value {
+            m.insert("v".into(), json!(SPEC_VERSION));
+        }
+        Ok(value)
     }
 }
 
@@ -191,6 +290,8 @@ pub struct CreateBox {
     pub keep_alive: bool,
     /// The snapshot (id or name) to start from.
     pub snapshot: Option<String>,
+    /// The coding agent, its skills and MCP servers (the key write-only).
+    pub agent: AgentRequest,
 }
 
 /// Which boxes a list returns: all of the team's, or those carrying every
@@ -445,9 +546,16 @@ impl BoxService {
     }
 
     /// The full egress policy of a box: its rules and the operator's.
+    /// A stored rule that does not parse denies everything (logged).
     pub(crate) fn egress_policy(&self, meta: &BoxMeta) -> Option<EgressPolicy> {
         let net = self.network.as_ref()?;
-        let (allow_net, policy) = meta.egress();
+        let (allow_net, policy) = meta.egress().unwrap_or_else(|reason| {
+            tracing::error!(
+                reason,
+                "a box's stored egress rules cannot be read: it gets deny-all"
+            );
+            (None, Some(NetworkPolicy::deny_all()))
+        });
         Some(net.policy(allow_net, policy))
     }
 
@@ -612,6 +720,7 @@ impl BoxService {
             check_init_command(cmd)?;
         }
         let expires_at = expiry(&req, now_ms())?;
+        let agent = crate::agent::check_agent(req.agent.clone())?;
 
         let id = new_id("box")?;
         let meta = BoxMeta {
@@ -628,6 +737,8 @@ impl BoxService {
             init_command: req.init_command.clone(),
             expires_at,
             ephemeral: req.ephemeral,
+            agent: agent.config.clone(),
+            ..BoxMeta::default()
         };
         let new_box = NewBox {
             id: id.clone(),
@@ -666,6 +777,10 @@ impl BoxService {
             .and_then(|()| {
                 self.secrets
                     .store_box_rules(&self.store, &caller.team_id, &id, &rules)
+            })
+            .and_then(|()| {
+                self.secrets
+                    .store_agent_secrets(&self.store, &caller.team_id, &id, &agent)
             })
         {
             if let Err(del) = self.store.delete_box(&caller.team_id, &id) {
@@ -782,6 +897,8 @@ impl BoxService {
                 "runtime": row.runtime,
                 "size": size.as_str(),
                 "volumes": meta.volumes,
+                "agent": meta.agent.agent,
+                "model": meta.agent.model,
                 "duration_ms": took.as_millis() as u64,
             }),
         );

@@ -13,6 +13,7 @@
 //! protocol wire structs. A front end decodes, makes one call here, and
 //! encodes.
 
+pub mod agent;
 pub mod audit;
 pub mod boxes;
 pub mod error;
@@ -29,6 +30,7 @@ mod settings;
 pub mod snapshots;
 pub mod volumes;
 
+pub use agent::{AgentConfig, AgentRequest, WriteOnly};
 pub use audit::{AuditEvent, AuditQuery, LogLine};
 pub use boxd_store::{BoxRow, BoxState};
 pub use boxes::{BoxFilter, BoxInfo, BoxMeta, BoxSize, CreateBox};

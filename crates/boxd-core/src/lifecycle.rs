@@ -81,6 +81,13 @@ impl BoxService {
                 row.id
             )));
         }
+        // A box whose stored spec cannot be read stays failed (fail closed).
+        let meta = BoxMeta::read(&row).map_err(|reason| {
+            CoreError::conflict(format!(
+                "box {} cannot be restarted: {reason}; delete it",
+                row.id
+            ))
+        })?;
         let started = Instant::now();
         if let Some(live) = &old {
             if let Err(e) = live.handle.thaw() {
@@ -91,7 +98,6 @@ impl BoxService {
             }
         }
         self.remove_live(&row.id);
-        let meta = BoxMeta::of(&row);
         let rules = Arc::new(self.secrets.box_rules(&self.store, &row.id)?);
         let rt = self.runtime.clone();
         let id = row.id.clone();

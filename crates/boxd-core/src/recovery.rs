@@ -145,7 +145,27 @@ impl BoxService {
                     }
                 }
                 BoxState::Running | BoxState::Paused | BoxState::Failed => {
-                    if let Some(at) = BoxMeta::of(row).expires_at {
+                    // A spec (or egress rule) that does not parse fails
+                    // closed: the box is failed, its processes are killed,
+                    // it gets no network (only running and paused boxes
+                    // get theirs back) and is never restarted; deleting
+                    // it still works.
+                    let meta = match BoxMeta::read(row) {
+                        Ok(meta) => Some(meta),
+                        Err(reason) => {
+                            tracing::error!(box_id = %row.id, reason,
+                                "a box's stored spec cannot be read: it is marked failed and denied all network");
+                            if row.state != BoxState::Failed {
+                                self.mark_failed(
+                                    row,
+                                    &format!("{reason}; it is denied all network (delete it)"),
+                                );
+                                failed += 1;
+                            }
+                            None
+                        }
+                    };
+                    if let Some(at) = meta.as_ref().and_then(|m| m.expires_at) {
                         self.expiries
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
@@ -155,7 +175,20 @@ impl BoxService {
                         Ok(handle) => {
                             let alive = handle.is_alive();
                             let live = self.insert_live(handle);
-                            if alive {
+                            if meta.is_none() {
+                                // A failed box runs nothing: its processes
+                                // go (its files stay until it is deleted).
+                                if alive {
+                                    if let Err(e) = live.handle.cgroup().kill() {
+                                        tracing::error!(box_id = %row.id, error = %e,
+                                            "cannot kill the processes of a box whose spec cannot be read");
+                                    }
+                                    if let Err(e) = live.handle.thaw() {
+                                        tracing::warn!(box_id = %row.id, error = %e,
+                                            "cannot thaw a box whose spec cannot be read");
+                                    }
+                                }
+                            } else if alive {
                                 self.reconcile_pause(row, &live);
                                 adopted += 1;
                             } else if row.state != BoxState::Failed {
@@ -164,7 +197,7 @@ impl BoxService {
                                 failed += 1;
                             }
                         }
-                        Err(e) if row.state != BoxState::Failed => {
+                        Err(e) if meta.is_some() && row.state != BoxState::Failed => {
                             let reason = format!("its runtime state cannot be adopted: {e}");
                             self.mark_failed(row, &reason);
                             failed += 1;

@@ -135,6 +135,33 @@ impl Secrets {
         SecretRules::new(Vec::new(), own, secrets).map_err(rule_error)
     }
 
+    /// Seals and stores a new box's agent API key and MCP header values,
+    /// all or nothing.
+    pub(crate) fn store_agent_secrets(
+        &self,
+        store: &Store,
+        team_id: &str,
+        box_id: &str,
+        agent: &crate::agent::CheckedAgent,
+    ) -> CoreResult<()> {
+        if agent.api_key.is_none() && agent.mcp_headers.is_empty() {
+            return Ok(());
+        }
+        let headers: Vec<(&str, &str, &[u8])> = agent
+            .mcp_headers
+            .iter()
+            .map(|(server, name, value)| (server.as_str(), name.as_str(), value.as_bytes()))
+            .collect();
+        store.put_box_agent_secrets(
+            &self.keys,
+            team_id,
+            box_id,
+            agent.api_key.as_ref().map(|k| k.as_bytes()),
+            &headers,
+        )?;
+        Ok(())
+    }
+
     /// Seals and stores a new box's merged rules, all or nothing.
     pub fn store_box_rules(
         &self,

@@ -101,6 +101,7 @@ pub struct BoxRow {
     pub name: Option<String>,
     pub state: BoxState,
     pub runtime: String,
+    /// `null` when the stored text is not JSON (a corrupt row).
     pub spec: serde_json::Value,
     pub labels: BTreeMap<String, String>,
     /// Unix milliseconds.
@@ -156,7 +157,9 @@ impl RawBox {
             name: self.name,
             state: self.state,
             runtime: self.runtime,
-            spec: serde_json::from_str(&self.spec_json)?,
+            // A spec that is not JSON reads as `null` rather than hiding
+            // every box: the box service fails such a box closed.
+            spec: serde_json::from_str(&self.spec_json).unwrap_or(serde_json::Value::Null),
             labels: serde_json::from_str(&self.labels_json)?,
             created_at: self.created_at,
             updated_at: self.updated_at,
@@ -332,4 +335,41 @@ fn found(changed: usize, id: &str) -> Result<()> {
         return Err(StoreError::NotFound(format!("box {id}")));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{BoxState, NewBox, Store};
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn a_spec_that_is_not_json_reads_as_null_and_hides_no_box() {
+        let store = Store::open_in_memory().unwrap();
+        let team = store.ensure_default_team().unwrap();
+        for id in ["b1", "b2"] {
+            store
+                .insert_box(&NewBox {
+                    id: id.into(),
+                    team_id: team.id.clone(),
+                    name: None,
+                    state: BoxState::Running,
+                    runtime: "host".into(),
+                    spec: serde_json::json!({"v": 1}),
+                    labels: BTreeMap::new(),
+                })
+                .unwrap();
+        }
+        store
+            .conn()
+            .execute(
+                "UPDATE boxes SET spec_json = '{\"v\": 1,' WHERE id = 'b1'",
+                [],
+            )
+            .unwrap();
+        let all = store.all_boxes().unwrap();
+        assert_eq!(all.len(), 2);
+        let b1 = all.iter().find(|b| b.id == "b1").unwrap();
+        assert_eq!(b1.spec, serde_json::Value::Null);
+        assert_eq!(store.box_by_id("b2").unwrap().unwrap().spec["v"], 1);
+    }
 }

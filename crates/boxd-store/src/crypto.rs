@@ -45,6 +45,11 @@ pub enum SecretKind {
     Secret,
     /// The egress proxy's CA private key.
     CaKey,
+    /// A box's coding-agent API key (per box; `name` is `agent_api_key`).
+    AgentKey,
+    /// A header value of one of a box's remote MCP servers (per box;
+    /// `pattern` is the server's name, `name` the header's).
+    McpHeader,
 }
 
 impl SecretKind {
@@ -53,6 +58,8 @@ impl SecretKind {
             SecretKind::AttachHeader => "attach_header",
             SecretKind::Secret => "secret",
             SecretKind::CaKey => "ca_key",
+            SecretKind::AgentKey => "agent_key",
+            SecretKind::McpHeader => "mcp_header",
         }
     }
 
@@ -61,6 +68,8 @@ impl SecretKind {
             "attach_header" => Ok(SecretKind::AttachHeader),
             "secret" => Ok(SecretKind::Secret),
             "ca_key" => Ok(SecretKind::CaKey),
+            "agent_key" => Ok(SecretKind::AgentKey),
+            "mcp_header" => Ok(SecretKind::McpHeader),
             other => Err(StoreError::Invalid(format!("secret kind {other:?}"))),
         }
     }

@@ -35,7 +35,8 @@ pub use error::{Result, StoreError};
 pub use keys::{ApiKeyInfo, KEY_PREFIX, MIN_SUPPLIED_KEY_LEN};
 pub use schema::SCHEMA_VERSION;
 pub use secrets::{
-    new_placeholder, SealedValue, SecretInfo, StoredAttachHeader, StoredSecret, PLACEHOLDER_PREFIX,
+    new_placeholder, SealedValue, SecretInfo, StoredAttachHeader, StoredMcpHeader, StoredSecret,
+    PLACEHOLDER_PREFIX,
 };
 pub use snapshots::SnapshotRow;
 pub use teams::{Team, DEFAULT_TEAM};

@@ -170,6 +170,38 @@ CREATE TABLE snapshots (
 CREATE UNIQUE INDEX snapshots_name ON snapshots(team_id, name) WHERE state != 'deleted';
 CREATE INDEX snapshots_by_parent ON snapshots(parent_id);
 "#,
+    // 6: two more kinds of sealed values, a box's coding-agent API key
+    // ('agent_key') and its remote MCP servers' header values
+    // ('mcp_header'). SQLite cannot change a CHECK constraint in place:
+    // the table is rebuilt with every row (ids included) and its indexes.
+    // Nothing references secret_values, so no foreign key moves.
+    r#"
+CREATE TABLE secret_values_v6 (
+    id          INTEGER PRIMARY KEY,
+    team_id     TEXT NOT NULL REFERENCES teams(id),
+    box_id      TEXT REFERENCES boxes(id) ON DELETE CASCADE,
+    kind        TEXT NOT NULL
+                CHECK (kind IN ('attach_header', 'secret', 'ca_key', 'agent_key', 'mcp_header')),
+    name        TEXT NOT NULL,
+    pattern     TEXT NOT NULL DEFAULT '',
+    hosts_json  TEXT,
+    placeholder TEXT UNIQUE,
+    key_id      TEXT NOT NULL,
+    nonce       BLOB NOT NULL CHECK (length(nonce) = 24),
+    ciphertext  BLOB NOT NULL CHECK (length(ciphertext) >= 16),
+    created_at  INTEGER NOT NULL
+) STRICT;
+INSERT INTO secret_values_v6 (id, team_id, box_id, kind, name, pattern, hosts_json,
+        placeholder, key_id, nonce, ciphertext, created_at)
+    SELECT id, team_id, box_id, kind, name, pattern, hosts_json,
+        placeholder, key_id, nonce, ciphertext, created_at
+    FROM secret_values;
+DROP TABLE secret_values;
+ALTER TABLE secret_values_v6 RENAME TO secret_values;
+CREATE UNIQUE INDEX secret_values_unique
+    ON secret_values(team_id, ifnull(box_id, ''), kind, name, pattern);
+CREATE INDEX secret_values_by_box ON secret_values(box_id);
+"#,
 ];
 
 /// The schema version this build of the store writes.
@@ -242,6 +274,59 @@ mod tests {
         migrate(&mut conn).unwrap();
         assert_eq!(version(&conn).unwrap(), SCHEMA_VERSION);
         assert_eq!(tables(&conn), after_first);
+    }
+
+    #[test]
+    fn the_secret_kinds_migration_keeps_existing_values_and_takes_the_new_kinds() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", true).unwrap();
+        // A database as version 5 left it, with a sealed value in it.
+        for sql in &MIGRATIONS[..5] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 5).unwrap();
+        conn.execute_batch(
+            "INSERT INTO teams VALUES ('t1', 'team', 1);
+             INSERT INTO boxes (id, team_id, state, runtime, spec_json, created_at, updated_at)
+                 VALUES ('b1', 't1', 'running', 'host', '{}', 1, 1);
+             INSERT INTO secret_values (id, team_id, box_id, kind, name, pattern, key_id,
+                 nonce, ciphertext, created_at)
+                 VALUES (7, 't1', 'b1', 'attach_header', 'X-Key', 'a.example.com', 'k1',
+                 zeroblob(24), zeroblob(16), 1);",
+        )
+        .unwrap();
+        let new_kind = "INSERT INTO secret_values (team_id, box_id, kind, name, key_id,
+                 nonce, ciphertext, created_at)
+                 VALUES ('t1', 'b1', 'agent_key', 'agent_api_key', 'k1', zeroblob(24), zeroblob(16), 1)";
+        assert!(
+            conn.execute_batch(new_kind).is_err(),
+            "version 5 refuses the new kind"
+        );
+        migrate(&mut conn).unwrap();
+        assert_eq!(version(&conn).unwrap(), SCHEMA_VERSION);
+        let kept: (i64, String, String) = conn
+            .query_row(
+                "SELECT id, kind, pattern FROM secret_values WHERE box_id = 'b1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(kept, (7, "attach_header".into(), "a.example.com".into()));
+        conn.execute_batch(new_kind).unwrap();
+        // The constraints and the cascade came along.
+        assert!(conn
+            .execute_batch(&new_kind.replace("agent_key", "other"))
+            .is_err());
+        assert!(
+            conn.execute_batch(new_kind).is_err(),
+            "unique per box and kind"
+        );
+        conn.execute_batch("DELETE FROM boxes WHERE id = 'b1'")
+            .unwrap();
+        let left: i64 = conn
+            .query_row("SELECT count(*) FROM secret_values", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 0);
     }
 
     #[test]

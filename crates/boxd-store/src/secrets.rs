@@ -1,5 +1,6 @@
-//! Encrypted secret values: attach headers (team-level and per box) and
-//! placeholder secrets (per box).
+//! Encrypted secret values: attach headers (team-level and per box),
+//! placeholder secrets (per box), and a box's coding-agent API key and
+//! remote MCP server headers.
 //!
 //! Owns the `secret_values` table. A value enters only through a `put_*`
 //! method that seals it with the [`MasterKeys`] under an [`Aad`] derived
@@ -71,6 +72,18 @@ pub struct StoredSecret {
     pub placeholder: String,
     pub value: SealedValue,
 }
+
+/// A header of one of a box's remote MCP servers, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredMcpHeader {
+    /// The MCP server's name.
+    pub server: String,
+    pub header_name: String,
+    pub value: SealedValue,
+}
+
+/// The `name` of a box's agent API key row (one per box).
+const AGENT_KEY_NAME: &str = "agent_api_key";
 
 /// A fresh placeholder: [`PLACEHOLDER_PREFIX`] + 128 random bits in hex.
 pub fn new_placeholder() -> Result<String> {
@@ -192,6 +205,30 @@ impl<'a> NewRow<'a> {
         }
     }
 
+    fn agent_key(team_id: &'a str, box_id: &'a str) -> Self {
+        NewRow {
+            team_id,
+            box_id: Some(box_id),
+            kind: SecretKind::AgentKey,
+            name: AGENT_KEY_NAME,
+            pattern: "",
+            hosts_json: None,
+            placeholder: None,
+        }
+    }
+
+    fn mcp_header(team_id: &'a str, box_id: &'a str, server: &'a str, name: &'a str) -> Self {
+        NewRow {
+            team_id,
+            box_id: Some(box_id),
+            kind: SecretKind::McpHeader,
+            name,
+            pattern: server,
+            hosts_json: None,
+            placeholder: None,
+        }
+    }
+
     fn secret(
         team_id: &'a str,
         box_id: &'a str,
@@ -240,6 +277,53 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Stores a new box's coding-agent API key and its remote MCP
+    /// servers' header values (`(server, header_name, value)`) in one
+    /// transaction: all of them or none. A second key for the box is a
+    /// `Conflict`.
+    pub fn put_box_agent_secrets(
+        &self,
+        keys: &MasterKeys,
+        team_id: &str,
+        box_id: &str,
+        api_key: Option<&[u8]>,
+        mcp_headers: &[(&str, &str, &[u8])],
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(value) = api_key {
+            insert_sealed(&tx, keys, NewRow::agent_key(team_id, box_id), value)?;
+        }
+        for (server, name, value) in mcp_headers {
+            let row = NewRow::mcp_header(team_id, box_id, server, name);
+            insert_sealed(&tx, keys, row, value)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The box's coding-agent API key, sealed (`None`: it has none).
+    pub fn box_agent_key(&self, box_id: &str) -> Result<Option<SealedValue>> {
+        self.sealed_rows("box_id = ?1 AND kind = 'agent_key'", [box_id])?
+            .first()
+            .map(RawRow::value)
+            .transpose()
+    }
+
+    /// The box's remote MCP server headers, sealed.
+    pub fn box_mcp_headers(&self, box_id: &str) -> Result<Vec<StoredMcpHeader>> {
+        self.sealed_rows("box_id = ?1 AND kind = 'mcp_header'", [box_id])?
+            .into_iter()
+            .map(|raw| {
+                Ok(StoredMcpHeader {
+                    value: raw.value()?,
+                    server: raw.pattern,
+                    header_name: raw.name,
+                })
+            })
+            .collect()
     }
 
     /// Replaces every team-level header of `pattern` with `headers`
@@ -524,6 +608,7 @@ fn insert_sealed(
         }
         Some(UNIQUE) => StoreError::Conflict(match row.kind {
             SecretKind::Secret => format!("secret {} is already set", row.name),
+            SecretKind::AgentKey => "the box's agent API key is already set".to_string(),
             _ => format!("header {} for {} is already set", row.name, row.pattern),
         }),
         Some(FOREIGN_KEY) => StoreError::NotFound(format!("team {}", row.team_id)),

@@ -2,48 +2,30 @@
 //! list, delete, status, labels, network policy and the box's log.
 //!
 //! Owns decoding the Upstash create body into the service's `CreateBox`
-//! (and refusing with 501 the fields whose features are not built) and
-//! encoding boxes. The rules of a box are the core's.
+//! (refusing unknown keys with a 400 naming them, and with 501 the fields
+//! whose features are not built) and encoding boxes. The rules of a box are the core's.
 
 use super::error::{ApiError, ApiResult};
-use super::{box_data, size_from_wire, status_of, Auth, JsonObject, Svc};
+use super::{box_data, decode, size_from_wire, status_of, Auth, JsonObject, Svc};
 use axum::extract::{Path, Query};
 use axum::Json;
 use boxd_api::{
-    BoxData, BulkDeleteRequest, CreateBoxRequest, ErrorBody, LabelRequest, LabelsResponse,
-    LogEntry, LogsResponse, StatusResponse,
+    unknown_create_fields, BoxData, BulkDeleteRequest, CreateBoxRequest, ErrorBody, LabelRequest,
+    LabelsResponse, LogEntry, LogsResponse, StatusResponse,
 };
-use boxd_core::{BoxFilter, CreateBox, MountRequest};
+use boxd_core::{AgentRequest, BoxFilter, CreateBox, MountRequest, WriteOnly};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
 /// The features a create request asks for that this boxd does not have.
 fn refuse_later_features(req: &CreateBoxRequest) -> ApiResult<()> {
-    fn set(v: &Option<Value>) -> bool {
-        v.as_ref().is_some_and(|v| match v {
-            Value::Null => false,
-            Value::Object(m) => !m.is_empty(),
-            Value::Array(a) => !a.is_empty(),
-            _ => true,
-        })
-    }
-    let checks: [(bool, &str); 6] = [
-        (
-            req.agent.is_some() || req.model.is_some() || req.agent_api_key.is_some(),
-            "coding agents (agent, model)",
-        ),
-        (set(&req.custom_runner), "custom agent harnesses"),
+    let checks: [(bool, &str); 2] = [
         (
             req.github_token.is_some()
                 || req.git_user_name.is_some()
                 || req.git_user_email.is_some(),
             "git integration",
-        ),
-        (req.skills.as_ref().is_some_and(|s| !s.is_empty()), "skills"),
-        (
-            req.mcp_servers.as_ref().is_some_and(|s| !s.is_empty()),
-            "MCP servers",
         ),
         (req.browser == Some(true), "browser boxes"),
     ];
@@ -51,6 +33,32 @@ fn refuse_later_features(req: &CreateBoxRequest) -> ApiResult<()> {
         Some((_, feature)) => Err(ApiError::not_implemented(feature)),
         None => Ok(()),
     }
+}
+
+/// The create body: an object of known fields only. A key that is no
+/// create field (a misspelt `allowNet`, an SDK option name such as
+/// `networkPolicy`) is a 400 naming it, so a security setting is never
+/// dropped silently.
+fn create_body(body: Map<String, Value>) -> ApiResult<CreateBoxRequest> {
+    let unknown = unknown_create_fields(&body);
+    if !unknown.is_empty() {
+        let named: Vec<String> = unknown
+            .iter()
+            .map(|(k, meant)| {
+                let k: String = k.chars().take(64).collect();
+                match meant {
+                    Some(m) => format!("{k:?} (did you mean {m:?}?)"),
+                    None => format!("{k:?}"),
+                }
+            })
+            .collect();
+        return Err(ApiError::bad_request(format!(
+            "unknown field{} in the create body: {}; nothing was created",
+            if named.len() == 1 { "" } else { "s" },
+            named.join(", ")
+        )));
+    }
+    decode(Value::Object(body))
 }
 
 /// The service's create from the Upstash body.
@@ -69,6 +77,17 @@ fn create_of(req: CreateBoxRequest) -> ApiResult<CreateBox> {
             })
         })
         .collect::<ApiResult<_>>()?;
+    let agent = AgentRequest {
+        agent: req.agent,
+        model: req.model,
+        api_key: req.agent_api_key.map(|k| WriteOnly(k.0)),
+        custom_runner: req.custom_runner.filter(|v| !v.is_null()),
+        skills: req.skills.unwrap_or_default(),
+        mcp_servers: req
+            .mcp_servers
+            .filter(|w| !w.0.is_null())
+            .map(|w| WriteOnly(w.0)),
+    };
     Ok(CreateBox {
         name: req.name,
         runtime: req.runtime,
@@ -88,17 +107,20 @@ fn create_of(req: CreateBoxRequest) -> ApiResult<CreateBox> {
         ephemeral: req.ephemeral == Some(true),
         keep_alive: req.keep_alive == Some(true),
         snapshot: req.snapshot_id,
+        agent,
     })
 }
 
 #[utoipa::path(post, path = "/v2/box", tag = "boxes", request_body = CreateBoxRequest,
     responses((status = 200, body = BoxData), (status = 400, body = ErrorBody),
-              (status = 409, body = ErrorBody), (status = 501, body = ErrorBody)))]
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody),
+              (status = 501, body = ErrorBody)))]
 pub async fn create(
     svc: Svc,
     Auth(caller): Auth,
-    JsonObject(req): JsonObject<CreateBoxRequest>,
+    JsonObject(body): JsonObject<Map<String, Value>>,
 ) -> ApiResult<Json<BoxData>> {
+    let req = create_body(body)?;
     Ok(Json(box_data(
         svc.create_box(&caller, create_of(req)?).await?,
     )))
@@ -106,15 +128,17 @@ pub async fn create(
 
 #[utoipa::path(post, path = "/v2/box/from-snapshot", tag = "snapshots", request_body = CreateBoxRequest,
     responses((status = 200, body = BoxData), (status = 400, body = ErrorBody),
-              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
 /// Creates a box whose filesystem starts as the snapshot's (`snapshot_id`:
 /// id or name) and whose env, size, network policy, allow_net and
 /// metadata default to the snapshot's; fields of the request win.
 pub async fn from_snapshot(
     svc: Svc,
     Auth(caller): Auth,
-    JsonObject(req): JsonObject<CreateBoxRequest>,
+    JsonObject(body): JsonObject<Map<String, Value>>,
 ) -> ApiResult<Json<BoxData>> {
+    let req = create_body(body)?;
     if req.snapshot_id.as_deref().unwrap_or("").is_empty() {
         return Err(ApiError::bad_request("snapshot_id is required"));
     }

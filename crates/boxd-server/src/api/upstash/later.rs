@@ -9,11 +9,10 @@ use std::sync::Arc;
 
 /// (path, feature) for every route that is not built yet.
 pub const ROUTES: &[(&str, &str)] = &[
-    ("/v2/box/{id}/config/model", "coding agents"),
-    ("/v2/box/{id}/config/custom-runner", "coding agents"),
-    ("/v2/box/{id}/config/skills", "skills"),
-    ("/v2/box/{id}/config/skills/{*rest}", "skills"),
-    ("/v2/box/{id}/config/mcp", "MCP servers"),
+    (
+        "/v2/box/{id}/config/mcp",
+        "changing a box's MCP servers (they are fixed at create)",
+    ),
     ("/v2/box/{id}/config/git", "git integration"),
     ("/v2/box/{id}/git-config", "git integration"),
     ("/v2/box/{id}/git/{*rest}", "git integration"),

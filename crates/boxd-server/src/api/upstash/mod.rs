@@ -7,6 +7,7 @@
 //! encodes: a rule a second protocol would need lives in the core, never
 //! here.
 
+pub mod agent;
 pub mod attach_headers;
 pub mod audit;
 pub mod boxes;
@@ -84,15 +85,19 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonObject<T> {
             let e = ApiError::bad_request("the request body must be a JSON object");
             return Err(e.into_response());
         }
-        // The message names the field (`disk_mib: invalid type: …`).
-        serde_path_to_error::deserialize(value)
+        decode(value)
             .map(JsonObject)
-            .map_err(|e| {
-                let message =
-                    format!("Failed to deserialize the JSON body into the target type: {e}");
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message).into_response()
-            })
+            .map_err(IntoResponse::into_response)
     }
+}
+
+/// A JSON object read into `T`; a field of the wrong type is a 422 whose
+/// message names the field (`disk_mib: invalid type: …`).
+pub fn decode<T: DeserializeOwned>(value: serde_json::Value) -> error::ApiResult<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let message = format!("Failed to deserialize the JSON body into the target type: {e}");
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+    })
 }
 
 /// The wire status of a box: `running` while a call is in flight on it,
@@ -173,6 +178,20 @@ pub fn box_data(info: BoxInfo) -> BoxData {
                 read_only: v.read_only,
             })
             .collect(),
+        agent: meta.agent.agent,
+        model: meta.agent.model,
+        enabled_skills: meta.agent.skills,
+        custom_runner: meta
+            .agent
+            .custom_runner
+            .and_then(|r| serde_json::to_value(r).ok()),
+        mcp_servers: meta
+            .agent
+            .mcp_servers
+            .into_iter()
+            .filter_map(|m| serde_json::to_value(m).ok())
+            .collect(),
+        agent_api_key_set: meta.agent.has_api_key,
         ephemeral: meta.ephemeral,
         expires_at: meta.expires_at.map(|ms| ms / 1000),
         total_cpu_ns,
@@ -239,6 +258,16 @@ pub fn routes(upload_limit: usize) -> Router<Arc<BoxService>> {
         .route(
             "/v2/box/{id}/config/labels/{label}",
             delete(boxes::remove_label),
+        )
+        .route("/v2/box/{id}/config/model", put(agent::set_model))
+        .route(
+            "/v2/box/{id}/config/custom-runner",
+            put(agent::set_custom_runner),
+        )
+        .route("/v2/box/{id}/config/skills", post(agent::add_skill))
+        .route(
+            "/v2/box/{id}/config/skills/{*skill}",
+            delete(agent::remove_skill),
         )
         .route("/v2/box/{id}/pause", post(lifecycle::pause))
         .route("/v2/box/{id}/restart", post(lifecycle::restart))
