@@ -4,7 +4,8 @@
 //! another box, not private or metadata ranges, not by UDP, ICMP, raw
 //! sockets or its own routes. "The outside" is a set of loopback servers
 //! this test starts (`common::outside`), reached through the daemon's
-//! test-only `[network.upstreams]` names and a local upstream DNS server.
+//! test-only `[network.upstreams]` names (the only way a name reaches a
+//! host service) and a local upstream DNS server.
 
 mod common;
 
