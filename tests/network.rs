@@ -4,7 +4,8 @@
 //! another box, not private or metadata ranges, not by UDP, ICMP, raw
 //! sockets or its own routes. "The outside" is a set of loopback servers
 //! this test starts (`common::outside`), reached through the daemon's
-//! test-only `[network.upstreams]` names and a local upstream DNS server.
+//! test-only `[network.upstreams]` names (the only way a name reaches a
+//! host service) and a local upstream DNS server.
 
 mod common;
 
@@ -174,6 +175,21 @@ fn curl(d: &TestDaemon, id: &str, args: &str) -> (i64, String) {
     (code, format!("{out}{err}"))
 }
 
+/// `url` (plain HTTP to a name the box's policy denies) is answered by
+/// boxd's proxy with a 403 naming the policy and `rule`, never by the
+/// server behind the name.
+fn refused_by_policy(d: &TestDaemon, id: &str, url: &str, rule: &str) {
+    let (code, out) = curl(d, id, &format!("-i {url}"));
+    assert_eq!(code, 0, "{url}: {out}");
+    assert!(out.starts_with("HTTP/1.1 403 Forbidden"), "{url}: {out}");
+    assert!(
+        out.contains("is denied by this box's network policy")
+            && out.contains(&format!("(rule: {rule}")),
+        "{url}: {out}"
+    );
+    assert!(!out.contains("hello"), "{url}: {out}");
+}
+
 /// Audit events of `kind` for a box.
 fn events(d: &TestDaemon, id: &str, kind: &str) -> Vec<Value> {
     // Network events are written in batches right after the fact.
@@ -239,13 +255,18 @@ fn allowed_names_are_reached_through_the_proxy_and_nothing_else_is() {
     // `*.allowed.test` is any subdomain, never the apex or a lookalike.
     assert_eq!(curl(&d, &id, "http://sub.allowed.test/").0, 0);
     for denied in ["allowed.test", "evilallowed.test", "other.example.test"] {
-        let (code, out) = curl(&d, &id, &format!("http://{denied}/"));
-        assert_ne!(code, 0, "{denied} must be refused: {out}");
-        assert!(!out.contains("hello"), "{denied}: {out}");
+        refused_by_policy(
+            &d,
+            &id,
+            &format!("http://{denied}/"),
+            "allow_net: no rule matches",
+        );
     }
-    // A denied name is not resolved at all, and a connection to an
-    // address the resolver never gave out is reset at once.
-    assert!(probe(&d, &id, &["tcp", "other.example.test", "80"]).starts_with("dns:"));
+    // A denied name resolves (to a synthetic address, never asked
+    // upstream); a connection that is neither TLS nor HTTP is reset, and
+    // one to an address the resolver never gave out is reset at once.
+    let r = probe(&d, &id, &["tcp", "other.example.test", "80"]);
+    assert!(refused(&r), "{r}");
     let r = probe(
         &d,
         &id,
@@ -257,13 +278,13 @@ fn allowed_names_are_reached_through_the_proxy_and_nothing_else_is() {
     let r = probe(&d, &id, &["tcp", "banner.example.test", "25", "HELO\r\n"]);
     assert_eq!(r, "ok:220 banner-first\r\nHELO", "{r}");
 
-    // A name resolved by the upstream DNS server (no override).
+    // A name resolved by the upstream DNS server (no override) to a host
+    // address: only an operator's override points a name at a host
+    // service, so it is refused after resolution.
     let port = outside.http.addr.port().to_string();
     let (code, out) = curl(&d, &id, &format!("http://dns.example.test:{port}/"));
-    assert_eq!(
-        (code, out.as_str()),
-        (0, format!("hello dns.example.test:{port}").as_str())
-    );
+    assert_ne!(code, 0, "{out}");
+    assert!(!out.contains("hello"), "{out}");
     assert!(outside.dns.asked().iter().any(|n| n == "dns.example.test"));
 
     // Every connection and DNS answer is audited, allowed and denied.
@@ -276,6 +297,12 @@ fn allowed_names_are_reached_through_the_proxy_and_nothing_else_is() {
     assert_eq!(allowed["data"]["port"], 80);
     assert!(
         conns.iter().any(|e| e["data"]["decision"] == "deny"),
+        "{conns:?}"
+    );
+    assert!(
+        conns.iter().any(|e| e["data"]["name"] == "dns.example.test"
+            && e["data"]["decision"] == "deny"
+            && e["data"]["rule"] == "host address 127.0.0.1: local to the host"),
         "{conns:?}"
     );
     let dns = events(&d, &id, "net.dns");
@@ -297,7 +324,12 @@ fn policies_deny_all_custom_cidrs_and_live_changes() {
     let id = d.create(json!({"network_policy": {"mode": "deny-all"}}));
     let (_, v) = d.get(&format!("/v2/box/{id}"));
     assert_eq!(v["network_policy"]["mode"], "deny-all");
-    assert_ne!(curl(&d, &id, "http://api.example.test/").0, 0);
+    refused_by_policy(
+        &d,
+        &id,
+        "http://api.example.test/",
+        "network_policy deny-all",
+    );
     let r = probe(&d, &id, &["tcp", "198.18.1.0", "80"]);
     assert!(refused(&r), "{r}");
 
@@ -316,7 +348,12 @@ fn policies_deny_all_custom_cidrs_and_live_changes() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["network_policy"]["mode"], "custom");
     assert_eq!(curl(&d, &id, "http://api.example.test/").0, 0);
-    assert_ne!(curl(&d, &id, "http://other.example.test/").0, 0);
+    refused_by_policy(
+        &d,
+        &id,
+        "http://other.example.test/",
+        "network_policy custom: no allowed_domains entry matches the name",
+    );
 
     // A denied CIDR wins over an allowed name that resolves into it.
     let (status, v) = put(
@@ -438,18 +475,20 @@ fn escape_attempts_reach_nothing() {
     // never leaves the host, and DoT to a public resolver is refused.
     let r = probe(&d, &a, &["dnsq", "8.8.8.8", "api.example.test"]);
     assert!(r.starts_with("ok:rcode=0 answers=1 198.18."), "{r}");
+    // (A denied name gets a synthetic address like any other; the
+    // connection to it is refused by the proxy.)
     let r = probe(
         &d,
         &restricted,
         &["dnsq", "8.8.8.8", "exfil-c2VjcmV0.other.example.test"],
     );
-    assert!(r.starts_with("ok:rcode=3"), "NXDOMAIN expected: {r}");
+    assert!(r.starts_with("ok:rcode=0 answers=1 198.18."), "{r}");
     let r = probe(
         &d,
         &restricted,
         &["dnsq", "1.1.1.1", "exfil-2.other.example.test", "65"],
     );
-    assert!(r.starts_with("ok:rcode=3"), "{r}");
+    assert!(r.starts_with("ok:rcode=0 answers=0"), "{r}");
     assert!(
         !outside.dns.asked().iter().any(|n| n.contains("exfil")),
         "a denied name reached upstream DNS: {:?}",
@@ -496,7 +535,12 @@ fn escape_attempts_reach_nothing() {
         &["tcp", &gw, &host_port, "x", "4", "10.250.0.9"],
     );
     assert!(refused(&r), "a source address the box does not own: {r}");
-    assert_ne!(curl(&d, &restricted, "http://other.example.test/").0, 0);
+    refused_by_policy(
+        &d,
+        &restricted,
+        "http://other.example.test/",
+        "allow_net: no rule matches",
+    );
     let (code, out) = curl(&d, &restricted, "http://api.example.test/");
     assert_eq!((code, out.as_str()), (0, "hello api.example.test"));
     let listed = std::process::Command::new("nft")
@@ -598,7 +642,12 @@ fn box_networks_survive_daemon_restarts_and_crashes() {
     d.start_again();
     let (code, out) = curl(&d, &id, "http://api.example.test/");
     assert_eq!((code, out.as_str()), (0, "hello api.example.test"));
-    assert_ne!(curl(&d, &id, "http://other.example.test/").0, 0);
+    refused_by_policy(
+        &d,
+        &id,
+        "http://other.example.test/",
+        "allow_net: no rule matches",
+    );
 
     d.kill9();
     d.start_again();
@@ -606,5 +655,124 @@ fn box_networks_survive_daemon_restarts_and_crashes() {
     assert_eq!((code, out.as_str()), (0, "hello api.example.test"));
     let (_, v) = d.get(&format!("/v2/box/{id}"));
     assert_eq!(v["allow_net"], json!(["api.example.test"]));
-    assert_ne!(curl(&d, &id, "http://other.example.test/").0, 0);
+    refused_by_policy(
+        &d,
+        &id,
+        "http://other.example.test/",
+        "allow_net: no rule matches",
+    );
+}
+
+/// The address this host sends from on its default route (its main
+/// address), or `None` without one. No packet is sent.
+fn host_main_v4() -> Option<Ipv4Addr> {
+    let s = UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("1.1.1.1:53").ok()?;
+    match s.local_addr().ok()?.ip() {
+        std::net::IpAddr::V4(a) if !a.is_loopback() && !a.is_unspecified() => Some(a),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_box_without_a_policy_never_reaches_the_hosts_own_addresses() {
+    let Some(main) = host_main_v4() else {
+        return common::skip("this host has no IPv4 default route (no main address)");
+    };
+    // A host service on the host's main address.
+    let host_tcp = TcpListener::bind((main, 0)).unwrap();
+    host_tcp.set_nonblocking(true).unwrap();
+    let port = host_tcp.local_addr().unwrap().port().to_string();
+    let outside = Outside {
+        http: HttpServer::start(),
+        banner: BannerServer::start(),
+        dns: DnsServer::start(&[("host.example.test", main)]),
+    };
+    // The operator opens the main address's range (as one opening a LAN
+    // would; a public main address is open anyway): only the
+    // host-address check stands between a box and the host's services.
+    let toml = outside.network_toml().replace(
+        "allow_ranges = [\"127.0.0.0/8\"]",
+        &format!("allow_ranges = [\"127.0.0.0/8\", \"{main}/32\"]"),
+    );
+    let Some(d) = TestDaemon::start_with_network(&toml) else {
+        return;
+    };
+    let id = d.create(json!({}));
+    let req = "GET / HTTP/1.0\r\n\r\n";
+    let mapped = format!("::ffff:{main}");
+    for host in [
+        main.to_string().as_str(),
+        mapped.as_str(),
+        "host.example.test",
+    ] {
+        let r = probe(&d, &id, &["tcp", host, &port, req]);
+        assert!(refused(&r), "{host}: {r}");
+    }
+    assert!(
+        host_tcp.accept().is_err(),
+        "the host service saw a connection"
+    );
+    // The name was resolved upstream, and refused after resolution.
+    assert!(outside.dns.asked().iter().any(|n| n == "host.example.test"));
+    let rule = format!("host address {main}: local to the host");
+    let conns = events(&d, &id, "net.connect");
+    let refusals: Vec<&Value> = conns
+        .iter()
+        .filter(|e| e["data"]["decision"] == "deny" && e["data"]["rule"] == rule.as_str())
+        .collect();
+    assert_eq!(refusals.len(), 3, "{conns:?}");
+    assert!(
+        refusals
+            .iter()
+            .any(|e| e["data"]["name"] == "host.example.test"),
+        "{conns:?}"
+    );
+    // The operator's upstream override still reaches a local test server.
+    let (code, out) = curl(&d, &id, "http://api.example.test/");
+    assert_eq!((code, out.as_str()), (0, "hello api.example.test"));
+}
+
+#[test]
+fn denied_names_fail_at_the_tls_handshake_or_get_a_403_and_never_reach_upstream_dns() {
+    let outside = Outside::start();
+    let Some(d) = outside.daemon() else { return };
+    let id = d.create(json!({"network_policy": {"mode": "deny-all"}}));
+    // TLS: the handshake fails (curl: SSL connect error).
+    let (code, out) = curl(&d, &id, "https://denied.example/");
+    assert_eq!(code, 35, "{out}");
+    // Plain HTTP: a 403 naming the policy and its rule.
+    refused_by_policy(&d, &id, "http://denied.example/", "network_policy deny-all");
+    // The name resolved in the box (a synthetic address) without
+    // upstream DNS ever seeing it.
+    let (code, out, _) = d.sh(&id, "getent ahostsv4 denied.example | head -1");
+    assert_eq!(code, 0);
+    assert!(out.starts_with("198.18."), "{out}");
+    assert!(
+        !outside
+            .dns
+            .asked()
+            .iter()
+            .any(|n| n.contains("denied.example")),
+        "a denied name reached upstream DNS: {:?}",
+        outside.dns.asked()
+    );
+    // Each refusal is audited with the rule that matched.
+    let conns = events(&d, &id, "net.connect");
+    for protocol in ["tls", "http"] {
+        assert!(
+            conns.iter().any(|e| e["data"]["name"] == "denied.example"
+                && e["data"]["protocol"] == protocol
+                && e["data"]["decision"] == "deny"
+                && e["data"]["rule"] == "network_policy deny-all"),
+            "{protocol}: {conns:?}"
+        );
+    }
+    let dns = events(&d, &id, "net.dns");
+    assert!(
+        dns.iter().any(|e| e["data"]["name"] == "denied.example"
+            && e["data"]["decision"] == "deny"
+            && e["data"]["rule"] == "network_policy deny-all"),
+        "{dns:?}"
+    );
 }

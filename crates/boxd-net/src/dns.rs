@@ -9,8 +9,13 @@
 //! - One question, opcode QUERY, class IN; else FORMERR / NOTIMP /
 //!   REFUSED. The name is normalised ([`HostName::parse`]); an invalid
 //!   one is NXDOMAIN.
-//! - A name the box's policy denies is NXDOMAIN and is **never** sent
-//!   upstream (no exfiltration through the labels of denied names).
+//! - A name the box's policy denies is **never** sent upstream (no
+//!   exfiltration through the labels of denied names, no existence
+//!   check): A/AAAA get the name's synthetic address all the same, and the
+//!   egress proxy refuses a connection to it in the client's protocol (a
+//!   failed TLS handshake, an HTTP 403 naming the policy), so clients fail
+//!   at the step they would against a filtering proxy, not at resolution.
+//!   The query's event says `deny` with the rule.
 //! - An allowed name, A or AAAA: upstream must know it
 //!   ([`Upstreams::resolve`]: NXDOMAIN / no address → NXDOMAIN, failure →
 //!   SERVFAIL); the answer is the box's **synthetic** address of the name
@@ -337,18 +342,15 @@ impl Resolver {
                 return (Some(r), o);
             }
         };
+        // A denied name is answered like an allowed one (a synthetic
+        // address), but never asked upstream: the proxy refuses the
+        // connection to that address in the client's protocol.
         let decision = net.policy().allows_name(&name, None);
-        if !decision.is_allowed() {
-            let (r, o) = respond(
-                ResponseCode::NXDomain,
-                Outcome::refused(&shown, &qtype, &decision.rule, ""),
-            );
-            return (Some(r), o);
-        }
+        let denied = !decision.is_allowed();
         let allowed = Outcome {
             name: shown,
             qtype,
-            allowed: true,
+            allowed: !denied,
             rule: decision.rule,
             rcode: "",
             answers: Vec::new(),
@@ -367,8 +369,13 @@ impl Resolver {
             }
         }
 
-        // A / AAAA: only for names upstream knows.
-        match self.upstreams.resolve(&name, 0).await {
+        // A / AAAA: only for allowed names upstream knows.
+        let known = if denied {
+            Ok(Vec::new())
+        } else {
+            self.upstreams.resolve(&name, 0).await
+        };
+        match known {
             Ok(_) => {}
             Err(e) if e.is_name_not_found() => {
                 let mut o = allowed;

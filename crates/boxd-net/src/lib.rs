@@ -16,6 +16,7 @@ pub mod addr;
 pub mod dns;
 pub mod error;
 pub mod events;
+pub mod local;
 pub mod netns;
 pub mod policy;
 pub mod proxy;

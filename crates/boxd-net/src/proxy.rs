@@ -18,7 +18,16 @@
 //!    ([`Upstreams`]), and each address is decided again (DNS rebinding
 //!    to loopback, private, link-local or metadata ranges is refused unless
 //!    the operator allows the range). Addresses of boxd's own pools (box
-//!    veths, synthetic ranges) are never connected to.
+//!    veths, synthetic ranges) are never connected to, nor — whatever the
+//!    policy or the operator's `allow_ranges` say — any address the kernel
+//!    would deliver to the host itself ([`HostLocal`], asked at connect
+//!    time for each address): only a name the operator's upstream
+//!    override points at a host service reaches one.
+//!    A name the policy denies is refused in the client's protocol,
+//!    before anything is resolved or connected: a TLS ClientHello gets a
+//!    fatal `access_denied` alert (the handshake fails), an HTTP/1.x
+//!    request a 403 naming the policy and the rule, anything else (or
+//!    nothing within [`ProxyTimeouts::refusal`]) a reset.
 //! 4. While the upstream connection is being opened, the first client
 //!    bytes are read — never forwarded before they are inspected. A TLS
 //!    ClientHello (reassembled across records and segments) gives the SNI,
@@ -27,7 +36,7 @@
 //!    address's name is refused (domain fronting). If the upstream speaks
 //!    first (SMTP, MySQL, SSH banners) the connection is plain TCP and is
 //!    spliced at once, so server-first protocols never stall.
-//! 5. Refused or failed connections are reset (`SO_LINGER` 0): a client
+//! 5. Other refused or failed connections are reset (`SO_LINGER` 0): a client
 //!    sees "connection reset" at once, never a hang. Allowed ones are
 //!    spliced with byte counts, half-closes passed on, and no idle timeout
 //!    (WebSockets and SSH sessions live as long as their peers want).
@@ -91,6 +100,7 @@ use tokio::task::JoinSet;
 
 use crate::error::{NetError, Result};
 use crate::events::{ConnEvent, EventSink, NetEvent, Violation};
+use crate::local::HostLocal;
 use crate::policy::{canonical_ip, Decision, Destination, EgressPolicy, Host, HostName};
 use crate::registry::{BoxNet, Registry, MAX_CONNS_PER_BOX};
 use crate::synth;
@@ -126,6 +136,9 @@ pub struct ProxyTimeouts {
     /// Intercepted connections: from a request's end to the upstream's
     /// response head.
     pub response_head: Duration,
+    /// A connection to a name the policy denies: how long its first bytes
+    /// may take to arrive (to be refused in their protocol), from accept.
+    pub refusal: Duration,
 }
 
 impl Default for ProxyTimeouts {
@@ -138,6 +151,7 @@ impl Default for ProxyTimeouts {
             request_head: Duration::from_secs(30),
             idle: Duration::from_secs(120),
             response_head: Duration::from_secs(120),
+            refusal: Duration::from_secs(3),
         }
     }
 }
@@ -146,6 +160,8 @@ impl Default for ProxyTimeouts {
 pub struct Proxy {
     registry: Arc<Registry>,
     upstreams: Arc<Upstreams>,
+    /// Whether an upstream address is the host's own.
+    local: HostLocal,
     events: EventSink,
     timeouts: ProxyTimeouts,
     interception: Option<Interception>,
@@ -181,6 +197,9 @@ struct Connected {
 struct Stop {
     decision: Decision,
     error: Option<String>,
+    /// The client was answered in its protocol (TLS alert, HTTP 403) and
+    /// its side closed in order: no reset.
+    answered: bool,
 }
 
 impl Stop {
@@ -189,6 +208,7 @@ impl Stop {
         Stop {
             decision,
             error: None,
+            answered: false,
         }
     }
 
@@ -201,6 +221,7 @@ impl Stop {
         Stop {
             decision: Decision::deny(rule),
             error: Some(error.to_string()),
+            answered: false,
         }
     }
 
@@ -209,6 +230,7 @@ impl Stop {
         Stop {
             decision,
             error: Some(error.to_string()),
+            answered: false,
         }
     }
 }
@@ -268,6 +290,7 @@ impl Proxy {
         Proxy {
             registry,
             upstreams,
+            local: HostLocal::new(),
             events,
             timeouts: ProxyTimeouts::default(),
             interception: None,
@@ -388,7 +411,9 @@ impl Proxy {
         let (decision, error) = match self.run(&net, &mut client, &mut rec).await {
             Ok(decision) => (decision, rec.note.take()),
             Err(stop) => {
-                reset(client);
+                if !stop.answered {
+                    reset(client);
+                }
                 (stop.decision, stop.error)
             }
         };
@@ -446,7 +471,12 @@ impl Proxy {
             Target::Ip(ip) => self.decide(&policy, Destination::ip(*ip, port)),
         };
         if !early.is_allowed() {
-            return Err(Stop::denied(early));
+            return Err(match &target {
+                // Resolved for the box (a synthetic address) and refused
+                // here, in the client's protocol: nothing goes upstream.
+                Target::Name(name) => self.refuse(client, name, early, rec).await,
+                Target::Ip(_) => Stop::denied(early),
+            });
         }
         let _ = client.set_nodelay(true);
 
@@ -581,6 +611,72 @@ impl Proxy {
         }
     }
 
+    /// Refuses a connection to `name`, which the policy denies, before any
+    /// upstream connection or lookup: a TLS ClientHello gets a fatal
+    /// `access_denied` alert (the handshake fails), an HTTP/1.x request a
+    /// `403 Forbidden` whose body names the policy and the rule. Anything
+    /// else, or no complete first bytes within [`ProxyTimeouts::refusal`],
+    /// is reset.
+    async fn refuse(
+        &self,
+        client: &mut TcpStream,
+        name: &HostName,
+        decision: Decision,
+        rec: &mut Record,
+    ) -> Stop {
+        let deadline = tokio::time::Instant::now() + self.timeouts.refusal;
+        let mut sniffer = Sniffer::new();
+        let mut chunk = vec![0u8; 16 * 1024];
+        let first = loop {
+            let room = sniffer.room().min(chunk.len());
+            if room == 0 {
+                break None;
+            }
+            match tokio::time::timeout_at(deadline, client.read(&mut chunk[..room])).await {
+                Err(_) | Ok(Err(_)) => break None,
+                Ok(Ok(0)) => break sniffer.finish().ok(),
+                Ok(Ok(n)) => match sniffer.push(&chunk[..n]) {
+                    Ok(Progress::NeedMore) => {}
+                    Ok(Progress::Done(first)) => break Some(first),
+                    Err(_) => break None,
+                },
+            }
+        };
+        rec.protocol = sniffer.protocol();
+        let answer = match &first {
+            Some(first) => {
+                rec.protocol = first.protocol();
+                rec.sni_or_host = check_first_bytes(&Target::Name(name.clone()), first).shown;
+                refusal_answer(first, name, &decision)
+            }
+            None => None,
+        };
+        let Some(answer) = answer else {
+            return Stop::denied(decision);
+        };
+        let sent = tokio::time::timeout_at(deadline, async {
+            client.write_all(&answer).await?;
+            client.shutdown().await
+        })
+        .await;
+        if !matches!(sent, Ok(Ok(()))) {
+            return Stop::denied(decision);
+        }
+        // Read what the client still sends until it closes, so closing
+        // our side is orderly (unread data would make it a reset, which
+        // may discard the answer before the client reads it).
+        let _ = tokio::time::timeout_at(deadline, async {
+            while matches!(client.read(&mut chunk).await, Ok(n) if n > 0) {}
+        })
+        .await;
+        // (`bytes_down` stays 0: nothing came from upstream.)
+        Stop {
+            decision,
+            error: None,
+            answered: true,
+        }
+    }
+
     /// `policy.decide`, plus boxd's own address pools, which no policy
     /// opens: box veths and synthetic addresses.
     fn decide(&self, policy: &EgressPolicy, dest: Destination) -> Decision {
@@ -644,10 +740,47 @@ impl Proxy {
                 allowed
             }
         };
+        // The host's own addresses, whatever the policy said: only an
+        // operator's override may point a name at a host service.
+        let exempt = target
+            .name()
+            .is_some_and(|n| self.upstreams.is_overridden(n));
         let deadline = tokio::time::Instant::now() + self.timeouts.connect;
         let mut last = None;
+        let mut refused = None;
         for (addr, decision) in candidates {
+            if !exempt {
+                match self.local.is_local(addr.ip()).await {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        refused.get_or_insert(Stop::deny(format!(
+                            "host address {}: local to the host",
+                            canonical_ip(addr.ip())
+                        )));
+                        continue;
+                    }
+                    Err(e) => {
+                        refused.get_or_insert(Stop::deny_err(
+                            format!("host address check of {} failed", addr.ip()),
+                            e,
+                        ));
+                        continue;
+                    }
+                }
+            }
             match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+                // Asked again once connected: an address the host gained
+                // while the SYN was in flight (its local route appears a
+                // moment after the address) is caught before any byte.
+                Ok(Ok(stream))
+                    if !exempt && !matches!(self.local.is_local(addr.ip()).await, Ok(false)) =>
+                {
+                    reset(stream);
+                    refused.get_or_insert(Stop::deny(format!(
+                        "host address {}: local to the host",
+                        canonical_ip(addr.ip())
+                    )));
+                }
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
                     return Ok(Connected {
@@ -663,10 +796,38 @@ impl Proxy {
                 }
             }
         }
-        match last {
-            Some((decision, error)) => Err(Stop::failed(decision, error)),
-            None => Err(Stop::deny("no upstream address")),
+        match (refused, last) {
+            (Some(stop), _) => Err(stop),
+            (None, Some((decision, error))) => Err(Stop::failed(decision, error)),
+            (None, None) => Err(Stop::deny("no upstream address")),
         }
+    }
+}
+
+/// A TLS alert record: fatal (2), `access_denied` (49), in the TLS 1.2
+/// record version every client accepts before a ServerHello.
+const TLS_ACCESS_DENIED: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 49];
+
+/// What a client whose destination name is denied is told, in its
+/// protocol; `None`: nothing (the connection is reset).
+fn refusal_answer(first: &FirstBytes, name: &HostName, decision: &Decision) -> Option<Vec<u8>> {
+    match first {
+        FirstBytes::Tls(_) => Some(TLS_ACCESS_DENIED.to_vec()),
+        FirstBytes::Http(_) => {
+            let body = format!(
+                "boxd: egress to {name} is denied by this box's network policy (rule: {})\n",
+                decision.rule
+            );
+            Some(
+                format!(
+                    "HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain; charset=utf-8\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .into_bytes(),
+            )
+        }
+        FirstBytes::Other => None,
     }
 }
 

@@ -37,7 +37,9 @@ pub struct NetworkSettings {
     /// Resolvers the proxy and the box resolver use (`ip` or `ip:port`,
     /// `[v6]:port`); empty = the host's `/etc/resolv.conf`.
     pub upstream_dns: Vec<String>,
-    /// Reserved ranges (loopback, private, …) boxes may reach anyway.
+    /// Reserved ranges (loopback, private, …) boxes may reach anyway —
+    /// never the host's own addresses, which only an `upstreams` override
+    /// reaches.
     pub allow_ranges: Vec<String>,
     /// Ranges no box may ever reach.
     pub deny_ranges: Vec<String>,

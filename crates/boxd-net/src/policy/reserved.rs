@@ -43,6 +43,10 @@ pub enum ReservedKind {
     DiscardOnly,
     /// `::a.b.c.d` with a public IPv4 (deprecated IPv4-compatible form, never routed).
     Ipv4Compatible,
+    /// 192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32 (RFC 5737, RFC 3849):
+    /// documentation, never a public destination (hosts and labs number their own links
+    /// from them).
+    Documentation,
 }
 
 impl ReservedKind {
@@ -63,6 +67,7 @@ impl ReservedKind {
             ReservedKind::FutureUse => "future-use",
             ReservedKind::DiscardOnly => "discard-only",
             ReservedKind::Ipv4Compatible => "ipv4-compatible",
+            ReservedKind::Documentation => "documentation",
         }
     }
 }
@@ -144,6 +149,9 @@ const V4: &[(ReservedKind, Ipv4Net)] = &[
     (ReservedKind::Cgnat, v4(100, 64, 0, 0, 10)),
     (ReservedKind::Benchmarking, v4(198, 18, 0, 0, 15)),
     (ReservedKind::IetfProtocol, v4(192, 0, 0, 0, 24)),
+    (ReservedKind::Documentation, v4(192, 0, 2, 0, 24)),
+    (ReservedKind::Documentation, v4(198, 51, 100, 0, 24)),
+    (ReservedKind::Documentation, v4(203, 0, 113, 0, 24)),
     (ReservedKind::Multicast, v4(224, 0, 0, 0, 4)),
     (ReservedKind::FutureUse, v4(240, 0, 0, 0, 4)),
 ];
@@ -174,6 +182,10 @@ const V6: &[(ReservedKind, Ipv6Net)] = &[
     (
         ReservedKind::DiscardOnly,
         v6n([0x100, 0, 0, 0, 0, 0, 0, 0], 64),
+    ),
+    (
+        ReservedKind::Documentation,
+        v6n([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32),
     ),
 ];
 

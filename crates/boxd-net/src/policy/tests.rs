@@ -834,6 +834,24 @@ fn classify_table() {
         ),
         ("192.0.0.8", Some((IetfProtocol, "192.0.0.0/24", None))),
         ("100::1", Some((DiscardOnly, "100::/64", None))),
+        ("192.0.2.2", Some((Documentation, "192.0.2.0/24", None))),
+        (
+            "198.51.100.7",
+            Some((Documentation, "198.51.100.0/24", None)),
+        ),
+        (
+            "203.0.113.255",
+            Some((Documentation, "203.0.113.0/24", None)),
+        ),
+        ("2001:db8::1", Some((Documentation, "2001:db8::/32", None))),
+        (
+            "2001:db8:ffff::9",
+            Some((Documentation, "2001:db8::/32", None)),
+        ),
+        (
+            "::ffff:192.0.2.2",
+            Some((Documentation, "192.0.2.0/24", Some(Embedding::Ipv4Mapped))),
+        ),
         // IPv4 embedded in IPv6.
         (
             "::ffff:127.0.0.1",
@@ -887,6 +905,10 @@ fn classify_table() {
         ("::ffff:8.8.8.8", None),
         ("64:ff9b::8.8.8.8", None),
         ("2002:808:808::1", None),
+        ("192.0.3.1", None),
+        ("198.51.101.1", None),
+        ("203.0.114.1", None),
+        ("2001:db9::1", None),
     ];
     for (addr, want) in cases {
         let got = classify(ip(addr)).map(|r| (r.kind, r.net.to_string(), r.via));
@@ -1061,7 +1083,7 @@ fn combined_policies_both_must_allow() {
     let p = egress(
         Some(&["api.example.com:443", "db.example.com"]),
         Some(
-            r#"{"mode":"custom","allowed_domains":["*.example.com"],"denied_cidrs":["203.0.113.0/24"]}"#,
+            r#"{"mode":"custom","allowed_domains":["*.example.com"],"denied_cidrs":["151.101.0.0/16"]}"#,
         ),
         &[],
     );
@@ -1080,8 +1102,8 @@ fn combined_policies_both_must_allow() {
     assert!(!p.decide(&named("other.com", PUBLIC, 443)).is_allowed());
     // Denied CIDR overrides both allowed names.
     assert_eq!(
-        p.decide(&named("db.example.com", "203.0.113.4", 5432)).rule,
-        r#"network_policy denied_cidrs "203.0.113.0/24""#
+        p.decide(&named("db.example.com", "151.101.1.4", 5432)).rule,
+        r#"network_policy denied_cidrs "151.101.0.0/16""#
     );
 
     let p = egress(None, Some(r#"{"mode":"deny-all"}"#), &[]);
