@@ -119,7 +119,8 @@ impl From<RuntimeError> for CoreError {
             | RuntimeError::BlockedEnv(_)
             | RuntimeError::InvalidEnvName(_)
             | RuntimeError::InvalidEnvValue(_)
-            | RuntimeError::InvalidHostname(_)) => CoreError::invalid(e.to_string()),
+            | RuntimeError::InvalidHostname(_)
+            | RuntimeError::BadSpec(_)) => CoreError::invalid(e.to_string()),
             e @ RuntimeError::NoSlots(_) => CoreError::Unavailable(e.to_string()),
             other => CoreError::internal(other.to_string()),
         }

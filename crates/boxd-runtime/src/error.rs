@@ -38,6 +38,11 @@ pub enum RuntimeError {
     Storage(String),
     #[error("the box failed to start: {0}")]
     Setup(String),
+    /// The box's spec cannot be set up on its image (found while the box is
+    /// built, e.g. a volume path through a file of the image): the caller's
+    /// to fix.
+    #[error("the box cannot start with this spec: {0}")]
+    BadSpec(String),
     #[error("{context}: {source}")]
     Io {
         context: String,

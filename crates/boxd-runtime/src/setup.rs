@@ -121,7 +121,11 @@ pub fn enter_box() -> Result<(UnixListener, AgentConfig)> {
             Ok((listener, cfg.agent))
         }
         Err(e) => {
-            let _ = control.write_all(format!("error: {e}").as_bytes());
+            let report = match &e {
+                RuntimeError::BadSpec(why) => format!("{}{why}", crate::spawn::BAD_SPEC),
+                other => format!("error: {other}"),
+            };
+            let _ = control.write_all(report.as_bytes());
             Err(e)
         }
     }
@@ -505,7 +509,7 @@ fn mount_volumes(
         let mut dir = root.to_path_buf();
         for part in rel.components() {
             let std::path::Component::Normal(part) = part else {
-                return Err(RuntimeError::Setup(format!(
+                return Err(RuntimeError::BadSpec(format!(
                     "volume path {:?} is not normalized",
                     v.target
                 )));
@@ -514,7 +518,7 @@ fn mount_volumes(
             match std::fs::symlink_metadata(&dir) {
                 Ok(md) if md.is_dir() => {}
                 Ok(_) => {
-                    return Err(RuntimeError::Setup(format!(
+                    return Err(RuntimeError::BadSpec(format!(
                         "volume path {}: /{} is not a directory in the box's image",
                         v.target,
                         dir.strip_prefix(root).unwrap_or(&dir).display()

@@ -25,6 +25,10 @@ pub const BOX_NAMESPACES: libc::c_int = libc::CLONE_NEWNS
     | libc::CLONE_NEWUTS
     | libc::CLONE_NEWIPC;
 
+/// How the box's setup reports a [`RuntimeError::BadSpec`] (anything else
+/// is `error: `).
+pub(crate) const BAD_SPEC: &str = "bad spec: ";
+
 /// How long a box may take to set itself up before it is given up on.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -149,11 +153,13 @@ pub fn start_agent(
                 "the agent {} exited before reporting (is it executable?)",
                 agent.display()
             ))),
-            other => Err(RuntimeError::Setup(
-                String::from_utf8_lossy(other)
-                    .trim_start_matches("error: ")
-                    .to_string(),
-            )),
+            other => {
+                let text = String::from_utf8_lossy(other);
+                Err(match text.strip_prefix(BAD_SPEC) {
+                    Some(why) => RuntimeError::BadSpec(why.to_string()),
+                    None => RuntimeError::Setup(text.trim_start_matches("error: ").to_string()),
+                })
+            }
         }
     })();
     match result {
