@@ -375,6 +375,13 @@ fn reads_of_a_symlink_to_dev_zero_are_refused() {
         .expect("download");
     let (s, v) = common::daemon::json_of(r);
     assert_eq!(s, 400, "{v}");
+    // A /proc link to an open file (here the agent's own binary, a host
+    // file) is not followed.
+    let (s, v) = d.get(&format!(
+        "/v2/box/{id}/files/read?path=/proc/1/exe&offset=0&length=4&encoding=base64"
+    ));
+    assert_eq!(s, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("/proc link"), "{v}");
 }
 
 #[test]

@@ -38,6 +38,16 @@ fn invalid(msg: &str) -> ErrorBody {
 }
 
 fn io_err(what: &str, path: &Path, e: io::Error) -> ErrorBody {
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        // A symlink loop, or a "magic" /proc link an open refused.
+        return ErrorBody {
+            kind: ErrorKind::InvalidInput,
+            message: format!(
+                "{what} {}: too many symlinks, or a /proc link to an open file (not followed)",
+                path.display()
+            ),
+        };
+    }
     ErrorBody::from_io(&format!("{what} {}", path.display()), &e)
 }
 
