@@ -389,7 +389,8 @@ fn reads_of_a_fifo_are_refused_and_leave_the_file_api_working() {
     let Some(d) = TestDaemon::start() else { return };
     let id = box_with(
         &d,
-        "mkfifo /workspace/home/pipe && echo hello > /workspace/home/ok.txt",
+        "mkfifo /workspace/home/pipe && echo hello > /workspace/home/ok.txt && \
+         ln -s /workspace/home /tmp/home-link",
     );
     for i in 0..20 {
         let (s, v) = d.get(&format!("/v2/box/{id}/files/read?path=pipe"));
@@ -409,11 +410,12 @@ fn reads_of_a_fifo_are_refused_and_leave_the_file_api_working() {
     let (s, v) = d.get(&format!("/v2/box/{id}/files/read?path=ok.txt"));
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["content"], "hello\n");
-    // A folder holding the FIFO downloads as a tar with the FIFO as an entry.
+    // A folder holding the FIFO downloads as a tar with the FIFO as an
+    // entry (here through a symlink to the folder).
     let r = d
         .req(
             reqwest::Method::GET,
-            &format!("/v2/box/{id}/files/download?folder=/workspace/home"),
+            &format!("/v2/box/{id}/files/download?folder=/tmp/home-link"),
         )
         .send()
         .expect("download");
@@ -433,6 +435,10 @@ fn reads_of_a_fifo_are_refused_and_leave_the_file_api_working() {
         .collect();
     assert!(
         kinds.contains(&("pipe".to_string(), tar::EntryType::Fifo)),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&("ok.txt".to_string(), tar::EntryType::Regular)),
         "{kinds:?}"
     );
 }

@@ -103,6 +103,23 @@ impl Upload {
     }
 }
 
+/// What a final symlink chain starting at `s` points to (at most
+/// [`MAX_HOPS`] links, each resolved from its own folder).
+async fn follow_links(agent: &boxd_agent::AgentClient, mut s: FileStat) -> CoreResult<FileStat> {
+    let mut hops = 0;
+    while s.kind == FileKind::Symlink && hops < MAX_HOPS {
+        let Some(target) = &s.link_target else { break };
+        let next = if target.starts_with('/') {
+            box_path(target)?
+        } else {
+            box_path(&format!("{}/{target}", paths::parent(&s.path)))?
+        };
+        s = agent.stat(&next).await?;
+        hops += 1;
+    }
+    Ok(s)
+}
+
 impl BoxService {
     fn audit_file(&self, caller: &Caller, row: &BoxRow, kind: &str, data: serde_json::Value) {
         self.audit(&caller.team_id, Some(caller), Some(row), kind, data);
@@ -214,19 +231,12 @@ impl BoxService {
         let path = box_path(path)?;
         let (_, live) = self.running(caller, id).await?;
         let agent = live.handle.agent();
-        let mut s = agent.stat(&path).await?;
-        let mut hops = 0;
-        while follow && s.kind == FileKind::Symlink && hops < MAX_HOPS {
-            let Some(target) = &s.link_target else { break };
-            let next = if target.starts_with('/') {
-                box_path(target)?
-            } else {
-                box_path(&format!("{}/{target}", paths::parent(&s.path)))?
-            };
-            s = agent.stat(&next).await?;
-            hops += 1;
+        let s = agent.stat(&path).await?;
+        if follow {
+            follow_links(agent, s).await
+        } else {
+            Ok(s)
         }
-        Ok(s)
     }
 
     /// Creates a folder; without `parents` its parent must exist and the
@@ -320,10 +330,11 @@ impl BoxService {
         let path = box_path(path)?;
         let (_, live) = self.running(caller, id).await?;
         let agent = live.handle.agent();
-        let s = agent.stat(&path).await?;
+        // A symlink to a folder downloads the folder.
+        let s = follow_links(agent, agent.stat(&path).await?).await?;
         let is_dir = s.kind == FileKind::Dir;
         let stream = if is_dir {
-            agent.open_tar(&path).await?
+            agent.open_tar(&s.path).await?
         } else {
             agent.open_read(&path).await?
         };
