@@ -155,9 +155,10 @@ async fn files_round_trip_through_the_core_and_paths_outside_the_root_are_invali
         .await
         .expect("rename");
     let names: Vec<String> = t
-        .list_dir(c, &id, Some("dir"))
+        .list_page(c, &id, Some("dir"), None, None)
         .await
         .expect("list")
+        .entries
         .into_iter()
         .map(|f| f.path)
         .collect();
@@ -229,7 +230,7 @@ async fn a_paused_box_resumes_for_a_command_but_a_bad_call_leaves_it_paused() {
         Err(CoreError::Invalid(_))
     ));
     assert!(matches!(
-        t.list_dir(c, &id, Some("/..")).await,
+        t.list_page(c, &id, Some("/.."), None, None).await,
         Err(CoreError::Invalid(_))
     ));
     assert_eq!(t.get_box(c, &id).expect("get").row.state, BoxState::Paused);

@@ -223,21 +223,79 @@ impl AgentClient {
         }
     }
 
-    /// Reads a whole file.
+    /// Reads a whole file (unbounded: for tests and small files; the
+    /// daemon reads with [`AgentClient::read_range`]).
     pub async fn read_file(&self, path: &str) -> Result<Vec<u8>, ClientError> {
         let mut out = Vec::new();
         self.read_file_to(path, &mut out).await?;
         Ok(out)
     }
 
-    /// Streams a file into `out`; returns the number of bytes.
+    /// Reads `length` bytes from `offset`, or the whole file, holding at
+    /// most `max` bytes: the agent refuses a bigger whole file, and more
+    /// data than that from it is an error here too.
+    pub async fn read_range(
+        &self,
+        path: &str,
+        offset: u64,
+        length: Option<u64>,
+        max: u64,
+    ) -> Result<Vec<u8>, ClientError> {
+        let cap = length.unwrap_or(max).min(max);
+        let req = Request::ReadFile {
+            path: path.into(),
+            offset,
+            length,
+            max: Some(max),
+        };
+        let (mut rd, _wr) = self.open(&req).await?;
+        let mut out = Vec::new();
+        loop {
+            let f = read_frame(&mut rd).await.map_err(gone_if_closed)?;
+            match f.kind {
+                Kind::Data => {
+                    if (out.len() + f.payload.len()) as u64 > cap {
+                        return Err(ClientError::Agent(ErrorBody {
+                            kind: crate::protocol::ErrorKind::TooLarge,
+                            message: format!(
+                                "read {path}: the box sent more than the {cap} bytes asked for"
+                            ),
+                        }));
+                    }
+                    out.extend_from_slice(&f.payload);
+                }
+                Kind::End => return Ok(out),
+                Kind::Error => return Err(ClientError::Agent(f.parse()?)),
+                k => return Err(ProtocolError::Unexpected(k).into()),
+            }
+        }
+    }
+
+    /// Starts streaming a whole regular file out; an error the agent
+    /// answers at once (not found, not a regular file) is this call's.
+    pub async fn open_read(&self, path: &str) -> Result<DataStream, ClientError> {
+        let req = Request::ReadFile {
+            path: path.into(),
+            offset: 0,
+            length: None,
+            max: None,
+        };
+        DataStream::start(self.open(&req).await?).await
+    }
+
+    /// Starts streaming a file or folder out as a tar archive; an error
+    /// the agent answers at once is this call's.
+    pub async fn open_tar(&self, path: &str) -> Result<DataStream, ClientError> {
+        DataStream::start(self.open(&Request::TarOut { path: path.into() }).await?).await
+    }
+
+    /// Streams a whole file into `out`; returns the number of bytes.
     pub async fn read_file_to<W: AsyncWrite + Unpin>(
         &self,
         path: &str,
         out: &mut W,
     ) -> Result<u64, ClientError> {
-        let (mut rd, _wr) = self.open(&Request::ReadFile { path: path.into() }).await?;
-        receive_data(&mut rd, out).await
+        self.open_read(path).await?.copy_to(out).await
     }
 
     /// Atomically writes a file.
@@ -272,10 +330,37 @@ impl AgentClient {
         }
     }
 
-    pub async fn list_dir(&self, path: &str) -> Result<Vec<FileStat>, ClientError> {
-        match self.call(&Request::ListDir { path: path.into() }).await? {
-            Response::ListDir { entries } => Ok(entries),
+    /// One page of a folder: entries whose names sort after `after`, at
+    /// most `limit`; and whether more remain.
+    pub async fn list_page(
+        &self,
+        path: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<FileStat>, bool), ClientError> {
+        let req = Request::ListDir {
+            path: path.into(),
+            after: after.map(str::to_string),
+            limit: Some(limit),
+        };
+        match self.call(&req).await? {
+            Response::ListDir { entries, more } => Ok((entries, more)),
             _ => Err(ProtocolError::Unexpected(Kind::Response).into()),
+        }
+    }
+
+    /// Every entry of a folder, page by page (unbounded: for tests and
+    /// small folders; the daemon pages with [`AgentClient::list_page`]).
+    pub async fn list_dir(&self, path: &str) -> Result<Vec<FileStat>, ClientError> {
+        let mut all: Vec<FileStat> = Vec::new();
+        loop {
+            let after = all.last().map(|e| e.name.clone());
+            let (page, more) = self.list_page(path, after.as_deref(), 5_000).await?;
+            let empty = page.is_empty();
+            all.extend(page);
+            if !more || empty {
+                return Ok(all);
+            }
         }
     }
 
@@ -301,8 +386,7 @@ impl AgentClient {
         path: &str,
         out: &mut W,
     ) -> Result<u64, ClientError> {
-        let (mut rd, _wr) = self.open(&Request::TarOut { path: path.into() }).await?;
-        receive_data(&mut rd, out).await
+        self.open_tar(path).await?.copy_to(out).await
     }
 
     /// Extracts a tar archive into the folder `path` inside the box.
@@ -367,6 +451,47 @@ async fn send_stream<R: AsyncRead + Unpin>(
     }
     write_frame(wr, &Frame::data(Kind::End, Vec::new())).await?;
     Ok(())
+}
+
+/// A stream of `Data` frames from the agent whose first frame has arrived
+/// (so an error answered at once was reported by its start).
+pub struct DataStream {
+    rd: OwnedReadHalf,
+    _wr: OwnedWriteHalf,
+    first: Option<Frame>,
+}
+
+impl DataStream {
+    async fn start((mut rd, wr): (OwnedReadHalf, OwnedWriteHalf)) -> Result<Self, ClientError> {
+        let f = read_frame(&mut rd).await.map_err(gone_if_closed)?;
+        match f.kind {
+            Kind::Data | Kind::End => Ok(DataStream {
+                rd,
+                _wr: wr,
+                first: Some(f),
+            }),
+            Kind::Error => Err(ClientError::Agent(f.parse()?)),
+            k => Err(ProtocolError::Unexpected(k).into()),
+        }
+    }
+
+    /// Copies the rest of the stream into `out`; returns the bytes copied.
+    pub async fn copy_to<W: AsyncWrite + Unpin>(mut self, out: &mut W) -> Result<u64, ClientError> {
+        let mut total = 0u64;
+        if let Some(f) = self.first.take() {
+            match f.kind {
+                Kind::End => {
+                    out.flush().await.map_err(ProtocolError::Io)?;
+                    return Ok(0);
+                }
+                _ => {
+                    out.write_all(&f.payload).await.map_err(ProtocolError::Io)?;
+                    total = f.payload.len() as u64;
+                }
+            }
+        }
+        Ok(total + receive_data(&mut self.rd, out).await?)
+    }
 }
 
 async fn receive_data<W: AsyncWrite + Unpin>(

@@ -16,7 +16,7 @@ pub mod process;
 pub mod protocol;
 mod server;
 
-pub use client::{AgentClient, ClientError, Completed, Output, ProcessStream};
+pub use client::{AgentClient, ClientError, Completed, DataStream, Output, ProcessStream};
 pub use server::{run, AgentConfig};
 
 /// Default working directory of every process, and the base of relative paths.

@@ -226,9 +226,20 @@ pub enum Request {
     },
     /// List the processes running in the box.
     Processes,
-    /// Stream a file's contents as `Data` frames, then `End`.
+    /// Stream a regular file's contents as `Data` frames, then `End`:
+    /// `length` bytes from `offset` (a seek, then a bounded read), or the
+    /// whole file. With `max`, never more than `max` bytes: a whole file
+    /// bigger than that is refused (`TooLarge`) before a byte is sent.
+    /// Anything but a regular file (folder, FIFO, device, socket) is
+    /// refused, and opening never blocks.
     ReadFile {
         path: String,
+        #[serde(default)]
+        offset: u64,
+        #[serde(default)]
+        length: Option<u64>,
+        #[serde(default)]
+        max: Option<u64>,
     },
     /// Atomically replace a file with the `Data` frames that follow.
     WriteFile {
@@ -239,8 +250,15 @@ pub enum Request {
     Stat {
         path: String,
     },
+    /// One page of a folder's entries, sorted by name: those whose name
+    /// sorts after `after`, at most `limit` (the agent may send fewer, to
+    /// keep the answer inside one frame; `more` says whether others remain).
     ListDir {
         path: String,
+        #[serde(default)]
+        after: Option<String>,
+        #[serde(default)]
+        limit: Option<u32>,
     },
     /// `mkdir -p`.
     Mkdir {
@@ -270,9 +288,17 @@ pub enum Request {
 pub enum Response {
     Pong,
     Ok,
-    Processes { processes: Vec<ProcessInfo> },
-    Stat { stat: FileStat },
-    ListDir { entries: Vec<FileStat> },
+    Processes {
+        processes: Vec<ProcessInfo>,
+    },
+    Stat {
+        stat: FileStat,
+    },
+    ListDir {
+        entries: Vec<FileStat>,
+        #[serde(default)]
+        more: bool,
+    },
 }
 
 /// The process was spawned.
@@ -323,6 +349,8 @@ pub enum ErrorKind {
     NotADirectory,
     IsADirectory,
     NoSpace,
+    /// Over a size limit of the request (e.g. a whole-file read's `max`).
+    TooLarge,
     Other,
 }
 

@@ -230,14 +230,19 @@ async fn dispatch(
             let processes = blocking(|| Ok(crate::process::list())).await?;
             respond(wr, Response::Processes { processes }).await
         }
-        Request::ReadFile { path } => {
+        Request::ReadFile {
+            path,
+            offset,
+            length,
+            max,
+        } => {
             let p = files::resolve(&path)?;
-            send_blocking(wr, move |w| {
-                let mut f = files::open_for_read(&p)?;
-                io::copy(&mut f, w).map_err(|e| ErrorBody::from_io("read", &e))?;
-                Ok(())
-            })
-            .await
+            let bounds = files::ReadBounds {
+                offset,
+                length,
+                max,
+            };
+            send_blocking(wr, move |w| files::read_to(&p, bounds, w).map(|_| ())).await
         }
         Request::WriteFile { path, mode } => {
             let p = files::resolve(&path)?;
@@ -249,10 +254,18 @@ async fn dispatch(
             let stat = blocking(move || files::stat(&p)).await?;
             respond(wr, Response::Stat { stat }).await
         }
-        Request::ListDir { path } => {
+        Request::ListDir { path, after, limit } => {
             let p = files::resolve(&path)?;
-            let entries = blocking(move || files::list_dir(&p)).await?;
-            respond(wr, Response::ListDir { entries }).await
+            let limit = limit.map_or(files::LIST_PAGE, |l| l as usize);
+            let page = blocking(move || files::list_dir(&p, after.as_deref(), limit)).await?;
+            respond(
+                wr,
+                Response::ListDir {
+                    entries: page.entries,
+                    more: page.more,
+                },
+            )
+            .await
         }
         Request::Mkdir { path } => {
             let p = files::resolve(&path)?;

@@ -562,6 +562,10 @@ pub struct FileEntry {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ListFilesResponse {
     pub files: Vec<FileEntry>,
+    /// With `limit`/`cursor`: pass it as `cursor` for the next page;
+    /// absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// `GET /v2/box/{id}/files/stat`.

@@ -96,6 +96,7 @@ impl From<ClientError> for CoreError {
                     | ErrorKind::NotADirectory
                     | ErrorKind::IsADirectory => CoreError::Invalid(m),
                     ErrorKind::NoSpace => CoreError::NoSpace(m),
+                    ErrorKind::TooLarge => CoreError::TooLarge(m),
                     ErrorKind::Other => CoreError::Internal(m),
                 }
             }

@@ -13,7 +13,6 @@ use crate::paths::{self, box_path};
 use crate::service::{BoxService, Busy, Caller};
 
 pub use boxd_agent::protocol::{FileKind, FileStat};
-use boxd_agent::AgentClient;
 use boxd_store::BoxRow;
 use serde_json::json;
 use std::sync::Arc;
@@ -23,6 +22,10 @@ use tokio::io::AsyncRead;
 pub const MAX_READ: u64 = 64 << 20;
 /// Largest ranged read (`length`).
 pub const MAX_RANGE: u64 = 8 << 20;
+/// Entries of a folder listing page when the caller names no limit.
+pub const LIST_DEFAULT: usize = 1_000;
+/// Most entries of one folder listing page.
+pub const LIST_MAX: usize = 10_000;
 /// How many symlinks a stat follows at most.
 const MAX_HOPS: usize = 40;
 
@@ -31,6 +34,14 @@ const MAX_HOPS: usize = 40;
 pub struct FileInfo {
     pub path: String,
     pub stat: FileStat,
+}
+
+/// One page of a folder listing.
+#[derive(Debug, Clone)]
+pub struct DirPage {
+    pub entries: Vec<FileInfo>,
+    /// Where the next page starts; `None` on the last page.
+    pub next_cursor: Option<String>,
 }
 
 /// A download under way: the file's bytes, or a folder as a tar archive.
@@ -92,6 +103,23 @@ impl Upload {
     }
 }
 
+/// What a final symlink chain starting at `s` points to (at most
+/// [`MAX_HOPS`] links, each resolved from its own folder).
+async fn follow_links(agent: &boxd_agent::AgentClient, mut s: FileStat) -> CoreResult<FileStat> {
+    let mut hops = 0;
+    while s.kind == FileKind::Symlink && hops < MAX_HOPS {
+        let Some(target) = &s.link_target else { break };
+        let next = if target.starts_with('/') {
+            box_path(target)?
+        } else {
+            box_path(&format!("{}/{target}", paths::parent(&s.path)))?
+        };
+        s = agent.stat(&next).await?;
+        hops += 1;
+    }
+    Ok(s)
+}
+
 impl BoxService {
     fn audit_file(&self, caller: &Caller, row: &BoxRow, kind: &str, data: serde_json::Value) {
         self.audit(&caller.team_id, Some(caller), Some(row), kind, data);
@@ -118,7 +146,10 @@ impl BoxService {
     }
 
     /// A file's bytes: all of it (at most [`MAX_READ`]), or `length`
-    /// bytes (at most [`MAX_RANGE`]) from `offset`.
+    /// bytes (at most [`MAX_RANGE`]) from `offset`. Only a regular file is
+    /// read (a symlink is followed inside the box); the agent seeks and
+    /// sends only the bytes asked for, and no more than the limit is ever
+    /// held here.
     pub async fn read_file(
         &self,
         caller: &Caller,
@@ -134,46 +165,58 @@ impl BoxService {
             )));
         }
         let (_, live) = self.running(caller, id).await?;
-        let agent = live.handle.agent();
-        let stat = agent.stat(&path).await?;
-        if stat.kind == FileKind::Dir {
-            return Err(CoreError::invalid(format!(
-                "{path} is a folder; list it instead"
-            )));
-        }
-        if length.is_none() && stat.size > MAX_READ {
-            return Err(CoreError::TooLarge(format!(
-                "{path} is {} bytes; one read returns at most {MAX_READ}: download it or read \
-                 it in ranges (offset, length)",
-                stat.size
-            )));
-        }
-        let data = agent.read_file(&path).await?;
-        let start = (offset.unwrap_or(0) as usize).min(data.len());
-        let end = match length {
-            Some(len) => start.saturating_add(len as usize).min(data.len()),
-            None => data.len(),
-        };
-        Ok(data[start..end].to_vec())
+        Ok(live
+            .handle
+            .agent()
+            .read_range(&path, offset.unwrap_or(0), length, MAX_READ)
+            .await?)
     }
 
-    /// The entries of a folder (default `/workspace/home`).
-    pub async fn list_dir(
+    /// One page of a folder's entries (default `/workspace/home`), sorted
+    /// by name: those after `cursor` (the `next_cursor` of the page
+    /// before), at most `limit` ([`LIST_DEFAULT`] when absent, at most
+    /// [`LIST_MAX`]).
+    pub async fn list_page(
         &self,
         caller: &Caller,
         id: &str,
         folder: Option<&str>,
-    ) -> CoreResult<Vec<FileInfo>> {
+        cursor: Option<&str>,
+        limit: Option<usize>,
+    ) -> CoreResult<DirPage> {
+        let limit = limit.unwrap_or(LIST_DEFAULT);
+        if limit == 0 || limit > LIST_MAX {
+            return Err(CoreError::invalid(format!(
+                "limit {limit} is out of range: list 1 to {LIST_MAX} entries per page"
+            )));
+        }
         let dir = paths::folder(folder)?;
         let (_, live) = self.running(caller, id).await?;
-        let entries = live.handle.agent().list_dir(&dir).await?;
-        Ok(entries
-            .into_iter()
-            .map(|stat| FileInfo {
+        let agent = live.handle.agent();
+        let mut entries: Vec<FileInfo> = Vec::new();
+        let mut after = cursor.map(str::to_string);
+        loop {
+            let want = (limit - entries.len()) as u32;
+            let (page, more) = agent.list_page(&dir, after.as_deref(), want).await?;
+            let got = page.len();
+            entries.extend(page.into_iter().map(|stat| FileInfo {
                 path: paths::join(&dir, &stat.name),
                 stat,
-            })
-            .collect())
+            }));
+            after = entries.last().map(|e| e.stat.name.clone()).or(after);
+            if !more || got == 0 {
+                return Ok(DirPage {
+                    entries,
+                    next_cursor: None,
+                });
+            }
+            if entries.len() >= limit {
+                return Ok(DirPage {
+                    entries,
+                    next_cursor: after,
+                });
+            }
+        }
     }
 
     /// What `path` is; with `follow`, what a final symlink chain (at most
@@ -188,19 +231,12 @@ impl BoxService {
         let path = box_path(path)?;
         let (_, live) = self.running(caller, id).await?;
         let agent = live.handle.agent();
-        let mut s = agent.stat(&path).await?;
-        let mut hops = 0;
-        while follow && s.kind == FileKind::Symlink && hops < MAX_HOPS {
-            let Some(target) = &s.link_target else { break };
-            let next = if target.starts_with('/') {
-                box_path(target)?
-            } else {
-                box_path(&format!("{}/{target}", paths::parent(&s.path)))?
-            };
-            s = agent.stat(&next).await?;
-            hops += 1;
+        let s = agent.stat(&path).await?;
+        if follow {
+            follow_links(agent, s).await
+        } else {
+            Ok(s)
         }
-        Ok(s)
     }
 
     /// Creates a folder; without `parents` its parent must exist and the
@@ -263,7 +299,7 @@ impl BoxService {
         let agent = live.handle.agent();
         if !recursive {
             let s = agent.stat(&path).await?;
-            if s.kind == FileKind::Dir && !agent.list_dir(&path).await?.is_empty() {
+            if s.kind == FileKind::Dir && !agent.list_page(&path, None, 1).await?.0.is_empty() {
                 return Err(CoreError::invalid(format!(
                     "{path} is a folder that is not empty; pass recursive=true to remove it"
                 )));
@@ -286,26 +322,30 @@ impl BoxService {
         })
     }
 
-    /// Starts sending `path`: a file's bytes, or a folder as a tar archive.
+    /// Starts sending `path`: a regular file's bytes, or a folder as a tar
+    /// archive, streamed through a small buffer (never held whole). What
+    /// the box refuses at once (not found, a FIFO or device) is this call's
+    /// error, before any byte is sent.
     pub async fn download(&self, caller: &Caller, id: &str, path: &str) -> CoreResult<Download> {
         let path = box_path(path)?;
         let (_, live) = self.running(caller, id).await?;
-        let s = live.handle.agent().stat(&path).await?;
+        let agent = live.handle.agent();
+        // A symlink to a folder downloads the folder.
+        let s = follow_links(agent, agent.stat(&path).await?).await?;
         let is_dir = s.kind == FileKind::Dir;
+        let stream = if is_dir {
+            agent.open_tar(&s.path).await?
+        } else {
+            agent.open_read(&path).await?
+        };
         let (mut tx, rx) = tokio::io::duplex(256 << 10);
-        let agent: AgentClient = live.handle.agent().clone();
         let p = path.clone();
         // The transfer is a call in flight until its last byte.
         let busy = live.clone();
         tokio::spawn(async move {
             let _busy = busy;
-            let sent = if is_dir {
-                agent.tar_out(&p, &mut tx).await
-            } else {
-                agent.read_file_to(&p, &mut tx).await
-            };
             // On failure the body ends early; the reader sees a short read.
-            if let Err(e) = sent {
+            if let Err(e) = stream.copy_to(&mut tx).await {
                 tracing::warn!(path = %p, error = %e, "download ended early");
             }
         });

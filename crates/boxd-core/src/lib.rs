@@ -36,7 +36,7 @@ pub use boxd_store::{BoxRow, BoxState};
 pub use boxes::{BoxFilter, BoxInfo, BoxMeta, BoxSize, CreateBox};
 pub use error::{CoreError, CoreResult};
 pub use exec::{CodeLanguage, Command, ExecEvent, ExecOutcome, ExecSpec, ExecStream};
-pub use files::{Download, FileInfo, FileStat, Upload};
+pub use files::{DirPage, Download, FileInfo, FileStat, Upload};
 pub use secrets::{SecretInfo, Secrets};
 pub use service::{now_ms, BoxService, Busy, Caller, CoreConfig, LiveBox};
 pub use snapshots::{Snapshot, SnapshotSelection};

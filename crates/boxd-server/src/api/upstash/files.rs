@@ -20,8 +20,9 @@ use boxd_api::{
     ReadFileResponse, RemoveRequest, RenameRequest, WriteFileRequest,
 };
 use boxd_core::files::FileKind;
+use boxd_core::files::LIST_MAX;
 use boxd_core::FileInfo;
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use std::time::{Duration, UNIX_EPOCH};
@@ -123,6 +124,27 @@ pub async fn read(
 pub struct ListQuery {
     /// Folder to list (default `/workspace/home`).
     folder: Option<String>,
+    /// Entries per page (1 to 10 000). With `limit` or `cursor` the answer
+    /// is one page and carries `next_cursor` while more remain; without
+    /// both, every entry is streamed in one answer.
+    limit: Option<usize>,
+    /// `next_cursor` of the page before.
+    cursor: Option<String>,
+}
+
+/// `"…"` entries of a page, comma-separated, each preceded by a comma
+/// unless it is the very first of the answer.
+fn encode_entries(out: &mut Vec<u8>, entries: Vec<FileInfo>, first: &mut bool) {
+    for e in entries {
+        if !*first {
+            out.push(b',');
+        }
+        *first = false;
+        // A struct of strings and numbers always serializes.
+        if let Ok(v) = serde_json::to_vec(&entry(e)) {
+            out.extend_from_slice(&v);
+        }
+    }
 }
 
 #[utoipa::path(get, path = "/v2/box/{id}/files/list", tag = "files",
@@ -133,11 +155,69 @@ pub async fn list(
     Auth(caller): Auth,
     Path(id): Path<String>,
     Query(q): Query<ListQuery>,
-) -> ApiResult<Json<ListFilesResponse>> {
-    let entries = svc.list_dir(&caller, &id, q.folder.as_deref()).await?;
-    Ok(Json(ListFilesResponse {
-        files: entries.into_iter().map(entry).collect(),
-    }))
+) -> ApiResult<Response> {
+    if q.limit.is_some() || q.cursor.is_some() {
+        let page = svc
+            .list_page(
+                &caller,
+                &id,
+                q.folder.as_deref(),
+                q.cursor.as_deref(),
+                q.limit,
+            )
+            .await?;
+        return Ok(Json(ListFilesResponse {
+            files: page.entries.into_iter().map(entry).collect(),
+            next_cursor: page.next_cursor,
+        })
+        .into_response());
+    }
+    // Every entry, one page at a time: the first page is fetched before
+    // answering (so a missing folder is a 404), the others as the client
+    // reads. A box failing mid-way cuts the body short (invalid JSON).
+    let svc = svc.0;
+    let page = svc
+        .list_page(&caller, &id, q.folder.as_deref(), None, Some(LIST_MAX))
+        .await?;
+    let mut head = b"{\"files\":[".to_vec();
+    let mut first = true;
+    encode_entries(&mut head, page.entries, &mut first);
+    let state = (svc, caller, id, q.folder, page.next_cursor, first, false);
+    let rest = futures_util::stream::unfold(
+        state,
+        |(svc, caller, id, folder, cursor, mut first, done)| async move {
+            if done {
+                return None;
+            }
+            let Some(c) = cursor else {
+                let state = (svc, caller, id, folder, None, first, true);
+                return Some((Ok(bytes::Bytes::from_static(b"]}")), state));
+            };
+            match svc
+                .list_page(&caller, &id, folder.as_deref(), Some(&c), Some(LIST_MAX))
+                .await
+            {
+                Ok(page) => {
+                    let mut out = Vec::new();
+                    encode_entries(&mut out, page.entries, &mut first);
+                    let state = (svc, caller, id, folder, page.next_cursor, first, false);
+                    Some((Ok(bytes::Bytes::from(out)), state))
+                }
+                Err(e) => {
+                    tracing::warn!(box_id = %id, error = %e, "listing ended early");
+                    let state = (svc, caller, id, folder, None, first, true);
+                    Some((Err(std::io::Error::other("listing ended early")), state))
+                }
+            }
+        },
+    );
+    let head = futures_util::stream::once(async move { Ok(bytes::Bytes::from(head)) });
+    let mut resp = Body::from_stream(head.chain(rest)).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
