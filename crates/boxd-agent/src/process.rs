@@ -172,7 +172,9 @@ pub enum KillError {
     BadSignal(i32),
     #[error("no process {0} in the box")]
     NotFound(i32),
-    #[error("process {0} is boxd's own (the box's init or an exec tracker); it cannot be signalled")]
+    #[error(
+        "process {0} is boxd's own (the box's init or an exec tracker); it cannot be signalled"
+    )]
     Internal(i32),
     #[error("signal {signal} to pid {pid}: {error}")]
     Os {
@@ -203,7 +205,13 @@ unsafe fn track(report: libc::c_int, command: libc::pid_t) -> ! {
         libc::syscall(libc::SYS_close_range, 0u32, (report - 1) as u32, 0u32);
     }
     libc::syscall(libc::SYS_close_range, (report + 1) as u32, u32::MAX, 0u32);
-    libc::prctl(libc::PR_SET_NAME, c"boxd-exec".as_ptr() as libc::c_ulong, 0, 0, 0);
+    libc::prctl(
+        libc::PR_SET_NAME,
+        c"boxd-exec".as_ptr() as libc::c_ulong,
+        0,
+        0,
+        0,
+    );
     let pid = command.to_ne_bytes();
     libc::write(report, pid.as_ptr().cast(), pid.len());
     loop {
@@ -351,7 +359,8 @@ impl Registry {
         let (report_rd, report_wr) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io(e.into()))?;
         let report_fd = report_wr.as_raw_fd();
-        let c_cwd = std::ffi::CString::new(cwd.clone()).map_err(|_| SpawnError::NoCwd(cwd.clone()))?;
+        let c_cwd =
+            std::ffi::CString::new(cwd.clone()).map_err(|_| SpawnError::NoCwd(cwd.clone()))?;
         let mut cmd = std::process::Command::new(&program);
         cmd.args(&args)
             .env_clear()
@@ -514,8 +523,10 @@ impl Registry {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
         if !orphans.is_empty() {
-            tracing::warn!(count = orphans.len(),
-                "processes whose exec tracker was killed were ended (nothing runs untracked)");
+            tracing::warn!(
+                count = orphans.len(),
+                "processes whose exec tracker was killed were ended (nothing runs untracked)"
+            );
         }
         drop(table);
         self.reaped.send_modify(|n| *n = n.wrapping_add(1));

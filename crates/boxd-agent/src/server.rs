@@ -234,15 +234,17 @@ async fn dispatch(
         Request::KillProcess { pid, signal } => {
             let st = state.clone();
             let process = blocking(move || {
-                st.registry.kill_process(pid, signal).map_err(|e| ErrorBody {
-                    kind: match e {
-                        KillError::NotFound(_) => ErrorKind::NotFound,
-                        KillError::Internal(_) => ErrorKind::PermissionDenied,
-                        KillError::BadSignal(_) => ErrorKind::InvalidInput,
-                        KillError::Os { .. } => ErrorKind::Other,
-                    },
-                    message: e.to_string(),
-                })
+                st.registry
+                    .kill_process(pid, signal)
+                    .map_err(|e| ErrorBody {
+                        kind: match e {
+                            KillError::NotFound(_) => ErrorKind::NotFound,
+                            KillError::Internal(_) => ErrorKind::PermissionDenied,
+                            KillError::BadSignal(_) => ErrorKind::InvalidInput,
+                            KillError::Os { .. } => ErrorKind::Other,
+                        },
+                        message: e.to_string(),
+                    })
             })
             .await?;
             respond(wr, Response::Killed { process }).await
