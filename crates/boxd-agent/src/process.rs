@@ -418,13 +418,12 @@ impl Registry {
                 libc::signal(libc::SIGPIPE, libc::SIG_DFL);
                 // The user is taken here, not by std: the tracker above
                 // stays box root, out of reach of the command's signals.
-                if uid != 0 || gid != 0 {
-                    if libc::setgroups(0, std::ptr::null()) < 0
+                if (uid != 0 || gid != 0)
+                    && (libc::setgroups(0, std::ptr::null()) < 0
                         || libc::setgid(gid) < 0
-                        || libc::setuid(uid) < 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
+                        || libc::setuid(uid) < 0)
+                {
+                    return Err(std::io::Error::last_os_error());
                 }
                 if libc::chdir(c_cwd.as_ptr()) < 0 {
                     return Err(std::io::Error::last_os_error());
