@@ -592,7 +592,13 @@ impl Registry {
         if pid <= 1 {
             return Err(format!("refusing to signal pid {pid}"));
         }
-        let res = if self.lock().commands.contains_key(&pid) {
+        let table = self.lock();
+        if table.trackers.contains_key(&pid) {
+            return Err(format!("refusing to signal pid {pid}: an exec tracker"));
+        }
+        let spawned = table.commands.contains_key(&pid);
+        drop(table);
+        let res = if spawned {
             killpg(Pid::from_raw(pid), sig)
         } else {
             kill(Pid::from_raw(pid), sig)
@@ -751,6 +757,25 @@ pub fn list() -> Vec<ProcessInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_subtree_is_every_process_below_its_root_however_deep() {
+        // 10 is a tracker: 11 its command, 12 a double-forked child
+        // reparented to it, 13 a grandchild of 11; 20 belongs elsewhere.
+        let parents: HashMap<i32, i32> = [(10, 1), (11, 10), (12, 10), (13, 11), (20, 1), (21, 20)]
+            .into_iter()
+            .collect();
+        let tree = subtree(&parents, 10);
+        assert_eq!(tree, [11, 12, 13].into_iter().collect());
+        assert!(subtree(&parents, 13).is_empty());
+    }
+
+    #[test]
+    fn raw_wait_statuses_become_exit_statuses() {
+        assert_eq!(exit_status(3 << 8).code, 3);
+        let killed = exit_status(libc::SIGKILL);
+        assert_eq!((killed.code, killed.signal), (137, Some(9)));
+    }
 
     #[test]
     fn users_resolve_by_name_and_uid() {
