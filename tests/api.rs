@@ -540,7 +540,8 @@ fn fifty_concurrent_creates_all_succeed_and_are_isolated() {
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], id);
         assert_eq!(lines[1], "1");
-        assert!(lines[2].parse::<u32>().unwrap() <= 4, "{out}");
+        // The agent, this command's tracker, sh, ps and wc.
+        assert!(lines[2].parse::<u32>().unwrap() <= 5, "{out}");
     }
     assert_eq!(d.get("/v2/box").1.as_array().unwrap().len(), 50);
 }

@@ -663,3 +663,109 @@ async fn an_agent_box_records_its_configuration_and_seals_its_key_outside_the_sp
     t.delete_box(&t.caller, &id).await.expect("delete");
     assert!(t.store.box_agent_key(&id).expect("read").is_none());
 }
+
+/// The processes of an exec through the service: a timed-out exec leaves
+/// nothing (however its children detached), a cancelled stream neither
+/// (audited as cancelled), and a finished exec's background process is
+/// listed with its exec id and the key, named in the exec's audit event,
+/// and killed with a `process.kill` event.
+#[tokio::test]
+async fn an_execs_processes_are_tied_to_it_ended_with_it_or_kept_listed_and_killable() {
+    let Some(t) = TestService::start() else {
+        return;
+    };
+    let info = t
+        .create_box(&t.caller, CreateBox::default())
+        .await
+        .expect("create");
+    let id = info.row.id.clone();
+    let detached =
+        "a=$((4400+1)); setsid sleep $a & (nohup sh -c \"sleep $a\" >/dev/null 2>&1 &); \
+                    until [ $(ps -eo args | grep -c \"^slee[p] $a\") -ge 2 ]; do sleep 0.01; done; \
+                    echo ready; sleep $((4400))";
+    let sleeping = |list: &[boxd_core::BoxProcess]| -> Vec<String> {
+        list.iter()
+            .filter(|p| p.state != "Z" && p.command.contains("sleep 440"))
+            .map(|p| p.command.clone())
+            .collect()
+    };
+    let spec = ExecSpec {
+        timeout_ms: Some(3000),
+        ..sh(detached)
+    };
+    let o = t.exec(&t.caller, &id, spec).await.expect("exec");
+    assert_eq!((o.timed_out, o.stdout.as_slice()), (true, &b"ready\n"[..]));
+    let list = t.processes(&t.caller, &id).await.expect("list");
+    assert_eq!(sleeping(&list), Vec::<String>::new());
+
+    // A stream dropped by its reader.
+    let mut events = t
+        .exec_stream(&t.caller, &id, sh(detached))
+        .await
+        .expect("stream");
+    assert!(
+        matches!(events.next().await, Some(ExecEvent::Stdout(d)) if d.as_ref() == b"ready\n"),
+        "no ready line"
+    );
+    drop(events);
+    let mut left = vec!["?".to_string()];
+    for _ in 0..500 {
+        left = sleeping(&t.processes(&t.caller, &id).await.expect("list"));
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(left, Vec::<String>::new(), "outlived the dropped stream");
+
+    // A finished exec's background process.
+    let o = t
+        .exec(&t.caller, &id, sh("sleep 4500 & echo started"))
+        .await
+        .expect("exec");
+    assert_eq!(o.exit_code, 0);
+    let list = t.processes(&t.caller, &id).await.expect("list");
+    let bg = list
+        .iter()
+        .find(|p| p.command == "sleep 4500")
+        .unwrap_or_else(|| panic!("not listed: {list:?}"));
+    assert_eq!(bg.exec_id.as_deref(), Some(o.exec_id.as_str()));
+    assert_eq!(bg.started_by.as_deref(), Some(t.caller.key_id.as_str()));
+    assert_eq!(o.left_running, vec![bg.pid]);
+    assert!(list.iter().all(|p| p.pid != 1), "boxd's own are not listed");
+    assert!(matches!(
+        t.kill_process(&t.caller, &id, 1, 9).await,
+        Err(CoreError::Forbidden(_))
+    ));
+    assert!(matches!(
+        t.kill_process(&t.caller, &id, bg.pid, 0).await,
+        Err(CoreError::Invalid(_))
+    ));
+    let killed = t
+        .kill_process(&t.caller, &id, bg.pid, 15)
+        .await
+        .expect("kill");
+    assert_eq!(killed.exec_id.as_deref(), Some(o.exec_id.as_str()));
+
+    let q = AuditQuery {
+        box_id: Some(id.clone()),
+        limit: Some(1000),
+        ..Default::default()
+    };
+    let events = t.list_audit(&t.caller, &q).expect("audit");
+    let exec = events
+        .iter()
+        .find(|e| e.kind == "exec" && e.data["exec_id"] == o.exec_id.as_str())
+        .expect("the exec's event");
+    assert_eq!(
+        exec.data["left_running"][0]["pid"], bg.pid,
+        "{:?}",
+        exec.data
+    );
+    assert!(events.iter().any(|e| e.kind == "exec"
+        && e.data["kind"] == "exec_stream"
+        && e.data["cancelled"] == true));
+    assert!(events.iter().any(|e| e.kind == "process.kill"
+        && e.data["pid"] == bg.pid
+        && e.data["exec_id"] == o.exec_id.as_str()));
+}

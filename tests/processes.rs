@@ -323,3 +323,281 @@ async fn stdout_and_stderr_bursts_arrive_in_the_order_written() {
             .collect::<Vec<_>>()
     );
 }
+
+/// Starts two detached descendants — a `setsid` child (its own session
+/// and group) and a double-forked `nohup` one (orphaned at once) — waits
+/// until both run, says `ready`, then sleeps. The sleeps are `sleep 400N`
+/// (written as arithmetic, so no command line but theirs shows them).
+const DETACHED: &str = "a=$((4000+1)); b=$((4000+2)); setsid sleep $a & \
+     (nohup sh -c \"sleep $b\" >/dev/null 2>&1 &); \
+     until ps -eo args | grep -q \"slee[p] $a\" && ps -eo args | grep -q \"slee[p] $b\"; \
+     do sleep 0.01; done; echo ready; sleep $((4000))";
+
+/// The `sleep 400N` processes still in the box (zombies aside).
+async fn sleepers(b: &TestBox) -> Vec<String> {
+    b.ok("ps -eo stat=,args= | awk '$1 !~ /^Z/'")
+        .await
+        .lines()
+        .filter(|l| l.contains("sleep 400"))
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+/// Waits (bounded) until `gone` is true of the box's process list.
+async fn until_gone(b: &TestBox, what: &str) -> String {
+    let mut ps = String::new();
+    for _ in 0..500 {
+        ps = b.ok("ps -eo stat=,args= | awk '$1 !~ /^Z/'").await;
+        if !ps.contains(what) {
+            return String::new();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ps
+}
+
+#[tokio::test]
+async fn a_timed_out_exec_ends_every_descendant_however_detached() {
+    let Some(rt) = runtime() else { return };
+    let b = TestBox::default(&rt);
+    let mut req = SpawnRequest::shell(DETACHED);
+    req.timeout_ms = Some(3000);
+    let done = timeout(LIMIT, b.exec(req)).await.unwrap().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&done.stdout),
+        "ready\n",
+        "the detached children never ran: {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(done.status.timed_out);
+    assert_eq!(done.status.signal, Some(9));
+    // Nothing of it is left once the exit is reported.
+    assert_eq!(sleepers(&b).await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_dropped_stream_ends_every_descendant_however_detached() {
+    let Some(rt) = runtime() else { return };
+    let b = TestBox::default(&rt);
+    let mut p = b.spawn(SpawnRequest::shell(DETACHED)).await.unwrap();
+    assert_eq!(
+        timeout(LIMIT, p.next()).await.unwrap().unwrap(),
+        Some(Output::Stdout(b"ready\n".to_vec()))
+    );
+    let running = sleepers(&b).await;
+    assert!(
+        running.iter().any(|l| l.ends_with("sleep 4001"))
+            && running.iter().any(|l| l.ends_with("sleep 4002")),
+        "{running:?}"
+    );
+    drop(p);
+    let left = until_gone(&b, "sleep 400").await;
+    assert_eq!(left, "", "processes outlived their client");
+}
+
+#[tokio::test]
+async fn background_processes_of_a_finished_exec_are_kept_listed_and_killable() {
+    let Some(rt) = runtime() else { return };
+    let b = TestBox::default(&rt);
+    let mut req = SpawnRequest::shell("sleep 4100 & echo started");
+    req.exec_id = Some("exec-bg".into());
+    req.started_by = Some("key-1".into());
+    let done = timeout(LIMIT, b.exec(req)).await.unwrap().unwrap();
+    assert_eq!(done.status.code, 0);
+    // The exit says what it left running.
+    let left: Vec<_> = done
+        .status
+        .left_running
+        .iter()
+        .filter(|p| p.command == "sleep 4100")
+        .collect();
+    assert_eq!(left.len(), 1, "{:?}", done.status.left_running);
+    let pid = left[0].pid;
+    // Kept, and listed with the exec it came from.
+    assert!(b.ok("ps -eo args").await.contains("sleep 4100"));
+    let list = b.agent().processes().await.unwrap();
+    let p = list.iter().find(|p| p.pid == pid).expect("listed");
+    let exec = p.exec.as_ref().expect("tied to its exec");
+    assert_eq!(exec.exec_id.as_deref(), Some("exec-bg"));
+    assert_eq!(exec.started_by.as_deref(), Some("key-1"));
+    assert!(!p.internal);
+    // boxd's own processes cannot be killed through it.
+    let tracker = list
+        .iter()
+        .find(|t| t.internal && t.pid != 1)
+        .expect("the exec's tracker");
+    for own in [1, tracker.pid] {
+        let e = b.agent().kill_process(own, 9).await.expect_err("refused");
+        assert_eq!(
+            e.agent_error().map(|b| b.kind),
+            Some(boxd_agent::protocol::ErrorKind::PermissionDenied),
+            "{e}"
+        );
+    }
+    let killed = b.agent().kill_process(pid, libc::SIGTERM).await.unwrap();
+    assert_eq!(killed.command, "sleep 4100");
+    assert_eq!(until_gone(&b, "sleep 4100").await, "", "not killed");
+    let e = b.agent().kill_process(pid, 9).await.expect_err("gone");
+    assert_eq!(
+        e.agent_error().map(|b| b.kind),
+        Some(boxd_agent::protocol::ErrorKind::NotFound)
+    );
+}
+
+#[tokio::test]
+async fn killing_its_own_tracker_does_not_leave_an_exec_s_processes_untracked() {
+    let Some(rt) = runtime() else { return };
+    let b = TestBox::default(&rt);
+    // Box root can SIGKILL the tracker (the command's parent): what the
+    // command started is then ended, never left running untracked.
+    let script = "a=$((4200+1)); setsid sleep $a & \
+                  until ps -eo args | grep -q \"slee[p] $a\"; do sleep 0.01; done; \
+                  kill -9 $PPID; sleep $((4200))";
+    let done = timeout(LIMIT, b.exec(SpawnRequest::shell(script)))
+        .await
+        .expect("the command outlived its tracker")
+        .unwrap();
+    assert_eq!(done.status.signal, Some(9));
+    assert_eq!(until_gone(&b, "sleep 420").await, "", "left untracked");
+}
+
+/// Over HTTP: the same through `exec` (with a timeout) and `exec-stream`
+/// (cancelled by the client), and the background processes of a finished
+/// exec through `GET /v2/box/{id}/processes` and `.../kill`, audited.
+#[test]
+fn http_execs_end_their_descendants_and_background_processes_are_listed_and_killable() {
+    use common::daemon::TestDaemon;
+    use reqwest::Method;
+    use serde_json::json;
+    use std::io::Read;
+    let Some(d) = TestDaemon::start() else { return };
+    let id = d.create(json!({"name": "procs"}));
+    let sleeping = |d: &TestDaemon| -> Vec<String> {
+        let (s, v) = d.get(&format!("/v2/box/{id}/processes"));
+        assert_eq!(s, 200, "{v}");
+        v["processes"]
+            .as_array()
+            .expect("processes")
+            .iter()
+            .filter(|p| p["state"] != "Z")
+            .map(|p| p["command"].as_str().unwrap_or_default().to_string())
+            .filter(|c| c.contains("sleep 400"))
+            .collect()
+    };
+
+    // A timed-out exec.
+    let (s, v) = d.post(
+        &format!("/v2/box/{id}/exec"),
+        json!({"command": ["sh", "-c", DETACHED], "timeout": 3000}),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["output"], "ready\n", "{v}");
+    assert_eq!(sleeping(&d), Vec::<String>::new());
+
+    // An exec-stream the client drops after `ready`.
+    let mut resp = d
+        .req(Method::POST, &format!("/v2/box/{id}/exec-stream"))
+        .json(&json!({"command": ["sh", "-c", DETACHED]}))
+        .send()
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("ready\n") {
+        let n = resp.read(&mut buf).unwrap();
+        assert!(n > 0, "stream ended: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(sleeping(&d).len() >= 3, "{:?}", sleeping(&d));
+    drop(resp);
+    let mut left = sleeping(&d);
+    for _ in 0..500 {
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        left = sleeping(&d);
+    }
+    assert_eq!(left, Vec::<String>::new(), "outlived the cancelled stream");
+    let (_, audit) = d.get(&format!("/v2/audit?box={id}&kind=exec&limit=1000"));
+    assert!(
+        audit["events"].as_array().is_some_and(|events| events
+            .iter()
+            .any(|e| e["data"]["kind"] == "exec_stream" && e["data"]["cancelled"] == true)),
+        "the cancelled stream is audited: {audit}"
+    );
+
+    // A finished exec's background process: kept, listed, killable.
+    let (s, v) = d.post(
+        &format!("/v2/box/{id}/exec"),
+        json!({"command": ["sh", "-c", "sleep 4300 & echo started"]}),
+    );
+    assert_eq!((s, v["exit_code"].as_i64()), (200, Some(0)), "{v}");
+    let exec_id = v["exec_id"].as_str().expect("exec_id").to_string();
+    let (_, list) = d.get(&format!("/v2/box/{id}/processes"));
+    let bg = list["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["command"] == "sleep 4300")
+        .unwrap_or_else(|| panic!("not listed: {list}"))
+        .clone();
+    assert_eq!(bg["exec_id"], exec_id.as_str(), "{bg}");
+    assert!(bg["started_by"].is_string(), "{bg}");
+    assert!(
+        list["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["pid"] != 1),
+        "boxd's own processes are not listed: {list}"
+    );
+    let pid = bg["pid"].as_i64().unwrap();
+    // The completion audit event lists it.
+    let (_, audit) = d.get(&format!("/v2/audit?box={id}&kind=exec&limit=1000"));
+    let event = audit["events"]
+        .as_array()
+        .and_then(|events| {
+            events
+                .iter()
+                .find(|e| e["data"]["exec_id"] == exec_id.as_str())
+        })
+        .unwrap_or_else(|| panic!("no exec event of {exec_id}: {audit}"));
+    assert_eq!(event["data"]["left_running"][0]["pid"], pid, "{event}");
+    // Bad input and boxd's own pid are refused.
+    let (s, _) = d.post(&format!("/v2/box/{id}/processes/1/kill"), json!({}));
+    assert_eq!(s, 403);
+    let (s, v) = d.post(
+        &format!("/v2/box/{id}/processes/{pid}/kill?signal=NOPE"),
+        json!({}),
+    );
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = d.post(&format!("/v2/box/{id}/processes/abc/kill"), json!({}));
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = d.post(
+        &format!("/v2/box/{id}/processes/{pid}/kill?signal=TERM"),
+        json!({}),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (v["signal"].as_i64(), v["process"]["exec_id"].as_str()),
+        (Some(15), Some(exec_id.as_str())),
+        "{v}"
+    );
+    let mut gone = false;
+    for _ in 0..500 {
+        let (_, list) = d.get(&format!("/v2/box/{id}/processes"));
+        if !list.to_string().contains("sleep 4300") {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(gone, "not killed");
+    let (s, _) = d.post(&format!("/v2/box/{id}/processes/{pid}/kill"), json!({}));
+    assert_eq!(s, 404);
+    let (_, audit) = d.get(&format!("/v2/audit?box={id}&kind=process.kill"));
+    assert!(
+        audit.to_string().contains(&exec_id),
+        "the kill is audited with its exec: {audit}"
+    );
+}

@@ -216,6 +216,14 @@ impl AgentClient {
         self.call_ok(&Request::Signal { pid, signal }).await
     }
 
+    /// Sends `signal` to one box process (never boxd's own); what it was.
+    pub async fn kill_process(&self, pid: i32, signal: i32) -> Result<ProcessInfo, ClientError> {
+        match self.call(&Request::KillProcess { pid, signal }).await? {
+            Response::Killed { process } => Ok(process),
+            _ => Err(ProtocolError::Unexpected(Kind::Response).into()),
+        }
+    }
+
     pub async fn processes(&self) -> Result<Vec<ProcessInfo>, ClientError> {
         match self.call(&Request::Processes).await? {
             Response::Processes { processes } => Ok(processes),

@@ -175,9 +175,16 @@ pub struct SpawnRequest {
     /// Kill the process group when the client connection goes away.
     #[serde(default = "yes")]
     pub kill_on_disconnect: bool,
-    /// Kill the process group after this many milliseconds.
+    /// Kill the process and every descendant after this many milliseconds.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// The caller's name for this command (boxd's exec id): the process
+    /// list shows it on every process the command started.
+    #[serde(default)]
+    pub exec_id: Option<String>,
+    /// Who started the command (an API key id), shown with `exec_id`.
+    #[serde(default)]
+    pub started_by: Option<String>,
 }
 
 fn yes() -> bool {
@@ -199,6 +206,8 @@ impl SpawnRequest {
             user: None,
             kill_on_disconnect: true,
             timeout_ms: None,
+            exec_id: None,
+            started_by: None,
         }
     }
 }
@@ -224,8 +233,16 @@ pub enum Request {
         pid: i32,
         signal: i32,
     },
-    /// List the processes running in the box.
+    /// List the processes running in the box, each with the command
+    /// (exec) it descends from.
     Processes,
+    /// Send a signal (by number) to one box process, by its pid in the
+    /// box; boxd's own processes (PID 1, exec trackers) are refused.
+    /// Answered with `Response::Killed`.
+    KillProcess {
+        pid: i32,
+        signal: i32,
+    },
     /// Stream a regular file's contents as `Data` frames, then `End`:
     /// `length` bytes from `offset` (a seek, then a bounded read), or the
     /// whole file. With `max`, never more than `max` bytes: a whole file
@@ -291,6 +308,9 @@ pub enum Response {
     Processes {
         processes: Vec<ProcessInfo>,
     },
+    Killed {
+        process: ProcessInfo,
+    },
     Stat {
         stat: FileStat,
     },
@@ -309,15 +329,19 @@ pub struct Started {
 }
 
 /// How a spawned process ended.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ExitStatus {
     /// Exit code, or 128 + signal number when killed by a signal.
     pub code: i32,
     /// The signal that killed it, if any.
     pub signal: Option<i32>,
-    /// Killed because `timeout_ms` passed.
+    /// Killed because `timeout_ms` passed (with every descendant).
     #[serde(default)]
     pub timed_out: bool,
+    /// Descendants still running when the process ended (`server &`):
+    /// they are kept, as the command's background processes.
+    #[serde(default)]
+    pub left_running: Vec<ProcessInfo>,
 }
 
 impl ExitStatus {
@@ -327,6 +351,17 @@ impl ExitStatus {
             code,
             signal: None,
             timed_out: false,
+            left_running: Vec::new(),
+        }
+    }
+
+    /// Killed by `signal`.
+    pub fn killed(signal: i32) -> ExitStatus {
+        ExitStatus {
+            code: 128 + signal,
+            signal: Some(signal),
+            timed_out: false,
+            left_running: Vec::new(),
         }
     }
 }
@@ -382,6 +417,23 @@ pub struct ProcessInfo {
     pub uid: u32,
     pub state: String,
     pub command: String,
+    /// The command (exec) this process descends from, however it detached.
+    #[serde(default)]
+    pub exec: Option<ExecRef>,
+    /// One of boxd's own processes (PID 1, an exec tracker).
+    #[serde(default)]
+    pub internal: bool,
+}
+
+/// The spawned command a process descends from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExecRef {
+    /// Pid of the command itself (what `Started` said).
+    pub pid: i32,
+    /// `SpawnRequest::exec_id`.
+    pub exec_id: Option<String>,
+    /// `SpawnRequest::started_by`.
+    pub started_by: Option<String>,
 }
 
 /// File metadata.

@@ -13,12 +13,12 @@
 
 use crate::files;
 use crate::pipes::{OutputPipes, Stream};
-use crate::process::{write_stdin, Registry, SpawnError};
+use crate::process::{command_exit, write_stdin, KillError, Registry, SpawnError};
 use crate::protocol::{
     read_frame, write_frame, ErrorBody, ErrorKind, ExitStatus, Frame, Kind, ProtocolError, Request,
     Response, SpawnRequest, Started, CHUNK,
 };
-use nix::sys::signal::{killpg, SigSet, Signal};
+use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
@@ -227,8 +227,27 @@ async fn dispatch(
             respond(wr, Response::Ok).await
         }
         Request::Processes => {
-            let processes = blocking(|| Ok(crate::process::list())).await?;
+            let st = state.clone();
+            let processes = blocking(move || Ok(st.registry.list())).await?;
             respond(wr, Response::Processes { processes }).await
+        }
+        Request::KillProcess { pid, signal } => {
+            let st = state.clone();
+            let process = blocking(move || {
+                st.registry
+                    .kill_process(pid, signal)
+                    .map_err(|e| ErrorBody {
+                        kind: match e {
+                            KillError::NotFound(_) => ErrorKind::NotFound,
+                            KillError::Internal(_) => ErrorKind::PermissionDenied,
+                            KillError::BadSignal(_) => ErrorKind::InvalidInput,
+                            KillError::Os { .. } => ErrorKind::Other,
+                        },
+                        message: e.to_string(),
+                    })
+            })
+            .await?;
+            respond(wr, Response::Killed { process }).await
         }
         Request::ReadFile {
             path,
@@ -454,22 +473,26 @@ async fn run_process(
         }
     };
     let pid = spawned.pid;
-    let kill_group = || {
-        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    let tracker = spawned.tracker;
+    // Ends the command and every process it started, however detached.
+    let end_all = || async {
+        state.registry.end_exec(tracker).await;
+        state.registry.forget(pid);
     };
     let started = Frame::json(Kind::Started, &Started { pid }).map_err(proto_err)?;
     if write_frame(wr, &started).await.is_err() {
-        kill_group();
+        end_all().await;
         return Ok(());
     }
     let mut output = match OutputPipes::new(spawned.stdout, spawned.stderr) {
         Ok(o) => o,
         Err(e) => {
-            kill_group();
+            end_all().await;
             return Err(ErrorBody::from_io("process pipes", &e));
         }
     };
-    let mut exit_rx = spawned.exit;
+    let exit_rx = command_exit(spawned.report);
+    tokio::pin!(exit_rx);
     let stdin = spawned.stdin;
     let mut client_open = true;
     let mut status: Option<ExitStatus> = None;
@@ -491,20 +514,23 @@ async fn run_process(
                 Ok(Some((Stream::Stderr, n))) => Some(Frame::data(Kind::Stderr, buf[..n].to_vec())),
                 Ok(None) => None,
                 Err(e) => {
-                    kill_group();
+                    end_all().await;
                     return Err(ErrorBody::from_io("process output", &e));
                 }
             },
             s = &mut exit_rx, if status.is_none() => {
-                status = Some(s.unwrap_or(ExitStatus::exited(-1)));
+                status = Some(s);
+                state.registry.forget(pid);
                 drain_until = Instant::now() + DRAIN_AFTER_EXIT;
                 None
             },
             _ = tokio::time::sleep_until(drain_until), if status.is_some() => break,
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)),
-                if deadline.is_some() && !timed_out => {
+                if deadline.is_some() && !timed_out && status.is_none() => {
                 timed_out = true;
-                kill_group();
+                // The exit is reported only once nothing of the command is
+                // left in the box.
+                end_all().await;
                 None
             },
             f = read_frame(rd), if client_open => {
@@ -519,7 +545,8 @@ async fn run_process(
                     _ => {
                         client_open = false;
                         if req.kill_on_disconnect {
-                            kill_group();
+                            end_all().await;
+                            return Ok(());
                         }
                     }
                 }
@@ -529,7 +556,7 @@ async fn run_process(
         if let Some(frame) = frame {
             if write_frame(wr, &frame).await.is_err() {
                 if req.kill_on_disconnect {
-                    kill_group();
+                    end_all().await;
                 }
                 return Ok(());
             }
@@ -537,6 +564,13 @@ async fn run_process(
     }
     let mut exit = status.unwrap_or(ExitStatus::exited(-1));
     exit.timed_out = timed_out;
+    if !timed_out {
+        // What it left running (`server &`) is kept, and said.
+        let st = state.clone();
+        exit.left_running = blocking(move || Ok(st.registry.descendants(tracker)))
+            .await
+            .unwrap_or_default();
+    }
     let frame = Frame::json(Kind::Exit, &exit).map_err(proto_err)?;
     write_frame(wr, &frame).await.map_err(proto_err)
 }

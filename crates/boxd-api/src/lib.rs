@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
+pub mod processes;
+
 /// The default working directory of a box, and the base of relative paths.
 pub const WORKSPACE: &str = "/workspace/home";
 
@@ -500,6 +502,10 @@ pub struct ExecResponse {
     /// boxd extension: wall time of the command.
     #[serde(default)]
     pub duration_ms: u64,
+    /// boxd extension: the exec id its processes are listed with
+    /// (`GET /v2/box/{id}/processes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec_id: Option<String>,
 }
 
 /// The trailer of an exec/code stream: `event: exit\ndata: {..}\n\n`.

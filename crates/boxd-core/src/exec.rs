@@ -3,21 +3,26 @@
 //!
 //! Owns validating a command before the box is touched, running it
 //! through the box's agent, the bound on collected output, and the
-//! accounting of every command (an `exec` audit event: argv, exit code,
-//! duration, key; metrics). A stream whose reader goes away kills its
-//! command (the agent's kill-on-disconnect). Never a wire format: each
-//! front end encodes [`ExecEvent`]s its own way.
+//! accounting of every command (an `exec` audit event: its exec id, argv,
+//! exit code, duration, key, and the processes it left running; metrics).
+//! Each command gets an exec id that the agent attaches to every process
+//! it starts, however detached (see `processes`). A timeout, or a caller
+//! that goes away (a dropped stream or request), ends the command with
+//! every descendant (the agent's tracker); that exec is audited as
+//! `cancelled`. Never a wire format: each front end encodes
+//! [`ExecEvent`]s its own way.
 
 use crate::error::{CoreError, CoreResult};
 use crate::paths;
 use crate::service::{BoxService, Busy, Caller, LiveBox};
-use boxd_agent::protocol::SpawnRequest;
+use boxd_agent::protocol::{ProcessInfo, SpawnRequest};
 use boxd_agent::{ClientError, Output};
 use boxd_store::BoxRow;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use serde_json::json;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -67,6 +72,10 @@ pub struct ExecOutcome {
     /// It was killed after its timeout.
     pub timed_out: bool,
     pub duration_ms: u64,
+    /// The exec id its processes are listed with.
+    pub exec_id: String,
+    /// Processes it left running (kept: its background processes).
+    pub left_running: Vec<i32>,
 }
 
 /// What a streamed command produces, in order. `Exit` or `Error` is last.
@@ -152,6 +161,22 @@ struct Accounting {
     kind: &'static str,
     started: Instant,
     cpu_before: Option<u64>,
+    exec_id: String,
+    /// `finish` was called: dropping it unfinished means the caller went away.
+    finished: AtomicBool,
+}
+
+impl Drop for Accounting {
+    fn drop(&mut self) {
+        if !self.finished.load(Ordering::Relaxed) {
+            self.record(
+                None,
+                Some("the caller went away: the command and every process it started were ended"),
+                &[],
+                true,
+            );
+        }
+    }
 }
 
 impl Accounting {
@@ -164,8 +189,28 @@ impl Accounting {
     }
 
     fn finish(&self, exit_code: Option<i32>, error: Option<&str>) {
+        self.finish_leaving(exit_code, error, &[]);
+    }
+
+    /// `finish`, with what the command left running.
+    fn finish_leaving(&self, exit_code: Option<i32>, error: Option<&str>, left: &[ProcessInfo]) {
+        self.finished.store(true, Ordering::Relaxed);
+        self.record(exit_code, error, left, false);
+    }
+
+    fn record(
+        &self,
+        exit_code: Option<i32>,
+        error: Option<&str>,
+        left: &[ProcessInfo],
+        cancelled: bool,
+    ) {
         let took = self.started.elapsed();
         self.svc.metrics.exec_done(self.kind, took);
+        let left_running: Vec<_> = left
+            .iter()
+            .map(|p| json!({"pid": p.pid, "command": p.command}))
+            .collect();
         self.svc.audit(
             &self.caller.team_id,
             Some(&self.caller),
@@ -173,9 +218,12 @@ impl Accounting {
             "exec",
             json!({
                 "kind": self.kind,
+                "exec_id": self.exec_id,
                 "command": self.command,
                 "exit_code": exit_code,
                 "error": error,
+                "cancelled": cancelled,
+                "left_running": left_running,
                 "duration_ms": took.as_millis() as u64,
             }),
         );
@@ -234,8 +282,11 @@ impl BoxService {
             (Command::Code { .. }, false) => "code",
             (Command::Code { .. }, true) => "code_stream",
         };
-        let (req, command) = spawn_request(spec)?;
+        let (mut req, command) = spawn_request(spec)?;
         let (row, live) = self.running(caller, id).await?;
+        let exec_id = crate::boxes::new_id("exec")?;
+        req.exec_id = Some(exec_id.clone());
+        req.started_by = Some(caller.key_id.clone());
         // Only streams report CPU time (in their exit event).
         let cpu_before = stream
             .then(|| live.handle.cgroup().cpu_usage_usec().ok())
@@ -249,6 +300,8 @@ impl BoxService {
             kind,
             started: Instant::now(),
             cpu_before,
+            exec_id,
+            finished: AtomicBool::new(false),
         };
         Ok((acc, req))
     }
@@ -273,6 +326,8 @@ impl BoxService {
                         stderr: message.into_bytes(),
                         timed_out: false,
                         duration_ms: acc.duration_ms(),
+                        exec_id: acc.exec_id.clone(),
+                        left_running: Vec::new(),
                     });
                 }
                 let e = CoreError::from(e);
@@ -304,13 +359,15 @@ impl BoxService {
             acc.finish(None, Some(&failed.to_string()));
             return Err(failed);
         };
-        acc.finish(Some(status.code), None);
+        acc.finish_leaving(Some(status.code), None, &status.left_running);
         Ok(ExecOutcome {
             exit_code: status.code,
             stdout: out,
             stderr: err,
             timed_out: status.timed_out,
             duration_ms: acc.duration_ms(),
+            exec_id: acc.exec_id.clone(),
+            left_running: status.left_running.iter().map(|p| p.pid).collect(),
         })
     }
 
@@ -353,7 +410,7 @@ impl BoxService {
                     return Some((ExecEvent::Stderr(Bytes::from(d)), Some((proc, acc))))
                 }
                 Ok(Some(Output::Exit(s))) => {
-                    acc.finish(Some(s.code), None);
+                    acc.finish_leaving(Some(s.code), None, &s.left_running);
                     ExecEvent::Exit {
                         code: s.code,
                         cpu_ns: acc.cpu_ns(),

@@ -55,6 +55,8 @@ use utoipa::OpenApi;
         upstash::exec::exec_stream,
         upstash::exec::code,
         upstash::exec::code_stream,
+        upstash::processes::list,
+        upstash::processes::kill,
         upstash::files::write,
         upstash::files::read,
         upstash::files::list,

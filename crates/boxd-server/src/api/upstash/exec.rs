@@ -57,6 +57,7 @@ fn collected(o: ExecOutcome) -> Json<ExecResponse> {
         output: String::from_utf8_lossy(&o.stdout).into_owned(),
         error,
         duration_ms: o.duration_ms,
+        exec_id: Some(o.exec_id),
     })
 }
 

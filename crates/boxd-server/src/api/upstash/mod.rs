@@ -16,6 +16,7 @@ pub mod exec;
 pub mod files;
 pub mod later;
 pub mod lifecycle;
+pub mod processes;
 pub mod settings;
 pub mod snapshots;
 pub mod volumes;
@@ -282,6 +283,8 @@ pub fn routes(upload_limit: usize) -> Router<Arc<BoxService>> {
         .route("/v2/box/{id}/exec-stream", post(exec::exec_stream))
         .route("/v2/box/{id}/code", post(exec::code))
         .route("/v2/box/{id}/code-stream", post(exec::code_stream))
+        .route("/v2/box/{id}/processes", get(processes::list))
+        .route("/v2/box/{id}/processes/{pid}/kill", post(processes::kill))
         .route("/v2/box/{id}/files/write", post(files::write))
         .route("/v2/box/{id}/files/read", get(files::read))
         .route("/v2/box/{id}/files/list", get(files::list))
