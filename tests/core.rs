@@ -769,3 +769,32 @@ async fn an_execs_processes_are_tied_to_it_ended_with_it_or_kept_listed_and_kill
         && e.data["pid"] == bg.pid
         && e.data["exec_id"] == o.exec_id.as_str()));
 }
+
+#[tokio::test]
+async fn an_init_commands_processes_are_listed_under_its_exec_id() {
+    let Some(t) = TestService::start() else {
+        return;
+    };
+    let c = &t.caller;
+    let id = t
+        .new_box(CreateBox {
+            init_command: Some("exec sleep 4242".into()),
+            ..Default::default()
+        })
+        .await;
+    // The init command starts in the background: wait (bounded) for it.
+    let mut found = None;
+    for _ in 0..200 {
+        let list = t.processes(c, &id).await.expect("processes");
+        if let Some(p) = list.into_iter().find(|p| p.command.contains("sleep 4242")) {
+            found = Some(p);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let p = found.expect("the init command's process is listed");
+    assert!(
+        p.exec_id.as_deref().is_some_and(|e| e.starts_with("exec-")),
+        "{p:?}"
+    );
+}

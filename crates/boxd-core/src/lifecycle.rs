@@ -349,6 +349,9 @@ impl BoxService {
         let live = live.clone();
         let mut req = SpawnRequest::shell(cmd.to_string());
         req.kill_on_disconnect = false;
+        // Its processes are listed under this id, as an exec's are.
+        let exec_id = crate::boxes::new_id("exec").ok();
+        req.exec_id = exec_id.clone();
         let when = when.to_string();
         tokio::spawn(async move {
             let started = Instant::now();
@@ -370,6 +373,7 @@ impl BoxService {
                 "box.init",
                 json!({
                     "when": when,
+                    "exec_id": exec_id,
                     "exit_code": exit_code,
                     "error": error,
                     "duration_ms": started.elapsed().as_millis() as u64,
