@@ -129,6 +129,23 @@ fn assert_absent_from_files(dir: &Path, also: &[&Path], values: &[&str]) {
     }
 }
 
+/// Every API answer about box `id` (the box, the list, its logs, the
+/// audit trail), concatenated: where a secret must never appear.
+fn api_answers_about(d: &TestDaemon, id: &str) -> String {
+    let mut seen = String::new();
+    for path in [
+        format!("/v2/box/{id}"),
+        "/v2/box".to_string(),
+        format!("/v2/box/{id}/logs"),
+        format!("/v2/audit?box={id}&limit=1000"),
+        "/v2/audit?limit=1000".to_string(),
+    ] {
+        let (_, v) = d.get(&path);
+        seen.push_str(&v.to_string());
+    }
+    seen
+}
+
 #[test]
 fn attach_header_and_secret_reach_the_upstream_and_never_the_box() {
     let ca = TestCa::new();
@@ -255,16 +272,7 @@ fn attach_header_and_secret_reach_the_upstream_and_never_the_box() {
     );
 
     // Every API answer about the box.
-    for path in [
-        format!("/v2/box/{id}"),
-        "/v2/box".to_string(),
-        format!("/v2/box/{id}/logs"),
-        format!("/v2/audit?box={id}&limit=1000"),
-        "/v2/audit?limit=1000".to_string(),
-    ] {
-        let (_, v) = d.get(&path);
-        seen.push_str(&v.to_string());
-    }
+    seen.push_str(&api_answers_about(&d, &id));
     for v in [HEADER_VALUE, SECRET_VALUE] {
         assert!(!seen.contains(v), "{v} reached the box or the API: {seen}");
     }
@@ -632,16 +640,7 @@ fn agent_api_key_and_mcp_headers_never_reach_the_box_the_api_or_the_daemon_files
     );
     assert_eq!(s, 400, "{v}");
     seen.push_str(&v.to_string());
-    for path in [
-        format!("/v2/box/{id}"),
-        "/v2/box".to_string(),
-        format!("/v2/box/{id}/logs"),
-        format!("/v2/audit?box={id}&limit=1000"),
-        "/v2/audit?limit=1000".to_string(),
-    ] {
-        let (_, v) = d.get(&path);
-        seen.push_str(&v.to_string());
-    }
+    seen.push_str(&api_answers_about(&d, &id));
     for v in [AGENT_KEY, MCP_HEADER] {
         assert!(!seen.contains(v), "{v} reached the box or the API: {seen}");
     }
