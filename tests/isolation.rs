@@ -283,6 +283,30 @@ async fn ping_works_inside_the_box_without_raw_sockets() {
 }
 
 #[tokio::test]
+async fn boxes_get_their_own_open_file_limit_not_the_daemons() {
+    let Some(rt) = runtime() else { return };
+    let b = TestBox::default(&rt);
+    let limits = b.ok("ulimit -Sn; ulimit -Hn").await;
+    let mut it = limits.split_whitespace();
+    let soft: u64 = it.next().and_then(|v| v.parse().ok()).expect("soft limit");
+    let hard: u64 = it.next().and_then(|v| v.parse().ok()).expect("hard limit");
+    assert_eq!(soft, boxd_agent::BOX_NOFILE_SOFT, "{limits}");
+    assert!(hard <= boxd_runtime::setup::BOX_NOFILE_HARD, "{limits}");
+    // The process itself may raise its soft limit up to the hard one.
+    let raised = b.ok(&format!("ulimit -Sn {hard} && ulimit -Sn")).await;
+    assert_eq!(raised.trim(), hard.to_string());
+    // The agent, which holds the descriptors of every command, runs at the
+    // hard limit.
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", b.pid())).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("open files line");
+    let agent: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(agent, [hard.to_string(), hard.to_string()], "{line}");
+}
+
+#[tokio::test]
 async fn capabilities_are_the_reduced_default_set_and_no_new_privs_is_set() {
     let Some(rt) = runtime() else { return };
     let b = TestBox::default(&rt);

@@ -21,3 +21,28 @@ pub use server::{run, AgentConfig};
 
 /// Default working directory of every process, and the base of relative paths.
 pub const DEFAULT_CWD: &str = "/workspace/home";
+
+/// The open-file soft limit of every process the agent starts (the agent
+/// itself runs at its hard limit, which the runtime caps): a box process
+/// that needs more raises it itself, up to the hard limit.
+pub const BOX_NOFILE_SOFT: u64 = 4096;
+
+/// Sets the calling process's open-file soft limit to `soft` (at most its
+/// hard limit). Async-signal-safe: usable between fork and exec.
+pub fn set_nofile_soft(soft: u64) -> std::io::Result<()> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        lim.rlim_cur = soft.min(lim.rlim_max);
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

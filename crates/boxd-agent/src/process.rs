@@ -395,6 +395,8 @@ impl Registry {
                 let mut set: libc::sigset_t = std::mem::zeroed();
                 libc::sigemptyset(&mut set);
                 libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+                // And the box's open-file limit (the agent runs at its hard one).
+                crate::set_nofile_soft(crate::BOX_NOFILE_SOFT)?;
                 // This child becomes the tracker; its child the command.
                 if libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0 {
                     return Err(std::io::Error::last_os_error());

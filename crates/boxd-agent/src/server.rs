@@ -65,6 +65,9 @@ pub fn run(listener: std::os::unix::net::UnixListener, config: AgentConfig) -> i
     termination_signals()
         .thread_block()
         .map_err(io::Error::from)?;
+    // The agent holds descriptors for every command it runs: its own soft
+    // limit is the hard one; the commands get the box default back.
+    crate::set_nofile_soft(u64::MAX)?;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(16)

@@ -732,9 +732,35 @@ fn last_os(what: &'static str) -> RuntimeError {
     RuntimeError::io(what)(std::io::Error::last_os_error())
 }
 
+/// The open-file hard limit of a box (or the daemon's, if lower): box
+/// processes start at [`boxd_agent::BOX_NOFILE_SOFT`] and may raise it up
+/// to this. Boxes used to inherit the daemon's limits, raised for its own
+/// connections.
+pub const BOX_NOFILE_HARD: u64 = 524_288;
+
+fn limit_open_files() -> Result<()> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(last_os("read the open-file limit"));
+        }
+        lim.rlim_max = lim.rlim_max.min(BOX_NOFILE_HARD);
+        lim.rlim_cur = boxd_agent::BOX_NOFILE_SOFT.min(lim.rlim_max);
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            return Err(last_os("set the open-file limit"));
+        }
+    }
+    Ok(())
+}
+
 /// Reduces capabilities to the default set, sets `no_new_privs`, makes the
 /// agent undumpable and installs the seccomp filters.
 fn harden(seccomp: &[crate::seccomp::EncodedProgram]) -> Result<()> {
+    limit_open_files()?;
     let keep = default_caps_mask();
     let bounding = bounding_mask();
     // SAFETY: prctl/capset with valid arguments on the calling thread.
