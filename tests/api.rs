@@ -888,6 +888,19 @@ fn metrics_need_an_operator_key_and_health_and_openapi_are_served() {
     ] {
         assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
     }
+    // The document says how to authenticate: both schemes, needed by every
+    // operation but /healthz.
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["api_key"]["in"], "header", "{schemes}");
+    assert!(
+        schemes["api_key"]["name"]
+            .as_str()
+            .is_some_and(|n| n.eq_ignore_ascii_case("X-Box-Api-Key")),
+        "{schemes}"
+    );
+    assert_eq!(schemes["bearer"]["scheme"], "bearer", "{schemes}");
+    assert_eq!(doc["security"], json!([{"api_key": []}, {"bearer": []}]));
+    assert_eq!(doc["paths"]["/healthz"]["get"]["security"], json!([{}]));
 }
 
 #[test]

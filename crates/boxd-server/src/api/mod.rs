@@ -86,11 +86,35 @@ use utoipa::OpenApi;
         upstash::lifecycle::delete_startup,
         healthz,
     ),
-    components(schemas(boxd_api::ExitEvent, boxd_api::ErrorBody))
+    components(schemas(boxd_api::ExitEvent, boxd_api::ErrorBody)),
+    modifiers(&Keys),
+    security(("api_key" = []), ("bearer" = []))
 )]
 struct ApiDoc;
 
-#[utoipa::path(get, path = "/healthz", tag = "operator",
+/// The document's security schemes: the key in `X-Box-Api-Key` (what the
+/// SDKs send) or as a bearer token; every operation needs one unless it
+/// says otherwise (`/healthz`).
+struct Keys;
+
+impl utoipa::Modify for Keys {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new(boxd_api::API_KEY_HEADER))),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "operator", security(()),
     responses((status = 200, body = Health)))]
 async fn healthz() -> Json<Health> {
     Json(Health {
