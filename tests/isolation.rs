@@ -307,6 +307,27 @@ async fn boxes_get_their_own_open_file_limit_not_the_daemons() {
 }
 
 #[tokio::test]
+async fn each_box_has_a_boot_id_of_its_own() {
+    let Some(rt) = runtime() else { return };
+    let host = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").expect("host boot id");
+    let (a, b) = (TestBox::default(&rt), TestBox::default(&rt));
+    let read = "cat /proc/sys/kernel/random/boot_id";
+    let first = a.ok(read).await;
+    assert_ne!(first.trim(), host.trim(), "the box sees the host's boot id");
+    assert_eq!(first.trim().len(), 36, "{first}");
+    assert_eq!(
+        a.ok(read).await,
+        first,
+        "the boot id changed within one start"
+    );
+    assert_ne!(b.ok(read).await, first, "two boxes share a boot id");
+    let w = a
+        .sh("echo 00000000-0000-4000-8000-000000000000 > /proc/sys/kernel/random/boot_id")
+        .await;
+    assert_ne!(w.status.code, 0, "the box rewrote its boot id");
+}
+
+#[tokio::test]
 async fn capabilities_are_the_reduced_default_set_and_no_new_privs_is_set() {
     let Some(rt) = runtime() else { return };
     let b = TestBox::default(&rt);

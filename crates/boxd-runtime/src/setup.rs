@@ -231,6 +231,45 @@ fn allow_ping(host_root_id: u32) -> Result<()> {
     .map_err(RuntimeError::io("allow ICMP echo sockets in the box"))
 }
 
+/// Gives the box a boot id of its own (a random UUID for this start of
+/// the box) over `/proc/sys/kernel/random/boot_id`, which would otherwise
+/// show the host's and tie every box on it together. The file is host
+/// root's, read-only to the box.
+fn own_boot_id(scratch: &Path, root: &Path) -> Result<()> {
+    use std::io::Read;
+    let target = root.join("proc/sys/kernel/random/boot_id");
+    if !target.exists() {
+        return Ok(());
+    }
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(RuntimeError::io("read random bytes for the boot id"))?;
+    b[6] = (b[6] & 0x0f) | 0x40; // UUID version 4
+    b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let uuid = format!(
+        "{}-{}-{}-{}-{}\n",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    );
+    let file = scratch.join("boot_id");
+    std::fs::write(&file, uuid).map_err(RuntimeError::io("write the box's boot id"))?;
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o444))
+        .map_err(RuntimeError::io("make the box's boot id read-only"))?;
+    mount(
+        Some(&file),
+        &target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(setup_err("mount the box's boot id"))
+}
+
 /// Brings up `lo` in the box's fresh network namespace.
 fn loopback_up() -> Result<()> {
     // SAFETY: a plain socket + ioctl on a zeroed ifreq naming "lo".
@@ -439,6 +478,7 @@ fn build_root(cfg: &SetupConfig, userns: &OwnedFd) -> Result<()> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some(&tmpfs_opts),
     )?;
+    own_boot_id(&cfg.scratch, root)?;
     for p in MASKED {
         let target = inside(root, p);
         match std::fs::metadata(&target) {
