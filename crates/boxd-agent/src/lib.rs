@@ -27,9 +27,10 @@ pub const DEFAULT_CWD: &str = "/workspace/home";
 /// that needs more raises it itself, up to the hard limit.
 pub const BOX_NOFILE_SOFT: u64 = 4096;
 
-/// Sets the calling process's open-file soft limit to `soft` (at most its
-/// hard limit). Async-signal-safe: usable between fork and exec.
-pub fn set_nofile_soft(soft: u64) -> std::io::Result<()> {
+/// Sets the calling process's open-file limits: the hard one lowered to
+/// `hard_cap` (never raised), the soft one to `soft` (at most the hard
+/// one). Async-signal-safe: usable between fork and exec.
+pub fn set_nofile(soft: u64, hard_cap: u64) -> std::io::Result<()> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -39,6 +40,7 @@ pub fn set_nofile_soft(soft: u64) -> std::io::Result<()> {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return Err(std::io::Error::last_os_error());
         }
+        lim.rlim_max = lim.rlim_max.min(hard_cap);
         lim.rlim_cur = soft.min(lim.rlim_max);
         if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
             return Err(std::io::Error::last_os_error());

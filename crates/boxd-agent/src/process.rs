@@ -396,7 +396,7 @@ impl Registry {
                 libc::sigemptyset(&mut set);
                 libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
                 // And the box's open-file limit (the agent runs at its hard one).
-                crate::set_nofile_soft(crate::BOX_NOFILE_SOFT)?;
+                crate::set_nofile(crate::BOX_NOFILE_SOFT, u64::MAX)?;
                 // This child becomes the tracker; its child the command.
                 if libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0 {
                     return Err(std::io::Error::last_os_error());

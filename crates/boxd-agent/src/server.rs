@@ -67,7 +67,7 @@ pub fn run(listener: std::os::unix::net::UnixListener, config: AgentConfig) -> i
         .map_err(io::Error::from)?;
     // The agent holds descriptors for every command it runs: its own soft
     // limit is the hard one; the commands get the box default back.
-    crate::set_nofile_soft(u64::MAX)?;
+    crate::set_nofile(u64::MAX, u64::MAX)?;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(16)

@@ -779,22 +779,8 @@ fn last_os(what: &'static str) -> RuntimeError {
 pub const BOX_NOFILE_HARD: u64 = 524_288;
 
 fn limit_open_files() -> Result<()> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit on a valid struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return Err(last_os("read the open-file limit"));
-        }
-        lim.rlim_max = lim.rlim_max.min(BOX_NOFILE_HARD);
-        lim.rlim_cur = boxd_agent::BOX_NOFILE_SOFT.min(lim.rlim_max);
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-            return Err(last_os("set the open-file limit"));
-        }
-    }
-    Ok(())
+    boxd_agent::set_nofile(boxd_agent::BOX_NOFILE_SOFT, BOX_NOFILE_HARD)
+        .map_err(RuntimeError::io("set the open-file limit"))
 }
 
 /// Reduces capabilities to the default set, sets `no_new_privs`, makes the
