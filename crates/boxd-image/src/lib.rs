@@ -14,6 +14,7 @@ pub mod digest;
 pub mod durable;
 pub mod error;
 pub mod host;
+pub mod progress;
 pub mod runtimes;
 pub mod store;
 
