@@ -43,7 +43,7 @@ struct Cli {
 enum Command {
     /// Run one command in a fresh box, stream its output, destroy the box.
     Run {
-        /// Runtime or image: host, node, python.
+        /// Runtime or image: host, or a built image (node, python, golang, ruby, rust, …).
         #[arg(long, default_value = "host")]
         runtime: String,
         /// Environment variable for the box (repeatable).
@@ -198,7 +198,15 @@ async fn client_main(cli: Cli) -> ExitCode {
                 let rt = runtime(&cli)?;
                 println!("data dir: {}", cli.data_dir.display());
                 println!("cgroups:  {}", rt.cgroup_mode());
-                println!("runtimes: {}", rt.runtimes().join(", "));
+                let runtimes = rt.runtimes()?;
+                println!("runtimes: {}", runtimes.join(", "));
+                let unbuilt: Vec<&str> = boxd_runtime::image::runtimes::RUNTIMES
+                    .into_iter()
+                    .filter(|r| !runtimes.iter().any(|n| n == r))
+                    .collect();
+                if !unbuilt.is_empty() {
+                    println!("to build: {} (boxd image build <name>)", unbuilt.join(", "));
+                }
                 let kvm = std::path::Path::new("/dev/kvm").exists();
                 println!(
                     "kvm:      {}",

@@ -776,6 +776,15 @@ fn info_lists_the_runtimes_this_host_offers() {
         .find(|l| l.starts_with("runtimes:"))
         .unwrap_or_else(|| panic!("no runtimes line:\n{text}"));
     assert!(line.contains("host"), "{line}");
-    // What the server would accept: python3 is on every test machine.
-    assert!(line.contains("python"), "{line}");
+    // A fresh data directory has built no runtime image yet: each one is
+    // listed with the command that builds it, none is offered as usable.
+    assert!(!line.contains("python"), "{line}");
+    let build = text
+        .lines()
+        .find(|l| l.starts_with("to build:"))
+        .unwrap_or_else(|| panic!("no to-build line:\n{text}"));
+    for r in ["node", "python", "golang", "ruby", "rust"] {
+        assert!(build.contains(r), "{build}");
+    }
+    assert!(build.contains("boxd image build"), "{build}");
 }

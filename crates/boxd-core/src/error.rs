@@ -111,13 +111,27 @@ impl From<ClientError> for CoreError {
     }
 }
 
+impl From<boxd_image::ImageError> for CoreError {
+    fn from(e: boxd_image::ImageError) -> CoreError {
+        use boxd_image::ImageError as E;
+        match e {
+            e @ (E::UnknownRuntime { .. }
+            | E::NotBuilt { .. }
+            | E::UnknownImage(_)
+            | E::InvalidName(_)
+            | E::Invalid(_)) => CoreError::invalid(e.to_string()),
+            e @ E::InUse { .. } => CoreError::conflict(e.to_string()),
+            other => CoreError::internal(other.to_string()),
+        }
+    }
+}
+
 impl From<RuntimeError> for CoreError {
     fn from(e: RuntimeError) -> CoreError {
         match e {
             RuntimeError::Agent(c) => c.into(),
-            e @ (RuntimeError::UnknownRuntime { .. }
-            | RuntimeError::UnknownImage(_)
-            | RuntimeError::BlockedEnv(_)
+            RuntimeError::Image(e) => e.into(),
+            e @ (RuntimeError::BlockedEnv(_)
             | RuntimeError::InvalidEnvName(_)
             | RuntimeError::InvalidEnvValue(_)
             | RuntimeError::InvalidHostname(_)

@@ -2,8 +2,6 @@
 //! storing or loading an image, phrased so an operator can act on it.
 //! Never carries a secret (a mirror URL's credentials are not kept).
 
-use std::path::PathBuf;
-
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     /// A runtime or image name this server does not know.
@@ -59,7 +57,7 @@ impl ImageError {
     }
 
     /// The path of a corrupt entry, for the message.
-    pub(crate) fn corrupt(path: &PathBuf, why: impl std::fmt::Display) -> ImageError {
+    pub(crate) fn corrupt(path: &std::path::Path, why: impl std::fmt::Display) -> ImageError {
         ImageError::Corrupt(format!("{}: {why}", path.display()))
     }
 }

@@ -536,12 +536,12 @@ fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let bytes = std::fs::read(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            ImageError::corrupt(&path.to_path_buf(), "missing")
+            ImageError::corrupt(path, "missing")
         } else {
             ImageError::io_at("read", path)(e)
         }
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| ImageError::corrupt(&path.to_path_buf(), e))
+    serde_json::from_slice(&bytes).map_err(|e| ImageError::corrupt(path, e))
 }
 
 /// Removes a file or a tree, logging (not failing) when it cannot.

@@ -6,10 +6,8 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("unknown runtime {name:?}: available runtimes are {available}")]
-    UnknownRuntime { name: String, available: String },
-    #[error("unknown image {0:?}")]
-    UnknownImage(String),
+    #[error(transparent)]
+    Image(#[from] boxd_image::ImageError),
     #[error("environment variable {0} cannot be set: boxd controls it")]
     BlockedEnv(String),
     #[error("invalid environment variable name {0:?}")]

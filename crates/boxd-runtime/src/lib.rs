@@ -8,7 +8,7 @@
 //! HTTP, teams or policy.
 //!
 //! On disk, under the data directory:
-//! `images/<name>/` (manifest + layers), `mnt/` (an empty mountpoint each
+//! `images/` (the image store, see [`boxd_image::store`]), `mnt/` (an empty mountpoint each
 //! box covers with a private tmpfs) and the storage pool `pool/` (see
 //! [`storage`]) with `pool/boxes/<id>/` (`box.json`, the `upper-N` and
 //! `work-N` dirs of each overlay, the agent socket; limited to the box's
@@ -19,11 +19,11 @@
 //! Never decides who may do what: it is told by its caller.
 
 pub mod cgroup;
-pub mod durable;
+pub use boxd_image::durable;
 pub mod env;
 pub mod error;
 pub mod idmap;
-pub mod image;
+pub use boxd_image as image;
 pub mod seccomp;
 pub mod setup;
 pub mod snapshot;
@@ -167,6 +167,7 @@ pub struct BoxRecord {
     pub pid: i32,
     /// The agent's start time (clock ticks since boot), to detect pid reuse.
     pub start_time: u64,
+    /// The image's manifest digest (older records: its name).
     pub image: String,
     pub hostname: String,
     pub env: BTreeMap<String, String>,
@@ -262,6 +263,7 @@ pub struct Runtime {
     /// was frozen before the first of them — then it stays frozen).
     holds: Mutex<std::collections::HashMap<String, (u32, bool)>>,
     pool: storage::Pool,
+    images: image::Store,
 }
 
 fn check_name(s: &str, extra: &[char]) -> bool {
@@ -284,6 +286,18 @@ fn read_record(box_dir: &Path) -> Result<BoxRecord> {
         std::fs::read(&path).map_err(RuntimeError::io(format!("read {}", path.display())))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| RuntimeError::Setup(format!("{}: {e}", path.display())))
+}
+
+/// The environment a box's processes start with: the image's defaults
+/// (`KEY=value`; `PATH` among them), below the box's own variables.
+fn with_image_env(image: &[String], own: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = image
+        .iter()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    env.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env
 }
 
 /// The 22nd field of `/proc/<pid>/stat`: start time in clock ticks.
@@ -342,7 +356,8 @@ impl Runtime {
         }
         let cgroups = CgroupMode::detect()?;
         cgroups.prepare_parent(&cfg.cgroup_parent)?;
-        image::ensure_host_image(&dd.join("images"))?;
+        let images = image::Store::open(&dd.join("images"))?;
+        image::ensure_host_image(&images)?;
         Self::remove_half_created(&pd, &cgroups, &cfg.cgroup_parent);
         Self::remove_unfinished_snapshots(&pd);
         let mut slots = idmap::Slots::new(cfg.max_boxes);
@@ -363,13 +378,19 @@ impl Runtime {
             seccomp,
             holds: Mutex::new(std::collections::HashMap::new()),
             pool,
+            images,
         })
     }
 
     /// The runtime names boxes can be created with here
-    /// ([`image::available_runtimes`]).
-    pub fn runtimes(&self) -> Vec<String> {
-        image::available_runtimes(&self.cfg.data_dir.join("images"))
+    /// ([`image::runtimes::available`]).
+    pub fn runtimes(&self) -> Result<Vec<String>> {
+        Ok(image::runtimes::available(&self.images)?)
+    }
+
+    /// The image store boxes are made from.
+    pub fn images(&self) -> &image::Store {
+        &self.images
     }
 
     pub fn cgroup_mode(&self) -> &CgroupMode {
@@ -510,9 +531,8 @@ impl Runtime {
             return Err(RuntimeError::InvalidHostname(hostname));
         }
         env::validate(&spec.env)?;
-        let images = self.cfg.data_dir.join("images");
-        let image_name = image::resolve_runtime(&spec.runtime, &images)?;
-        let image = image::load(&images, &image_name)?;
+        let digest = image::runtimes::resolve(&self.images, &spec.runtime)?;
+        let image = self.images.image(&digest)?;
         let dir = self.boxes_dir().join(&spec.id);
         let socket = dir.join("agent.sock");
         if socket.as_os_str().len() >= 108 {
@@ -630,7 +650,7 @@ impl Runtime {
                 volumes: spec.volumes.clone(),
                 seccomp: self.seccomp.clone(),
                 agent: AgentConfig {
-                    env: spec.env.clone(),
+                    env: with_image_env(&image.env, &spec.env),
                 },
             };
             Ok((cfg, namespaces))
@@ -646,7 +666,7 @@ impl Runtime {
             slot,
             pid: started.pid,
             start_time: start_time(started.pid).unwrap_or(0),
-            image: image.name.clone(),
+            image: image.digest.clone(),
             hostname,
             env: spec.env.clone(),
             limits: spec.limits,
@@ -724,7 +744,7 @@ impl Runtime {
         if !check_name(id, &['_']) {
             return Err(RuntimeError::InvalidId(id.to_string()));
         }
-        let image = image::load(&self.cfg.data_dir.join("images"), &handle.record.image)?;
+        let image = self.images.image(&handle.record.image)?;
         let box_dir = self.boxes_dir().join(&handle.record.id);
         let tmp = self.snapshots_dir().join(format!(".tmp-{id}"));
         let dest = self.snapshots_dir().join(id);
@@ -863,7 +883,7 @@ impl Runtime {
             }
             _ => {}
         }
-        let image = image::load(&self.cfg.data_dir.join("images"), &old.record.image)?;
+        let image = self.images.image(&old.record.image)?;
         let cgroup = self.cgroups.box_cgroup(&self.cfg.cgroup_parent, id);
         let (slot, hostname) = (old.record.slot, old.record.hostname.clone());
         let result = self.start(&spec, &image, slot, hostname, cgroup.clone(), started);

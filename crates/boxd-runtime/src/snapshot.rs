@@ -379,12 +379,7 @@ fn copy_xattrs(src: &Path, dst: &Path, shift: impl Fn(u32) -> u32) -> Result<()>
 /// Flushes the filesystem holding `p` (one `syncfs`, cheaper than an
 /// fsync per file), so a rename after it publishes complete data.
 pub fn sync_fs(p: &Path) -> Result<()> {
-    let f = File::open(p).map_err(io("open", p))?;
-    // SAFETY: syncfs on an open descriptor.
-    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
-        return Err(last("sync the filesystem of", p));
-    }
-    Ok(())
+    crate::durable::sync_fs(p).map_err(io("sync the filesystem of", p))
 }
 
 /// Size on disk of a tree's file data (apparent sizes).

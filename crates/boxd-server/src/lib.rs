@@ -193,7 +193,7 @@ async fn run(config: Config) -> Result<()> {
     let kvm = Path::new("/dev/kvm").exists();
     tracing::info!(
         cgroups = %runtime.cgroup_mode(),
-        runtimes = %runtime.runtimes().join(", "),
+        runtimes = %runtime.runtimes().context("list the runtimes")?.join(", "),
         kvm,
         data_dir = %config.data_dir.display(),
         "host checked"
