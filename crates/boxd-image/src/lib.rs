@@ -10,6 +10,7 @@
 //! decides who may use one.
 
 pub mod boxfiles;
+pub mod debian;
 pub mod digest;
 pub mod durable;
 pub mod error;

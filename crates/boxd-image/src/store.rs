@@ -114,6 +114,12 @@ impl Drop for Staging {
     }
 }
 
+/// The store's build lock, released on drop (the descriptor closes).
+#[derive(Debug)]
+pub struct BuildLock {
+    _file: std::fs::File,
+}
+
 /// What [`Store::collect`] removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Collected {
@@ -197,6 +203,26 @@ impl Store {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Held while a build or import writes to the store: one at a time
+    /// (a second waits), across processes (`flock` on `build.lock`).
+    pub fn build_lock(&self) -> Result<BuildLock> {
+        use std::os::fd::AsRawFd;
+        let path = self.root.join("build.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(ImageError::io_at("open", &path))?;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(ImageError::io_at("lock", &path)(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(BuildLock { _file: file })
     }
 
     /// A fresh staging directory (mode 0755, owned by root) for one layer.
