@@ -794,6 +794,7 @@ impl BoxService {
         spec.disk_bytes = disk_mib.map(|m| m << 20);
         if let Some(s) = &snapshot {
             spec.snapshot_layers = s.layers.clone();
+            spec.image = s.spec.image.clone();
         }
         for s in rules.secrets() {
             spec.env.insert(s.name.clone(), s.placeholder.clone());

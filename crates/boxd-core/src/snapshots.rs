@@ -34,6 +34,11 @@ pub struct SnapshotSpec {
     pub network_policy: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_net: Option<Vec<String>>,
+    /// The manifest digest of the image the box ran: a restored box gets
+    /// the same image under its layers, even after a rebuild (absent in
+    /// snapshots of older versions: the runtime name is resolved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// A ready snapshot, parsed.
@@ -112,6 +117,7 @@ impl BoxService {
             metadata: meta.metadata.clone(),
             network_policy: meta.network_policy.clone(),
             allow_net: meta.allow_net.clone(),
+            image: Some(live.handle.record().image.clone()),
         };
         let parent = match &meta.snapshot_id {
             Some(p) => self

@@ -114,9 +114,9 @@ impl Drop for Staging {
     }
 }
 
-/// The store's build lock, released on drop (the descriptor closes).
+/// A lock on the store, released on drop (the descriptor closes).
 #[derive(Debug)]
-pub struct BuildLock {
+pub struct StoreLock {
     _file: std::fs::File,
 }
 
@@ -206,10 +206,21 @@ impl Store {
     }
 
     /// Held while a build or import writes to the store: one at a time
-    /// (a second waits), across processes (`flock` on `build.lock`).
-    pub fn build_lock(&self) -> Result<BuildLock> {
+    /// (a second waits), across processes.
+    pub fn build_lock(&self) -> Result<StoreLock> {
+        self.flock("build.lock", libc::LOCK_EX)
+    }
+
+    /// Held (shared) from resolving an image for a box until the box's
+    /// record names it, so [`Store::collect_unused`] cannot remove it
+    /// in between.
+    pub fn use_lock(&self) -> Result<StoreLock> {
+        self.flock("use.lock", libc::LOCK_SH)
+    }
+
+    fn flock(&self, name: &str, how: libc::c_int) -> Result<StoreLock> {
         use std::os::fd::AsRawFd;
-        let path = self.root.join("build.lock");
+        let path = self.root.join(name);
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -217,12 +228,19 @@ impl Store {
             .open(&path)
             .map_err(ImageError::io_at("open", &path))?;
         // SAFETY: flock on a descriptor this function owns.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        if unsafe { libc::flock(file.as_raw_fd(), how) } != 0 {
             return Err(ImageError::io_at("lock", &path)(
                 std::io::Error::last_os_error(),
             ));
         }
-        Ok(BuildLock { _file: file })
+        Ok(StoreLock { _file: file })
+    }
+
+    /// [`Store::collect`], keeping what `in_use` lists — asked while no box
+    /// is between resolving an image and recording it.
+    pub fn collect_unused(&self, in_use: impl FnOnce() -> Vec<String>) -> Result<Collected> {
+        let _lock = self.flock("use.lock", libc::LOCK_EX)?;
+        self.collect(&in_use())
     }
 
     /// A fresh staging directory (mode 0755, owned by root) for one layer.

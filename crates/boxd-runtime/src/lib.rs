@@ -82,8 +82,14 @@ pub struct BoxSpec {
     pub id: String,
     /// Hostname inside the box (defaults to the id).
     pub hostname: Option<String>,
-    /// Image name or runtime (`host`, `node`, `python`).
+    /// Runtime or image name (`host`, `node`, `python-alpine`, an
+    /// imported image's name).
     pub runtime: String,
+    /// The image's manifest digest, when it is pinned (a box restored from
+    /// a snapshot runs the image the snapshot was taken on); else
+    /// `runtime` is resolved.
+    #[serde(default)]
+    pub image: Option<String>,
     /// Environment applied to every process.
     pub env: BTreeMap<String, String>,
     pub limits: Limits,
@@ -133,6 +139,7 @@ impl BoxSpec {
             id: id.into(),
             hostname: None,
             runtime: image::HOST_IMAGE.into(),
+            image: None,
             env: BTreeMap::new(),
             limits: Limits {
                 memory_bytes: None,
@@ -147,6 +154,9 @@ impl BoxSpec {
         }
     }
 }
+
+/// The file of a snapshot's directory naming the image its layers lie over.
+const SNAPSHOT_IMAGE_FILE: &str = "image";
 
 /// What a snapshot capture wrote: its layers (one per overlay of the box)
 /// and the bytes of file data they hold.
@@ -531,7 +541,13 @@ impl Runtime {
             return Err(RuntimeError::InvalidHostname(hostname));
         }
         env::validate(&spec.env)?;
-        let digest = image::runtimes::resolve(&self.images, &spec.runtime)?;
+        // No image is collected between resolving it and the box's record
+        // naming it (`Runtime::remove_image` takes this lock exclusively).
+        let _in_use = self.images.use_lock()?;
+        let digest = match &spec.image {
+            Some(d) => d.clone(),
+            None => image::runtimes::resolve(&self.images, &spec.runtime)?,
+        };
         let image = self.images.image(&digest)?;
         let dir = self.boxes_dir().join(&spec.id);
         let socket = dir.join("agent.sock");
@@ -716,6 +732,80 @@ impl Runtime {
             .collect()
     }
 
+    /// The images boxes and snapshots on disk use: `(manifest digest,
+    /// "box <id>" or "snapshot <id>")`. Records of older versions that name
+    /// an image by its tag are resolved.
+    pub fn images_in_use(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut pin = |image: &str, user: String| {
+            let digest = if image::digest::is_digest(image) {
+                Some(image.to_string())
+            } else {
+                self.images.tagged(image).ok().flatten()
+            };
+            if let Some(d) = digest {
+                out.push((d, user));
+            }
+        };
+        for r in self.box_records() {
+            pin(&r.image, format!("box {}", r.id));
+        }
+        for id in self.snapshot_dirs() {
+            let file = self.snapshots_dir().join(&id).join(SNAPSHOT_IMAGE_FILE);
+            if let Ok(image) = std::fs::read_to_string(file) {
+                pin(image.trim(), format!("snapshot {id}"));
+            }
+        }
+        out
+    }
+
+    /// Removes the image tag `name` and every stored image and layer no
+    /// tag, box or snapshot uses any more. Refused while a box or snapshot
+    /// uses the image, naming them; the built-in `host` image cannot be
+    /// removed (it is made again at every start).
+    pub fn remove_image(&self, name: &str) -> Result<image::store::Collected> {
+        if name == image::HOST_IMAGE {
+            return Err(image::ImageError::Invalid(
+                "the host image is built in and made again at every start; it cannot be removed"
+                    .into(),
+            )
+            .into());
+        }
+        let digest = self
+            .images
+            .tagged(name)?
+            .ok_or_else(|| image::ImageError::UnknownImage(name.to_string()))?;
+        let mut refused = None;
+        let collected = self.images.collect_unused(|| {
+            let in_use = self.images_in_use();
+            let users: Vec<&str> = in_use
+                .iter()
+                .filter(|(d, _)| *d == digest)
+                .map(|(_, u)| u.as_str())
+                .collect();
+            if users.is_empty() {
+                if let Err(e) = self.images.untag(name) {
+                    refused = Some(e);
+                }
+            } else {
+                const SHOWN: usize = 10;
+                let mut list = users[..users.len().min(SHOWN)].join(", ");
+                if users.len() > SHOWN {
+                    list.push_str(&format!(" and {} more", users.len() - SHOWN));
+                }
+                refused = Some(image::ImageError::InUse {
+                    name: name.to_string(),
+                    users: list,
+                });
+            }
+            in_use.into_iter().map(|(d, _)| d).collect()
+        })?;
+        match refused {
+            Some(e) => Err(e.into()),
+            None => Ok(collected),
+        }
+    }
+
     /// Removes a snapshot's layers (nothing may use them any more).
     pub fn remove_snapshot(&self, id: &str) -> Result<()> {
         if !check_name(id, &['_']) {
@@ -767,6 +857,10 @@ impl Runtime {
         });
         let frozen = t.elapsed();
         let published = copied.and_then(|bytes| {
+            // Which image the layers lie over: it is kept while they are.
+            let pin = tmp.join(SNAPSHOT_IMAGE_FILE);
+            std::fs::write(&pin, &handle.record.image)
+                .map_err(RuntimeError::io(format!("write {}", pin.display())))?;
             snapshot::sync_fs(&tmp)?;
             std::fs::rename(&tmp, &dest)
                 .map_err(RuntimeError::io(format!("rename to {}", dest.display())))?;
