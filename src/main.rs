@@ -71,6 +71,12 @@ enum Command {
         #[command(subcommand)]
         command: cli::KeysCommand,
     },
+    /// Build, list, import and remove images (operator tool: works on the
+    /// data directory's image store).
+    Image {
+        #[command(subcommand)]
+        command: cli::ImageCommand,
+    },
     /// Add a new master key and re-seal every stored secret value (and
     /// boxd's CA key) under it. Operator tool: the daemon must be stopped.
     RotateMasterKey {
@@ -159,6 +165,9 @@ async fn client_main(cli: Cli) -> ExitCode {
         match &cli.command {
             Command::Serve(_) => unreachable!("handled in main"),
             Command::Keys { command } => cli::run_keys(&cli.data_dir, cli.conn.json, command),
+            Command::Image { command } => {
+                cli::run_images(&cli.data_dir, &cli.conn, command, &|| runtime(&cli)).await
+            }
             Command::RotateMasterKey { master_key_file } => {
                 let file = master_key_file
                     .clone()

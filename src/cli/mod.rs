@@ -4,8 +4,9 @@
 //!
 //! Client commands talk only to the HTTP API (`--url`/`BOXD_URL`,
 //! `--key`/`BOXD_API_KEY`); they never touch the runtime or the store.
-//! `boxd keys` is the exception: it is the operator's tool and opens the
-//! data directory's database directly.
+//! `boxd keys` and `boxd image` are the exceptions: they are the
+//! operator's tools and open the data directory's database and image store
+//! directly.
 //!
 //! This module owns the command line's shape (clap definitions) and the
 //! error reporting of these commands: every failure is printed as
@@ -19,6 +20,8 @@ mod commands;
 pub use commands::parse_env;
 mod cp;
 mod headers;
+mod images;
+pub use images::ImageCommand;
 mod keys;
 mod snapshots;
 mod table;
@@ -212,6 +215,22 @@ pub async fn run_client(
 /// Runs `boxd keys …` against `<data_dir>/boxd.db`.
 pub fn run_keys(data_dir: &std::path::Path, json: bool, cmd: &KeysCommand) -> Result<i32> {
     Ok(report(keys::run(data_dir, json, cmd)))
+}
+
+/// Runs `boxd image …` on `<data_dir>/images` (removal through the
+/// daemon when it runs, else through `open_runtime`).
+pub async fn run_images(
+    data_dir: &std::path::Path,
+    conn: &Connection,
+    cmd: &ImageCommand,
+    open_runtime: &dyn Fn() -> Result<boxd_runtime::Runtime>,
+) -> Result<i32> {
+    let via = images::RemoveVia {
+        data_dir,
+        conn,
+        open_runtime,
+    };
+    Ok(report(images::run(data_dir, conn.json, cmd, via).await))
 }
 
 /// Exit code after stdout's reader went away, like a shell's SIGPIPE.

@@ -36,8 +36,8 @@ impl TestService {
         let mut cfg = RuntimeConfig::new(&dir, AGENT);
         cfg.cgroup_parent = unique("boxd-core-test");
         let runtime = Runtime::new(cfg).expect("the runtime starts on a root machine");
-        let secrets =
-            Secrets::load(&dir.join("master.key"), &dir, &store, false).expect("load secrets");
+        let secrets = Secrets::load(&dir.join("master.key"), &dir, &store, false, None)
+            .expect("load secrets");
         let team = store.ensure_default_team().expect("default team");
         let (_, key) = store.create_key(&team.id, "test").expect("key");
         let svc = Arc::new(BoxService::new(

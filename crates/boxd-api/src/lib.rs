@@ -829,3 +829,36 @@ mod tests {
         assert_eq!(serde_json::to_value(&s).unwrap()["type"], "file");
     }
 }
+
+/// An image as the operator's image endpoints return it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ImageData {
+    /// What a box's `runtime` names.
+    pub name: String,
+    /// `sha256:…` of its manifest.
+    pub digest: String,
+    /// Bytes of its stored layers (shared layers counted in each image).
+    pub bytes: u64,
+    pub layers: usize,
+    /// Unix seconds.
+    pub created: u64,
+    /// Where it came from (`debian trixie (<mirror>)`, `oci <file>`, `host`).
+    pub source: String,
+}
+
+/// `GET /v2/images`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ImagesResponse {
+    pub images: Vec<ImageData>,
+}
+
+/// `POST /v2/images/build`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BuildImageRequest {
+    /// debian, node, python, golang, ruby, rust (or an `-alpine` name).
+    pub runtime: String,
+    /// Build every layer again instead of reusing cached ones.
+    #[serde(default)]
+    pub no_cache: bool,
+}

@@ -33,9 +33,6 @@ use crate::error::{CoreError, CoreResult};
 pub const BUNDLE_FILE: &str = "tls/ca-bundle.pem";
 /// boxd's CA certificate alone (public), for operators and tests.
 pub const CA_CERT_FILE: &str = "tls/ca.pem";
-/// The image bundle boxd's CA is appended to (the host image copies the
-/// host's).
-const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// The daemon's secret material.
 pub struct Secrets {
@@ -54,18 +51,21 @@ impl std::fmt::Debug for Secrets {
 
 impl Secrets {
     /// Loads (or creates) the master keys and — with networking on — the
-    /// CA, and writes the trust bundle.
+    /// CA, and writes the trust bundle boxes mount: `roots` (the operator's
+    /// `[tls] box_roots`, by default the host's system bundle) plus boxd's
+    /// CA.
     pub fn load(
         master_key_file: &Path,
         data_dir: &Path,
         store: &Store,
         networking: bool,
+        roots: Option<&Path>,
     ) -> anyhow::Result<Secrets> {
         let keys = MasterKeys::load_or_create(master_key_file)
             .with_context(|| format!("load the master key file {}", master_key_file.display()))?;
         let ca = if networking {
             let ca = Arc::new(load_or_create_ca(store, &keys)?);
-            let trust = write_trust_files(data_dir, &ca)?;
+            let trust = write_trust_files(data_dir, &ca, roots)?;
             Some((ca, trust))
         } else {
             None
@@ -295,18 +295,27 @@ fn load_or_create_ca(store: &Store, keys: &MasterKeys) -> anyhow::Result<BoxdCa>
     }
 }
 
-/// Writes `tls/ca.pem` and `tls/ca-bundle.pem` (the host image's roots +
-/// boxd's CA), atomically, readable by boxes' mapped users.
-fn write_trust_files(data_dir: &Path, ca: &BoxdCa) -> anyhow::Result<TrustBundle> {
+/// Writes `tls/ca.pem` and `tls/ca-bundle.pem` (`roots` + boxd's CA),
+/// atomically, readable by boxes' mapped users.
+fn write_trust_files(
+    data_dir: &Path,
+    ca: &BoxdCa,
+    roots: Option<&Path>,
+) -> anyhow::Result<TrustBundle> {
     use std::os::unix::fs::PermissionsExt;
     let dir = data_dir.join("tls");
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
         .with_context(|| format!("chmod {}", dir.display()))?;
-    let system = std::fs::read(SYSTEM_BUNDLE).unwrap_or_else(|e| {
-        tracing::warn!(path = SYSTEM_BUNDLE, error = %e, "no system CA bundle: boxes trust boxd's CA only");
-        Vec::new()
-    });
+    let system = match roots {
+        Some(path) => {
+            std::fs::read(path).with_context(|| format!("read the CA bundle {}", path.display()))?
+        }
+        None => {
+            tracing::warn!("no CA bundle for boxes ([tls] box_roots): boxes trust boxd's CA only");
+            Vec::new()
+        }
+    };
     let file = data_dir.join(BUNDLE_FILE);
     write_public(&data_dir.join(CA_CERT_FILE), ca.cert_pem().as_bytes())?;
     write_public(&file, &bundle_with(&system, ca.cert_pem()))?;

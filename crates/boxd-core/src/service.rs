@@ -23,6 +23,8 @@ pub struct CoreConfig {
     /// A box without `keep_alive` and with no exec, stream or file call
     /// for this long is paused (0: never).
     pub idle_pause_secs: u64,
+    /// Where image builds get their packages (`[images]`).
+    pub debian: boxd_image::debian::DebianConfig,
 }
 
 /// Who is calling: an API key of a team. Every operation is on behalf of

@@ -60,7 +60,7 @@ pub struct DebianConfig {
 
 impl Default for DebianConfig {
     fn default() -> Self {
-        let bundle = Path::new("/etc/ssl/certs/ca-certificates.crt");
+        let bundle = Path::new(crate::SYSTEM_CA_BUNDLE);
         DebianConfig {
             mirror: "http://deb.debian.org/debian".into(),
             suite: "trixie".into(),

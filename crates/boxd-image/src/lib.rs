@@ -15,6 +15,7 @@ pub mod digest;
 pub mod durable;
 pub mod error;
 pub mod host;
+pub mod oci;
 pub mod progress;
 pub mod runtimes;
 pub mod store;
@@ -29,6 +30,11 @@ use std::path::PathBuf;
 pub use error::{ImageError, Result};
 pub use host::{ensure_host_image, HOST_IMAGE};
 pub use store::{ImageInfo, LayerInfo, LayerRef, Manifest, Store};
+
+/// The host's CA bundle (Debian's path): what image builds and boxes
+/// trust by default, so the extra CAs an operator's TLS-intercepting proxy
+/// needs (installed on the host) are trusted too.
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// The non-root user of every box: `box` (home `/workspace/home`, the
 /// default working directory) and `boxuser`, the user of the Upstash

@@ -114,6 +114,29 @@ impl Drop for Staging {
     }
 }
 
+/// A scratch file in the store's `tmp/` (an uploaded archive), removed on
+/// drop (and at the next open after a crash).
+#[derive(Debug)]
+pub struct TempFile {
+    path: PathBuf,
+}
+
+impl TempFile {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %self.path.display(), error = %e, "could not remove a scratch file");
+            }
+        }
+    }
+}
+
 /// A lock on the store, released on drop (the descriptor closes).
 #[derive(Debug)]
 pub struct StoreLock {
@@ -179,11 +202,20 @@ impl Store {
             let p = root.join(sub);
             std::fs::create_dir_all(&p).map_err(ImageError::io_at("create", &p))?;
         }
+        // Another process (the daemon, `boxd image build`) may be using
+        // the store: only what no living process is writing is removed.
         let tmp = root.join("tmp");
         for e in std::fs::read_dir(&tmp).map_err(ImageError::io_at("list", &tmp))? {
             let e = e.map_err(ImageError::io_at("list", &tmp))?;
-            remove_any(&e.path());
+            if !writer_alive(&e.file_name().to_string_lossy()) {
+                remove_any(&e.path());
+            }
         }
+        // A layer is renamed into place before its record is written:
+        // only with no build under way is a record-less one a crash's.
+        let Some(_lock) = store.try_flock("build.lock")? else {
+            return Ok(store);
+        };
         let layers = root.join("layers");
         for e in std::fs::read_dir(&layers).map_err(ImageError::io_at("list", &layers))? {
             let e = e.map_err(ImageError::io_at("list", &layers))?;
@@ -218,6 +250,19 @@ impl Store {
         self.flock("use.lock", libc::LOCK_SH)
     }
 
+    /// The exclusive lock `name`, or `None` when another holds it.
+    fn try_flock(&self, name: &str) -> Result<Option<StoreLock>> {
+        match self.flock(name, libc::LOCK_EX | libc::LOCK_NB) {
+            Ok(lock) => Ok(Some(lock)),
+            Err(ImageError::Io { source, .. })
+                if source.raw_os_error() == Some(libc::EWOULDBLOCK) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     fn flock(&self, name: &str, how: libc::c_int) -> Result<StoreLock> {
         use std::os::fd::AsRawFd;
         let path = self.root.join(name);
@@ -243,14 +288,25 @@ impl Store {
         self.collect(&in_use())
     }
 
-    /// A fresh staging directory (mode 0755, owned by root) for one layer.
-    pub fn stage(&self, what: &str) -> Result<Staging> {
+    /// A name in `tmp/` no other call of this process uses.
+    fn tmp_name(&self, what: &str) -> PathBuf {
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = self
-            .root
+        self.root
             .join("tmp")
-            .join(format!("{what}-{}-{n}", std::process::id()));
+            .join(format!("{what}-{}-{n}", std::process::id()))
+    }
+
+    /// A path for a scratch file (not created), removed when dropped.
+    pub fn temp_file(&self, what: &str) -> Result<TempFile> {
+        let path = self.tmp_name(what);
+        let _ = std::fs::remove_file(&path);
+        Ok(TempFile { path })
+    }
+
+    /// A fresh staging directory (mode 0755, owned by root) for one layer.
+    pub fn stage(&self, what: &str) -> Result<Staging> {
+        let path = self.tmp_name(what);
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir(&path).map_err(ImageError::io_at("create", &path))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
@@ -586,6 +642,24 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
         }
     })?;
     serde_json::from_slice(&bytes).map_err(|e| ImageError::corrupt(path, e))
+}
+
+/// Whether the process that named a `tmp/` entry (`<what>-<pid>-<n>`) is
+/// still running (and is not this one, which has just opened the store).
+fn writer_alive(name: &str) -> bool {
+    let Some(pid) = name
+        .rsplit('-')
+        .nth(1)
+        .and_then(|p| p.parse::<libc::pid_t>().ok())
+    else {
+        return false;
+    };
+    if pid <= 0 || u32::try_from(pid).ok() == Some(std::process::id()) {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the process exists.
+    let sent = unsafe { libc::kill(pid, 0) } == 0;
+    sent || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// Removes a file or a tree, logging (not failing) when it cannot.

@@ -58,6 +58,21 @@ struct FileConfig {
     network: Option<NetworkSettings>,
     tls: Option<TlsSettings>,
     storage: Option<StorageSettings>,
+    images: Option<ImageSettings>,
+}
+
+/// The `[images]` table: where `boxd image build` (and the API's builds)
+/// get packages from.
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields, default)]
+struct ImageSettings {
+    /// The Debian mirror [default: http://deb.debian.org/debian].
+    mirror: Option<String>,
+    /// The Debian suite [default: trixie].
+    suite: Option<String>,
+    /// The npm registry Node.js, npm and Deno come from [default:
+    /// https://registry.npmjs.org].
+    npm_registry: Option<String>,
 }
 
 /// The `[storage]` table: the pool holding boxes, snapshots and volumes.
@@ -77,6 +92,10 @@ struct StorageSettings {
 struct TlsSettings {
     /// PEM files of roots trusted besides the system's (a test CA).
     extra_roots: Vec<PathBuf>,
+    /// The PEM bundle boxes and image builds trust besides boxd's CA
+    /// [default: the host's system bundle, so the CAs of a TLS-intercepting
+    /// proxy the host trusts are trusted in boxes too].
+    box_roots: Option<PathBuf>,
 }
 
 /// The settings in effect.
@@ -110,6 +129,11 @@ pub struct Config {
     pub idle_pause_secs: u64,
     /// `[storage]`: the pool's driver and first size.
     pub storage: boxd_runtime::storage::StorageConfig,
+    /// `[tls] box_roots`: what boxes and image builds trust besides boxd's
+    /// CA (`None`: the host has no system bundle and none is set).
+    pub box_roots: Option<PathBuf>,
+    /// `[images]`, with `box_roots` as the builds' trust.
+    pub debian: boxd_runtime::image::debian::DebianConfig,
 }
 
 impl Config {
@@ -136,7 +160,29 @@ impl Config {
         } else {
             None
         };
-        let extra_roots = file.tls.unwrap_or_default().extra_roots;
+        let tls = file.tls.unwrap_or_default();
+        let extra_roots = tls.extra_roots;
+        let box_roots = match tls.box_roots {
+            Some(path) if !path.is_file() => {
+                bail!("[tls] box_roots: {} is not a readable file", path.display())
+            }
+            Some(path) => Some(path),
+            None => {
+                Some(PathBuf::from(boxd_runtime::image::SYSTEM_CA_BUNDLE)).filter(|p| p.is_file())
+            }
+        };
+        let images = file.images.unwrap_or_default();
+        let mut debian = boxd_runtime::image::debian::DebianConfig::default();
+        if let Some(m) = images.mirror {
+            debian.mirror = m;
+        }
+        if let Some(s) = images.suite {
+            debian.suite = s;
+        }
+        if let Some(r) = images.npm_registry {
+            debian.npm_registry = r;
+        }
+        debian.ca_bundle = box_roots.clone();
         let storage = file.storage.unwrap_or_default();
         if storage.size_gib == Some(0) {
             bail!("[storage] size_gib must be at least 1");
@@ -155,6 +201,8 @@ impl Config {
                 .master_key_file
                 .unwrap_or_else(|| data_dir.join("master.key")),
             extra_roots,
+            box_roots,
+            debian,
             data_dir,
             agent,
             listen: args

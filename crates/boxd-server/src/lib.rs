@@ -55,8 +55,6 @@ fn init_logs(format: LogFormat) {
     };
 }
 
-/// Holds the data directory's lock for the daemon's life: two daemons on
-/// one data directory would fight over its boxes.
 /// What [`rotate_master_key`] did.
 #[derive(Debug)]
 pub struct Rotation {
@@ -93,7 +91,14 @@ pub fn rotate_master_key(data_dir: &Path, key_file: &Path) -> Result<Rotation> {
     })
 }
 
-fn lock_data_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+/// The data directory's lock (`boxd.lock`), held by `boxd serve` for its
+/// life — two daemons on one data directory would fight over its boxes —
+/// and by operator tools that open the runtime themselves (`boxd image rm`).
+pub type DataDirLock = nix::fcntl::Flock<std::fs::File>;
+
+/// Takes the data directory's lock, creating the directory; `None` when a
+/// running boxd holds it.
+pub fn try_lock_data_dir(dir: &Path) -> Result<Option<DataDirLock>> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o711)
@@ -107,8 +112,16 @@ fn lock_data_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
         .mode(0o600)
         .open(&path)
         .with_context(|| format!("open {}", path.display()))?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
-        anyhow::anyhow!(
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(anyhow::Error::new(e).context(format!("lock {}", path.display()))),
+    }
+}
+
+fn lock_data_dir(dir: &Path) -> Result<DataDirLock> {
+    try_lock_data_dir(dir)?.with_context(|| {
+        format!(
             "another boxd is already using the data directory {}",
             dir.display()
         )
@@ -203,6 +216,7 @@ async fn run(config: Config) -> Result<()> {
         &config.data_dir,
         &store,
         config.network.is_some(),
+        config.box_roots.as_deref(),
     )?;
     // Networking first: the ruleset is in place before any box is adopted.
     let (events, mut event_stream) = EventSink::channel(8192);
@@ -220,6 +234,7 @@ async fn run(config: Config) -> Result<()> {
     };
     let core = CoreConfig {
         idle_pause_secs: config.idle_pause_secs,
+        debian: config.debian.clone(),
     };
     let state = Arc::new(BoxService::new(
         core,

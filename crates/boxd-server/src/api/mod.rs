@@ -1,10 +1,11 @@
 //! The HTTP front ends: the Upstash Box v2 API (`upstash`) and the
-//! operator endpoints (`/healthz`, `/metrics`, `/openapi.json`).
+//! operator endpoints (`/healthz`, `/metrics`, `/openapi.json`, `images`).
 //!
 //! Owns the combined router, its body limits and JSON error middleware,
 //! and the OpenAPI document generated from the handlers' annotations. A
 //! second protocol gets a module beside `upstash`, never inside it.
 
+pub mod images;
 pub mod upstash;
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -84,6 +85,10 @@ use utoipa::OpenApi;
         upstash::lifecycle::get_startup,
         upstash::lifecycle::set_startup,
         upstash::lifecycle::delete_startup,
+        images::list,
+        images::delete,
+        images::build,
+        images::import,
         healthz,
     ),
     components(schemas(boxd_api::ExitEvent, boxd_api::ErrorBody)),
@@ -160,6 +165,13 @@ pub fn router(svc: Arc<BoxService>, limits: BodyLimits) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
+        .route("/v2/images", get(images::list))
+        .route("/v2/images/build", axum::routing::post(images::build))
+        .route(
+            "/v2/images/import",
+            axum::routing::post(images::import).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/v2/images/{name}", axum::routing::delete(images::delete))
         .merge(upstash::routes(limits.upload))
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(limits.json))
