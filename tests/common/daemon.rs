@@ -60,6 +60,22 @@ impl TestDaemon {
     /// Like [`TestDaemon::start_with_network`], with `top_toml` (top-level
     /// keys, e.g. `idle_pause_secs = 2`) at the head of the config file.
     pub fn start_with_config(top_toml: &str, network_toml: &str) -> Option<TestDaemon> {
+        Self::start_with_images(&[], top_toml, network_toml)
+    }
+
+    /// Like [`TestDaemon::start_with_config`], with the runtime images
+    /// `images` built ([`super::images::built`]) and in its store; `None`
+    /// (after saying why) when they cannot be built here.
+    pub fn start_with_images(
+        images: &[&str],
+        top_toml: &str,
+        network_toml: &str,
+    ) -> Option<TestDaemon> {
+        let shared = if images.is_empty() {
+            None
+        } else {
+            Some(super::images::built(images)?)
+        };
         if !nix::unistd::geteuid().is_root() {
             super::skip("boxd serve needs root (boxes need user namespaces, overlayfs, cgroups); run the tests as root");
             return None;
@@ -88,6 +104,9 @@ impl TestDaemon {
             },
         );
         std::fs::write(dir.with_extension("toml"), config).expect("write the daemon config");
+        if let Some(shared) = &shared {
+            super::images::link_into(shared, &dir);
+        }
         let mut d = TestDaemon {
             nft_table,
             ifname_prefix,

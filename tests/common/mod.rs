@@ -5,6 +5,7 @@
 
 pub mod daemon;
 pub mod https;
+pub mod images;
 pub mod outside;
 pub mod service;
 pub mod skip;

@@ -559,8 +559,11 @@ impl Store {
         Ok(self.root.join("cache").join(key))
     }
 
-    /// Removes every manifest that no tag, cache entry or `keep` digest
-    /// names, then every layer no remaining manifest uses.
+    /// Removes every manifest that no tag or `keep` digest names, and the
+    /// build-cache entries whose layers are no longer all in use (a cached
+    /// recipe costs nothing while another image holds its layers: the
+    /// Debian base stays cached while one runtime image is left), then
+    /// every layer no remaining manifest uses.
     pub fn collect(&self, keep: &[String]) -> Result<Collected> {
         let mut live: std::collections::HashSet<String> = keep.iter().cloned().collect();
         for name in self.tags()? {
@@ -568,15 +571,37 @@ impl Store {
                 live.insert(d);
             }
         }
+        let stored_layers = |digest: &str| -> Vec<String> {
+            self.manifest(digest)
+                .map(|m| {
+                    m.layers
+                        .into_iter()
+                        .filter_map(|l| match l {
+                            LayerRef::Stored { digest, .. } => Some(digest),
+                            LayerRef::Host { .. } => None,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut used: std::collections::HashSet<String> =
+            live.iter().flat_map(|d| stored_layers(d)).collect();
         let cache = self.root.join("cache");
         for e in std::fs::read_dir(&cache).map_err(ImageError::io_at("list", &cache))? {
             let e = e.map_err(ImageError::io_at("list", &cache))?;
-            if let Ok(d) = std::fs::read_to_string(e.path()) {
-                live.insert(d.trim().to_string());
+            let digest = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let digest = digest.trim().to_string();
+            let layers = stored_layers(&digest);
+            if live.contains(&digest)
+                || (!layers.is_empty() && layers.iter().all(|l| used.contains(l)))
+            {
+                live.insert(digest);
+            } else {
+                std::fs::remove_file(e.path()).map_err(ImageError::io_at("remove", &e.path()))?;
             }
         }
+        used.extend(live.iter().flat_map(|d| stored_layers(d)));
         let mut done = Collected::default();
-        let mut used = std::collections::HashSet::new();
         let mdir = self.root.join("manifests");
         for e in std::fs::read_dir(&mdir).map_err(ImageError::io_at("list", &mdir))? {
             let e = e.map_err(ImageError::io_at("list", &mdir))?;
@@ -584,16 +609,7 @@ impl Store {
             let Some(hex) = name.strip_suffix(".json") else {
                 continue;
             };
-            let digest = format!("sha256:{hex}");
-            if live.contains(&digest) {
-                if let Ok(m) = self.manifest(&digest) {
-                    for l in m.layers {
-                        if let LayerRef::Stored { digest, .. } = l {
-                            used.insert(digest);
-                        }
-                    }
-                }
-            } else {
+            if !live.contains(&format!("sha256:{hex}")) {
                 std::fs::remove_file(e.path()).map_err(ImageError::io_at("remove", &e.path()))?;
                 done.manifests += 1;
             }
@@ -748,6 +764,48 @@ mod tests {
         let gone = s.collect(&[]).unwrap();
         assert_eq!((gone.manifests, gone.layers), (1, 2));
         assert!(matches!(s.image("demo"), Err(ImageError::UnknownImage(_))));
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn removing_an_image_drops_its_build_cache_unless_another_image_holds_its_layers() {
+        let (s, d) = store("cache");
+        let base = layer(&s, "base", "debian");
+        let stored = |digest: &str| LayerRef::Stored {
+            digest: digest.to_string(),
+            target: "/".into(),
+        };
+        let image = |name: &str, file: &str| {
+            let top = layer(&s, file, name);
+            let m = Manifest::new(
+                name,
+                vec![stored(&top.digest), stored(&base.digest)],
+                vec![],
+                "t",
+            );
+            let md = s.put_manifest(&m).unwrap();
+            s.tag(name, &md).unwrap();
+            s.cache(&format!("{name}-recipe"), &md).unwrap();
+            top
+        };
+        let base_only = Manifest::new("base", vec![stored(&base.digest)], vec![], "t");
+        let bd = s.put_manifest(&base_only).unwrap();
+        s.cache("base-recipe", &bd).unwrap();
+        let (py, node) = (image("python", "py"), image("node", "node"));
+        // python goes: its own layer and recipe with it; the base stays
+        // (node holds it), still cached for the next build.
+        s.untag("python").unwrap();
+        let gone = s.collect(&[]).unwrap();
+        assert_eq!(gone.layers, 1);
+        assert!(s.cached("python-recipe").unwrap().is_none());
+        assert_eq!(s.cached("base-recipe").unwrap(), Some(bd.clone()));
+        assert!(s.layer(&py.digest).is_err());
+        // node goes too: everything is freed.
+        s.untag("node").unwrap();
+        let gone = s.collect(&[]).unwrap();
+        assert_eq!(gone.layers, 2);
+        assert!(s.layer(&node.digest).is_err() && s.layer(&base.digest).is_err());
+        assert!(s.cached("base-recipe").unwrap().is_none());
         std::fs::remove_dir_all(d).unwrap();
     }
 
