@@ -211,6 +211,18 @@ async fn run(config: Config) -> Result<()> {
         data_dir = %config.data_dir.display(),
         "host checked"
     );
+    let built = runtime.runtimes().unwrap_or_default();
+    let unbuilt: Vec<&str> = boxd_runtime::image::runtimes::RUNTIMES
+        .into_iter()
+        .filter(|r| !built.iter().any(|b| b == r))
+        .collect();
+    if !unbuilt.is_empty() {
+        tracing::warn!(
+            unbuilt = %unbuilt.join(", "),
+            "some runtime images are not built: boxes asking for them get a 400; build one with \
+             `boxd image build <runtime>` (about a minute each, needs mmdebstrap)"
+        );
+    }
     let secrets = Secrets::load(
         &config.master_key_file,
         &config.data_dir,
