@@ -7,7 +7,7 @@
 
 use crate::error::{ImageError, Result};
 use crate::BOX_UID;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub(crate) fn write_file(path: &Path, text: &str) -> Result<()> {
@@ -84,21 +84,93 @@ fn with_entries(text: &str, names: &[&str], entries: &str) -> String {
     out
 }
 
+/// Where `rel` is in the stack `lowers` (top-most first), as overlayfs
+/// would show it: the first layer that has it, unless a layer above hides
+/// it (a whiteout, an opaque directory, a non-directory on the way). A
+/// symlink of the image's, on the way or at `rel`, is never followed: it
+/// points into the box's root, not the host's (an imported image's
+/// `etc/passwd` may well be a link to the host's `/etc/shadow`), so such a
+/// path counts as absent.
+fn find_in_layers(lowers: &[PathBuf], rel: &str) -> Option<PathBuf> {
+    let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
+    'layers: for layer in lowers {
+        let mut cur = layer.clone();
+        if parts.is_empty() {
+            return Some(cur);
+        }
+        for (i, part) in parts.iter().enumerate() {
+            cur.push(part);
+            let md = match std::fs::symlink_metadata(&cur) {
+                Ok(md) => md,
+                Err(_) => {
+                    // Missing here: an opaque directory above hides the rest.
+                    let parent = cur.parent().map(Path::to_path_buf).unwrap_or_default();
+                    if i > 0 && is_opaque(&parent) {
+                        return None;
+                    }
+                    continue 'layers;
+                }
+            };
+            let ft = md.file_type();
+            if ft.is_char_device() && md.rdev() == 0 {
+                return None;
+            }
+            if ft.is_symlink() {
+                tracing::debug!(path = %cur.display(), "not following a symlink of the image");
+                return None;
+            }
+            let last = i + 1 == parts.len();
+            if last {
+                return Some(cur);
+            }
+            if !ft.is_dir() {
+                return None;
+            }
+        }
+    }
+    None
+}
+
+/// Whether `dir` carries overlayfs's opaque mark.
+fn is_opaque(dir: &Path) -> bool {
+    crate::digest::xattrs(dir)
+        .map(|x| {
+            x.iter()
+                .any(|(n, v)| n == b"trusted.overlay.opaque" && v == b"y")
+        })
+        .unwrap_or(false)
+}
+
+/// Reads a text file of the image found by [`find_in_layers`] (without
+/// following a symlink; at most 1 MiB).
+fn read_image_file(path: &Path) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    f.take(1 << 20).read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
 /// Writes the top layer of an image whose lower layers are `lowers`
 /// (top-most first, overlayfs format): boxd's files over the image's own
 /// `passwd`/`group`, with each directory it creates that the image has
 /// (`/`, `/etc`, `/home`) keeping the image's mode and owner (overlayfs
-/// shows the top-most layer's directory attributes).
+/// shows the top-most layer's directory attributes). What it reads of the
+/// lower layers is looked up as overlayfs would, never through a symlink
+/// of the image's ([`find_in_layers`]).
 pub fn write_top_layer(root: &Path, lowers: &[PathBuf]) -> Result<()> {
-    let find = |rel: &str| {
-        lowers
-            .iter()
-            .map(|l| l.join(rel))
-            .find(|p| p.symlink_metadata().is_ok())
-    };
+    let find = |rel: &str| find_in_layers(lowers, rel);
     let read = |rel: &str| {
         find(rel)
-            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|p| read_image_file(&p))
             .unwrap_or_default()
     };
     let passwd = read("etc/passwd");
@@ -126,7 +198,8 @@ pub fn write_top_layer(root: &Path, lowers: &[PathBuf]) -> Result<()> {
     // Files keep the image's modes where it had them (`/etc/passwd` 0644).
     for rel in ["etc/passwd", "etc/group", "etc/hosts", "etc/resolv.conf"] {
         let mode = find(rel)
-            .and_then(|p| std::fs::metadata(p).ok())
+            .and_then(|p| std::fs::symlink_metadata(p).ok())
+            .filter(|m| m.is_file())
             .map(|m| m.mode() & 0o777)
             .unwrap_or(0o644);
         let dst = root.join(rel);
@@ -153,5 +226,71 @@ mod tests {
              node:x:1000:1000::/home/node:/bin/sh\n"
         );
         assert_eq!(with_entries("", &["box"], "box:x\n"), "box:x\n");
+    }
+
+    #[test]
+    fn the_images_files_are_read_as_overlayfs_shows_them_never_through_a_symlink() {
+        let d = std::env::temp_dir().join(format!("boxd-boxfiles-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let (top, mid, low) = (d.join("top"), d.join("mid"), d.join("low"));
+        for l in [&top, &mid, &low] {
+            std::fs::create_dir_all(l.join("etc")).unwrap();
+        }
+        let secret = d.join("host-shadow");
+        std::fs::write(&secret, "hostsecret:x:0:0::/:/bin/sh\n").unwrap();
+        std::fs::write(
+            low.join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nlow:x:5:5::/:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(low.join("etc/group"), "root:x:0:\n").unwrap();
+        let lowers = vec![top.clone(), mid.clone(), low.clone()];
+        assert_eq!(
+            find_in_layers(&lowers, "etc/passwd"),
+            Some(low.join("etc/passwd"))
+        );
+        // The image's own passwd is a link to a file of the host: absent,
+        // and the host's file is never read.
+        std::os::unix::fs::symlink(&secret, top.join("etc/passwd")).unwrap();
+        assert_eq!(find_in_layers(&lowers, "etc/passwd"), None);
+        let out = d.join("out");
+        std::fs::create_dir(&out).unwrap();
+        write_top_layer(&out, &lowers).unwrap();
+        let passwd = std::fs::read_to_string(out.join("etc/passwd")).unwrap();
+        assert!(!passwd.contains("hostsecret"), "{passwd}");
+        assert!(
+            passwd.starts_with("root:x:0:0:root:/root:/bin/sh\nbox:x:1000"),
+            "{passwd}"
+        );
+        // So is a directory symlink on the way.
+        std::fs::remove_file(top.join("etc/passwd")).unwrap();
+        std::os::unix::fs::symlink(&d, top.join("var")).unwrap();
+        assert_eq!(find_in_layers(&lowers, "var/host-shadow"), None);
+        // A non-directory above hides what is below.
+        std::fs::write(mid.join("usr"), "").unwrap();
+        std::fs::create_dir_all(low.join("usr/x")).unwrap();
+        assert_eq!(find_in_layers(&lowers, "usr/x"), None);
+        if unsafe { libc::geteuid() } == 0 {
+            // A whiteout and an opaque directory hide what is below.
+            let c = std::ffi::CString::new(mid.join("etc/group").as_os_str().as_encoded_bytes())
+                .unwrap();
+            assert_eq!(unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, 0) }, 0);
+            assert_eq!(find_in_layers(&lowers, "etc/group"), None);
+            let e = std::ffi::CString::new(mid.join("etc").as_os_str().as_encoded_bytes()).unwrap();
+            let rc = unsafe {
+                libc::lsetxattr(
+                    e.as_ptr(),
+                    c"trusted.overlay.opaque".as_ptr(),
+                    b"y".as_ptr().cast(),
+                    1,
+                    0,
+                )
+            };
+            assert_eq!(rc, 0);
+            assert_eq!(find_in_layers(&lowers, "etc/passwd"), None);
+        } else {
+            crate::test_skip::skip("not root: cannot make whiteouts or trusted xattrs");
+        }
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -3,8 +3,9 @@
 //! of its content, kept in the [`store`] of the data directory.
 //!
 //! Builders: [`host`] (the host's `/usr` over a generated base, the
-//! zero-setup default), `debian` (a Debian root per runtime, from
-//! packages) and `oci` (an OCI image layout or a `docker save` archive).
+//! zero-setup default), [`debian`] (a Debian root per runtime, from
+//! packages) and the importer [`oci`] (an OCI image layout or a
+//! `docker save` archive, each of its layers a stored layer).
 //! This crate makes and stores images; it never runs a box (that is
 //! `boxd-runtime`, which mounts the [`Image`] it is given) and never
 //! decides who may use one.
