@@ -63,6 +63,11 @@ pub const MAX_JSON: u64 = 4 << 20;
 pub const MAX_LAYERS: usize = 128;
 /// Longest path (or link target) of an archive entry, in bytes.
 pub const MAX_PATH: usize = 4096;
+/// Most bytes of file content an import may write, all layers together:
+/// what a compressed layer (a gzip bomb) can make of a small upload.
+pub const MAX_IMAGE_BYTES: u64 = 32 << 30;
+/// Most entries of one layer.
+pub const MAX_LAYER_ENTRIES: usize = 1 << 21;
 /// Most entries of an outer archive (the layout or `docker save` tar).
 const MAX_ARCHIVE_ENTRIES: usize = 1 << 16;
 /// How far symlinks between an outer archive's files are followed.
@@ -106,11 +111,12 @@ pub fn import(store: &Store, source: &Path, name: &str, progress: Progress) -> R
     let total = plan.layers.len();
     // Written bottom first; the manifest lists them top-most first.
     let mut stored: Vec<String> = Vec::with_capacity(total);
+    let mut budget = MAX_IMAGE_BYTES;
     for (i, layer) in plan.layers.iter().enumerate() {
         progress(Event::Step {
             step: format!("layer {}/{total} {}", i + 1, short(&layer.id)),
         });
-        let digest = import_layer(store, &src, layer, &plan.source, progress)?;
+        let digest = import_layer(store, &src, layer, &plan.source, &mut budget, progress)?;
         tracing::debug!(layer = %layer.id, stored = %digest, "layer imported");
         stored.push(digest);
     }
@@ -945,6 +951,7 @@ fn import_layer(
     src: &Source,
     layer: &LayerPlan,
     source: &str,
+    budget: &mut u64,
     progress: Progress,
 ) -> Result<String> {
     let ctx = format!("layer {} of {}", layer.id, src.label);
@@ -984,7 +991,7 @@ fn import_layer(
             Box::new(&mut buffered)
         };
         let mut diff = Hashing::new(plain, None);
-        let written = extract(&mut diff, staging.path(), &ctx);
+        let written = extract(&mut diff, staging.path(), &ctx, budget);
         // The rest (tar's end blocks and padding), so the digests cover it.
         let whole = drain(&mut diff);
         (written, diff.digest(), whole)
@@ -1028,16 +1035,22 @@ struct Extractor<'a> {
     ctx: &'a str,
     /// Non-directory entries written so far (hard links may name them).
     written: HashSet<Vec<u8>>,
+    /// Entries of this layer read so far.
+    entries: usize,
+    /// File bytes the import may still write ([`MAX_IMAGE_BYTES`]).
+    budget: &'a mut u64,
     dirs: BTreeMap<PathBuf, DirMeta>,
 }
 
 /// Extracts the layer tar `r` into `root` (see the module docs).
-fn extract(r: &mut impl Read, root: &Path, ctx: &str) -> Result<()> {
+fn extract(r: &mut impl Read, root: &Path, ctx: &str, budget: &mut u64) -> Result<()> {
     let mut ar = tar::Archive::new(r);
     let mut x = Extractor {
         root,
         ctx,
         written: HashSet::new(),
+        entries: 0,
+        budget,
         dirs: BTreeMap::new(),
     };
     let bad = |e: std::io::Error| {
@@ -1164,6 +1177,22 @@ impl Extractor<'_> {
     }
 
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
+        self.entries += 1;
+        if self.entries > MAX_LAYER_ENTRIES {
+            return Err(invalid(format!(
+                "{}: more than {MAX_LAYER_ENTRIES} entries in one layer",
+                self.ctx
+            )));
+        }
+        let size = entry.size();
+        if size > *self.budget {
+            return Err(invalid(format!(
+                "{}: the image holds more than {} GiB of files, the most an import may write",
+                self.ctx,
+                MAX_IMAGE_BYTES >> 30
+            )));
+        }
+        *self.budget -= size;
         let raw_path = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw_path).into_owned();
         if raw_path.len() > MAX_PATH {
@@ -1495,6 +1524,35 @@ mod tests {
         assert_eq!(c("../evil"), None);
         assert_eq!(c("a/../../evil"), None);
         assert_eq!(c("/../etc"), None);
+    }
+
+    #[test]
+    fn a_layer_that_unpacks_past_the_import_budget_is_refused() {
+        let mut ar = tar::Builder::new(Vec::new());
+        for (name, len) in [("small", 10usize), ("big", 4096)] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(len as u64);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_entry_type(tar::EntryType::Regular);
+            ar.append_data(&mut h, name, &vec![0u8; len][..])
+                .expect("tar");
+        }
+        let data = ar.into_inner().expect("tar");
+        let dir = std::env::temp_dir().join(format!("boxd-oci-budget-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let mut budget = 1000;
+        let err =
+            extract(&mut &data[..], &dir, "layer x", &mut budget).expect_err("past the budget");
+        assert!(err.to_string().contains("GiB of files"), "{err}");
+        assert_eq!(budget, 990, "the small file was counted");
+        assert!(
+            !dir.join("big").exists(),
+            "nothing of the big file was written"
+        );
+        std::fs::remove_dir_all(&dir).expect("clean up");
     }
 
     #[test]
