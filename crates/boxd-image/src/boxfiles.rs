@@ -1,6 +1,9 @@
 //! The files every box's root gets from boxd, whatever its image: the box
-//! users (`box` and `boxuser`, one uid), their homes, `/workspace`, and the
-//! resolver and hosts files that point at boxd's resolver. They are the
+//! users (`box` and `boxuser`, one uid), their homes, `/workspace`, the
+//! resolver and hosts files that point at boxd's resolver, and real
+//! directories where the runtime mounts `/proc`, `/sys`, `/dev` and `/tmp`
+//! (an image made `FROM scratch` has none; in the top layer they also hide
+//! an image's symlink of that name). They are the
 //! top layer of every built or imported image (the `host` image has them
 //! in its base), written over what the image has, and never anything of
 //! the host's.
@@ -55,6 +58,14 @@ pub(crate) fn write(root: &Path, passwd: &str, group: &str) -> Result<()> {
         "# Written by boxd: names are resolved by boxd's resolver.\n\
          nameserver 198.18.0.53\nnameserver fd42:b0c5:ff::53\n",
     )?;
+    for (dir, mode) in [
+        ("proc", 0o555),
+        ("sys", 0o555),
+        ("dev", 0o755),
+        ("tmp", 0o1777),
+    ] {
+        mkdir_mode(&root.join(dir), mode, None)?;
+    }
     mkdir_mode(&root.join("workspace"), 0o755, None)?;
     mkdir_mode(&root.join("workspace/home"), 0o755, Some(BOX_UID))?;
     mkdir_mode(&root.join("home/boxuser"), 0o755, Some(BOX_UID))?;

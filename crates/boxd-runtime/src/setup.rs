@@ -388,6 +388,41 @@ fn inside(rootfs: &Path, target: &str) -> PathBuf {
     rootfs.join(target.trim_start_matches('/'))
 }
 
+/// `rel` in the box's root, checked to be a real directory reached without
+/// a symlink: here, before the pivot, an image's symlink would be resolved
+/// against the host's root, and a mount through it would land there.
+fn mount_point(root: &Path, rel: &str) -> Result<PathBuf> {
+    let mut dir = root.to_path_buf();
+    for part in Path::new(rel).components() {
+        dir.push(part);
+        match std::fs::symlink_metadata(&dir) {
+            Ok(md) if md.is_dir() => {}
+            _ => {
+                return Err(RuntimeError::Setup(format!(
+                    "the image's /{rel} is not a directory (a symlink or missing): \
+                     boxd mounts its own there"
+                )))
+            }
+        }
+    }
+    Ok(dir)
+}
+
+/// Whether the existing part of `rel` in the box's root goes through a
+/// symlink or a non-directory.
+fn through_link(root: &Path, rel: &Path) -> bool {
+    let mut dir = root.to_path_buf();
+    for part in rel.components() {
+        dir.push(part);
+        match std::fs::symlink_metadata(&dir) {
+            Ok(md) if md.is_dir() => {}
+            Ok(_) => return true,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
 fn mnt(src: &str, dst: &Path, fstype: &str, flags: MsFlags, data: Option<&str>) -> Result<()> {
     mount(Some(src), dst, Some(fstype), flags, data)
         .map_err(|e| RuntimeError::Setup(format!("mount {fstype} at {}: {e}", dst.display())))
@@ -432,12 +467,12 @@ fn build_root(cfg: &SetupConfig, userns: &OwnedFd) -> Result<()> {
     }
     mnt(
         "proc",
-        &root.join("proc"),
+        &mount_point(root, "proc")?,
         "proc",
         nosuid_nodev_noexec,
         None,
     )?;
-    let dev = root.join("dev");
+    let dev = mount_point(root, "dev")?;
     mnt(
         "tmpfs",
         &dev,
@@ -466,14 +501,14 @@ fn build_root(cfg: &SetupConfig, userns: &OwnedFd) -> Result<()> {
     )?;
     mnt(
         "sysfs",
-        &root.join("sys"),
+        &mount_point(root, "sys")?,
         "sysfs",
         nosuid_nodev_noexec | MsFlags::MS_RDONLY,
         None,
     )?;
     mnt(
         "tmpfs",
-        &root.join("tmp"),
+        &mount_point(root, "tmp")?,
         "tmpfs",
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some(&tmpfs_opts),
@@ -590,6 +625,13 @@ fn mount_trust(root: &Path, trust: &crate::TrustBundle, id: u32) -> Result<()> {
         | MsFlags::MS_NOEXEC;
     for (i, p) in trust.paths.iter().enumerate() {
         let target = inside(root, p);
+        // A bundle path under an image's symlink is not the box's own.
+        if Path::new(p.trim_start_matches('/'))
+            .parent()
+            .is_some_and(|d| through_link(root, d))
+        {
+            continue;
+        }
         let is_file = match std::fs::symlink_metadata(&target) {
             Ok(md) => md.file_type().is_file(),
             Err(_) if i == 0 => {
