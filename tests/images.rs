@@ -327,3 +327,96 @@ fn an_unreachable_mirror_fails_the_build_clearly_and_lists_nothing() {
     assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The pids of processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|pid| *pid != me)
+                .filter(|pid| {
+                    std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                        .unwrap_or(false)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_killed_build_leaves_no_process_or_half_image_and_builds_again() {
+    let Some(shared) = images::built(&["python"]) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(common::unique("boxd-img-kill"));
+    images::link_into(&shared, &dir);
+    let ls = || {
+        let out = Command::new(BOXD)
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["image", "ls", "--json"])
+            .output()
+            .expect("boxd image ls");
+        let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        v
+    };
+    let before = ls();
+    let mut build = Command::new(BOXD)
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["image", "build", "python", "--no-cache"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("boxd image build");
+    // Killed while mmdebstrap writes the base (bounded wait).
+    let needle = dir.to_string_lossy().into_owned();
+    let mut seen = false;
+    for _ in 0..1200 {
+        if processes_mentioning(&needle)
+            .iter()
+            .any(|pid| *pid != build.id())
+        {
+            seen = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(seen, "the build never started a step");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    build.kill().expect("kill the build");
+    let _ = build.wait();
+    let mut left = Vec::new();
+    for _ in 0..100 {
+        left = processes_mentioning(&needle);
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(left.is_empty(), "the killed build's steps ran on: {left:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    assert!(!mounts.contains(&needle), "a mount was left: {mounts}");
+    // The image built before is untouched, nothing half-built is listed.
+    assert_eq!(ls(), before);
+    let again = Command::new(BOXD)
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["image", "build", "python"])
+        .output()
+        .expect("boxd image build");
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(ls(), before, "the re-run did not reuse the cache");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.join("images/tmp"))
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -9,7 +9,8 @@
 //!    configured suite with ca-certificates, curl, git, openssh-client.
 //!
 //! Every step runs in a private mount and pid namespace (`unshare`): its
-//! mounts and processes end with it, whatever happens to the build. Each
+//! mounts and processes end with it, whatever happens to the build (a
+//! killed builder takes the step along: parent-death signal). Each
 //! layer is cached by a digest of its recipe and of the layers under it,
 //! so building again reuses it. The host's CA bundle (the operator's
 //! setting; by default the host's system bundle, which carries the extra
@@ -26,6 +27,7 @@ use crate::store::{LayerRef, Manifest, Store};
 use crate::Image;
 use sha2::Digest;
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -432,6 +434,17 @@ fn namespaced() -> Command {
         "--",
     ]);
     cmd.env("LANG", "C.UTF-8");
+    // The step dies with the thread that runs (and waits for) it, so a
+    // killed `boxd image build` or daemon leaves no build running on.
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     cmd
 }
 
