@@ -8,7 +8,7 @@
 mod common;
 
 use common::daemon::{TestDaemon, BOXD};
-use common::skip;
+use common::{images, skip};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::io::Write;
@@ -234,17 +234,6 @@ fn upload(d: &TestDaemon, name: &str, body: Vec<u8>) -> (u16, Vec<Value>) {
     (status, events)
 }
 
-fn image_names(d: &TestDaemon) -> Vec<String> {
-    let (status, v) = d.get("/v2/images");
-    assert_eq!(status, 200, "{v}");
-    v["images"]
-        .as_array()
-        .expect("images")
-        .iter()
-        .map(|i| i["name"].as_str().expect("name").to_string())
-        .collect()
-}
-
 /// What a box on the tiny image sees, checked.
 fn check_box_on(d: &TestDaemon, runtime: &str) {
     let id = d.create(json!({"runtime": runtime}));
@@ -298,7 +287,7 @@ fn an_imported_oci_image_runs_boxes_with_its_layers_whiteouts_and_env() {
     let last = events.last().expect("events");
     assert_eq!(last["event"], "done", "{events:?}");
     assert_eq!(last["name"], "tiny", "{events:?}");
-    assert!(image_names(&d).contains(&"tiny".to_string()));
+    assert!(images::names(&d).contains(&"tiny".to_string()));
     check_box_on(&d, "tiny");
 
     // Through the CLI: the layout directory itself.
@@ -357,16 +346,13 @@ fn a_tampered_or_bad_import_is_refused_and_leaves_nothing() {
     // A bad name is refused before anything is read.
     let (status, _) = upload(&d, "Bad%20Name", Vec::new());
     assert_eq!(status, 400);
-    let names = image_names(&d);
+    let names = images::names(&d);
     assert!(
         !names.iter().any(|n| n == "tampered" || n == "junk"),
         "a failed import was listed: {names:?}"
     );
     let (status, v) = d.post("/v2/box", json!({"runtime": "tampered"}));
     assert_eq!(status, 400, "{v}");
-    let leftovers: Vec<_> = std::fs::read_dir(d.dir.join("images/tmp"))
-        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+    images::assert_no_staging(&d.dir);
     let _ = std::fs::remove_dir_all(&layout);
 }

@@ -133,21 +133,10 @@ fn apt_get_and_pip_install_work_in_a_box_through_the_proxy() {
     assert!(text.contains("pypi.org"), "{text}");
 }
 
-fn image_names(d: &TestDaemon) -> Vec<String> {
-    let (status, v) = d.get("/v2/images");
-    assert_eq!(status, 200, "{v}");
-    v["images"]
-        .as_array()
-        .expect("images")
-        .iter()
-        .map(|i| i["name"].as_str().expect("name").to_string())
-        .collect()
-}
-
 #[test]
 fn an_image_in_use_is_not_removed_and_the_error_names_the_box() {
     let Some(d) = python_daemon("") else { return };
-    assert!(image_names(&d).contains(&"python".to_string()));
+    assert!(images::names(&d).contains(&"python".to_string()));
     let id = d.create(json!({"runtime": "python"}));
     let (status, v) = d.delete("/v2/images/python");
     assert_eq!(status, 409, "{v}");
@@ -164,7 +153,7 @@ fn an_image_in_use_is_not_removed_and_the_error_names_the_box() {
     let (status, v) = d.delete("/v2/images/python");
     assert_eq!(status, 200, "{v}");
     assert!(v["freed_bytes"].as_u64().unwrap_or(0) > 0, "{v}");
-    assert!(!image_names(&d).contains(&"python".to_string()));
+    assert!(!images::names(&d).contains(&"python".to_string()));
     // Asking for it now is a clear 4xx naming the command, never the host.
     let (status, v) = d.post("/v2/box", json!({"runtime": "python"}));
     assert_eq!(status, 400, "{v}");
@@ -201,7 +190,7 @@ fn image_routes_are_the_operators_and_builds_stream_progress() {
             .expect("send");
         assert_eq!(r.status().as_u16(), 403, "{method} {path}");
     }
-    assert!(image_names(&d).contains(&"python".to_string()));
+    assert!(images::names(&d).contains(&"python".to_string()));
     // A build with nothing changed reuses every layer and says so.
     let r = d
         .req(reqwest::Method::POST, "/v2/images/build")
@@ -321,10 +310,7 @@ fn an_unreachable_mirror_fails_the_build_clearly_and_lists_nothing() {
         .expect("boxd image ls");
     let listed: Value = serde_json::from_slice(&ls.stdout).expect("JSON");
     assert_eq!(listed, json!([]), "a failed build left an image listed");
-    let leftovers: Vec<_> = std::fs::read_dir(dir.join("images/tmp"))
-        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+    images::assert_no_staging(&dir);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -414,9 +400,6 @@ fn a_killed_build_leaves_no_process_or_half_image_and_builds_again() {
         String::from_utf8_lossy(&again.stderr)
     );
     assert_eq!(ls(), before, "the re-run did not reuse the cache");
-    let leftovers: Vec<_> = std::fs::read_dir(dir.join("images/tmp"))
-        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+    images::assert_no_staging(&dir);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -68,3 +68,23 @@ pub fn link_into(shared: &Path, data_dir: &Path) {
         assert!(status.success(), "cp -al {sub} failed");
     }
 }
+
+/// The image names `GET /v2/images` lists.
+pub fn names(d: &super::daemon::TestDaemon) -> Vec<String> {
+    let (status, v) = d.get("/v2/images");
+    assert_eq!(status, 200, "{v}");
+    v["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .map(|i| i["name"].as_str().expect("name").to_string())
+        .collect()
+}
+
+/// Fails the test if the store of `data_dir` has staging left behind.
+pub fn assert_no_staging(data_dir: &Path) {
+    let leftovers: Vec<_> = std::fs::read_dir(data_dir.join("images/tmp"))
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+}
