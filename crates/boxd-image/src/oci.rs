@@ -1237,20 +1237,18 @@ impl Extractor<'_> {
             return Ok(());
         }
 
+        let dir_meta = DirMeta {
+            mode,
+            uid,
+            gid,
+            mtime,
+        };
         let Some((name, parent_parts)) = parts.split_last() else {
             // The layer's root itself (`./`).
             if kind != tar::EntryType::Directory {
                 return Err(self.refuse(&shown, "the root of a layer must be a directory"));
             }
-            self.dirs.insert(
-                self.root.to_path_buf(),
-                DirMeta {
-                    mode,
-                    uid,
-                    gid,
-                    mtime,
-                },
-            );
+            self.dirs.insert(self.root.to_path_buf(), dir_meta);
             return Ok(());
         };
         let rel = parts.join(&b'/');
@@ -1271,15 +1269,7 @@ impl Extractor<'_> {
                     }
                 }
                 self.apply_xattrs(&path, &xattrs)?;
-                self.dirs.insert(
-                    path,
-                    DirMeta {
-                        mode,
-                        uid,
-                        gid,
-                        mtime,
-                    },
-                );
+                self.dirs.insert(path, dir_meta);
                 return Ok(());
             }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
