@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::daemon::{TestDaemon, BOXD};
+use common::daemon::TestDaemon;
 use common::{images, skip};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -291,10 +291,8 @@ fn an_imported_oci_image_runs_boxes_with_its_layers_whiteouts_and_env() {
     check_box_on(&d, "tiny");
 
     // Through the CLI: the layout directory itself.
-    let out = Command::new(BOXD)
-        .arg("--data-dir")
-        .arg(&d.dir)
-        .args(["image", "import"])
+    let out = images::image_command(&d.dir)
+        .arg("import")
         .arg(&layout)
         .args(["--name", "tiny-cli"])
         .output()

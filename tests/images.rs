@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::daemon::{TestDaemon, BOXD};
+use common::daemon::TestDaemon;
 use common::{images, skip};
 use serde_json::{json, Value};
 use std::net::ToSocketAddrs;
@@ -220,21 +220,9 @@ fn a_rebuild_with_nothing_changed_reuses_every_layer() {
     let Some(shared) = images::built(&["python"]) else {
         return;
     };
-    let ls = |dir: &std::path::Path| -> Value {
-        let out = Command::new(BOXD)
-            .arg("--data-dir")
-            .arg(dir)
-            .args(["image", "ls", "--json"])
-            .output()
-            .expect("boxd image ls");
-        assert!(out.status.success());
-        serde_json::from_slice(&out.stdout).expect("JSON")
-    };
-    let before = ls(&shared);
-    let out = Command::new(BOXD)
-        .arg("--data-dir")
-        .arg(&shared)
-        .args(["image", "build", "python"])
+    let before = images::listed(&shared);
+    let out = images::image_command(&shared)
+        .args(["build", "python"])
         .output()
         .expect("boxd image build");
     assert!(out.status.success());
@@ -248,7 +236,7 @@ fn a_rebuild_with_nothing_changed_reuses_every_layer() {
         "{progress}"
     );
     assert!(!progress.contains("mmdebstrap"), "{progress}");
-    let after = ls(&shared);
+    let after = images::listed(&shared);
     let digest = |v: &Value| {
         v.as_array()
             .and_then(|a| a.iter().find(|i| i["name"] == "python"))
@@ -257,10 +245,8 @@ fn a_rebuild_with_nothing_changed_reuses_every_layer() {
     assert_eq!(digest(&before), digest(&after));
     assert!(digest(&after).is_some(), "{after}");
     // Every stored layer still has its digest.
-    let out = Command::new(BOXD)
-        .arg("--data-dir")
-        .arg(&shared)
-        .args(["image", "verify", "python"])
+    let out = images::image_command(&shared)
+        .args(["verify", "python"])
         .output()
         .expect("boxd image verify");
     assert!(
@@ -281,10 +267,8 @@ fn an_unreachable_mirror_fails_the_build_clearly_and_lists_nothing() {
         .expect("a free port")
         .port();
     let build = |args: &[&str]| {
-        Command::new(BOXD)
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(["image", "build"])
+        images::image_command(&dir)
+            .arg("build")
             .args(args)
             .output()
             .expect("boxd image build")
@@ -302,14 +286,11 @@ fn an_unreachable_mirror_fails_the_build_clearly_and_lists_nothing() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("it builds debian, node, python"), "{err}");
-    let ls = Command::new(BOXD)
-        .arg("--data-dir")
-        .arg(&dir)
-        .args(["image", "ls", "--json"])
-        .output()
-        .expect("boxd image ls");
-    let listed: Value = serde_json::from_slice(&ls.stdout).expect("JSON");
-    assert_eq!(listed, json!([]), "a failed build left an image listed");
+    assert_eq!(
+        images::listed(&dir),
+        json!([]),
+        "a failed build left an image listed"
+    );
     images::assert_no_staging(&dir);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -339,21 +320,9 @@ fn a_killed_build_leaves_no_process_or_half_image_and_builds_again() {
     };
     let dir = std::env::temp_dir().join(common::unique("boxd-img-kill"));
     images::link_into(&shared, &dir);
-    let ls = || {
-        let out = Command::new(BOXD)
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(["image", "ls", "--json"])
-            .output()
-            .expect("boxd image ls");
-        let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
-        v
-    };
-    let before = ls();
-    let mut build = Command::new(BOXD)
-        .arg("--data-dir")
-        .arg(&dir)
-        .args(["image", "build", "python", "--no-cache"])
+    let before = images::listed(&dir);
+    let mut build = images::image_command(&dir)
+        .args(["build", "python", "--no-cache"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -387,11 +356,9 @@ fn a_killed_build_leaves_no_process_or_half_image_and_builds_again() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     assert!(!mounts.contains(&needle), "a mount was left: {mounts}");
     // The image built before is untouched, nothing half-built is listed.
-    assert_eq!(ls(), before);
-    let again = Command::new(BOXD)
-        .arg("--data-dir")
-        .arg(&dir)
-        .args(["image", "build", "python"])
+    assert_eq!(images::listed(&dir), before);
+    let again = images::image_command(&dir)
+        .args(["build", "python"])
         .output()
         .expect("boxd image build");
     assert!(
@@ -399,7 +366,11 @@ fn a_killed_build_leaves_no_process_or_half_image_and_builds_again() {
         "{}",
         String::from_utf8_lossy(&again.stderr)
     );
-    assert_eq!(ls(), before, "the re-run did not reuse the cache");
+    assert_eq!(
+        images::listed(&dir),
+        before,
+        "the re-run did not reuse the cache"
+    );
     images::assert_no_staging(&dir);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -37,10 +37,8 @@ pub fn built(names: &[&str]) -> Option<PathBuf> {
     }
     let dir = shared_dir();
     for name in names {
-        let out = Command::new(BOXD)
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(["image", "build", name])
+        let out = image_command(&dir)
+            .args(["build", name])
             .output()
             .expect("run boxd image build");
         assert!(
@@ -51,6 +49,27 @@ pub fn built(names: &[&str]) -> Option<PathBuf> {
         );
     }
     Some(dir)
+}
+
+/// `boxd --data-dir DATA_DIR image`, for the caller's subcommand.
+pub fn image_command(data_dir: &Path) -> Command {
+    let mut cmd = Command::new(BOXD);
+    cmd.arg("--data-dir").arg(data_dir).arg("image");
+    cmd
+}
+
+/// What `boxd image ls --json` lists for `data_dir`.
+pub fn listed(data_dir: &Path) -> serde_json::Value {
+    let out = image_command(data_dir)
+        .args(["ls", "--json"])
+        .output()
+        .expect("boxd image ls");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
 }
 
 /// Hard-links the shared store's images into `data_dir/images` (not its

@@ -392,18 +392,13 @@ fn inside(rootfs: &Path, target: &str) -> PathBuf {
 /// a symlink: here, before the pivot, an image's symlink would be resolved
 /// against the host's root, and a mount through it would land there.
 fn mount_point(root: &Path, rel: &str) -> Result<PathBuf> {
-    let mut dir = root.to_path_buf();
-    for part in Path::new(rel).components() {
-        dir.push(part);
-        match std::fs::symlink_metadata(&dir) {
-            Ok(md) if md.is_dir() => {}
-            _ => {
-                return Err(RuntimeError::Setup(format!(
-                    "the image's /{rel} is not a directory (a symlink or missing): \
-                     boxd mounts its own there"
-                )))
-            }
-        }
+    let dir = root.join(rel);
+    let is_dir = std::fs::symlink_metadata(&dir).is_ok_and(|md| md.is_dir());
+    if !is_dir || through_link(root, Path::new(rel)) {
+        return Err(RuntimeError::Setup(format!(
+            "the image's /{rel} is not a directory (a symlink or missing): \
+             boxd mounts its own there"
+        )));
     }
     Ok(dir)
 }
