@@ -6,18 +6,15 @@
 //! image's files; a tampered upload is refused and leaves nothing.
 
 mod common;
+#[path = "../crates/boxd-image/tests/support/layout.rs"]
+mod layout;
 
 use common::daemon::TestDaemon;
 use common::{images, skip};
+use layout::{oci_layout, tar_of_dir};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn sha(bytes: &[u8]) -> String {
-    format!("sha256:{:x}", Sha256::digest(bytes))
-}
 
 /// Layer entries: regular files, symlinks and empty files standing for
 /// whiteouts, in the order written.
@@ -106,70 +103,6 @@ fn host_programs(programs: &[&str]) -> Option<Vec<Entry>> {
         entries.push(Entry::File(rel, data, 0o755));
     }
     Some(entries)
-}
-
-/// Writes an OCI image layout of `layers` (each tar gzipped or not) at
-/// `dir`.
-fn oci_layout(dir: &Path, layers: &[(Vec<u8>, bool)], env: &[&str]) {
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).expect("mkdir");
-    let put = |bytes: &[u8]| {
-        let d = sha(bytes);
-        std::fs::write(blobs.join(&d["sha256:".len()..]), bytes).expect("write blob");
-        d
-    };
-    let mut descs = Vec::new();
-    let mut diff_ids = Vec::new();
-    for (tar, gz) in layers {
-        diff_ids.push(sha(tar));
-        let blob = if *gz {
-            let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            z.write_all(tar).expect("gzip");
-            z.finish().expect("gzip")
-        } else {
-            tar.clone()
-        };
-        descs.push(json!({
-            "mediaType": if *gz { "application/vnd.oci.image.layer.v1.tar+gzip" }
-                         else { "application/vnd.oci.image.layer.v1.tar" },
-            "digest": put(&blob),
-            "size": blob.len(),
-        }));
-    }
-    let config = serde_json::to_vec(&json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": { "Env": env, "Cmd": ["/bin/sh"] },
-        "rootfs": { "type": "layers", "diff_ids": diff_ids },
-    }))
-    .expect("json");
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": put(&config),
-            "size": config.len(),
-        },
-        "layers": descs,
-    }))
-    .expect("json");
-    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).expect("write");
-    let index = json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": put(&manifest),
-            "size": manifest.len(),
-        }],
-    });
-    std::fs::write(dir.join("index.json"), index.to_string()).expect("write");
-}
-
-fn tar_of_dir(dir: &Path) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    b.append_dir_all(".", dir).expect("tar");
-    b.into_inner().expect("tar")
 }
 
 /// The test image's layout, or `None` (after saying why) where the host's
