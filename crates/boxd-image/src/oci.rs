@@ -229,7 +229,7 @@ impl Source {
         if magic.starts_with(GZIP_MAGIC) {
             let staging = store.stage("oci-archive")?;
             let tar = staging.path().join("archive.tar");
-            gunzip(path, &tar, label, progress)?;
+            gunzip(path, &tar, label, MAX_IMAGE_BYTES, progress)?;
             file = File::open(&tar).map_err(ImageError::io_at("open", &tar))?;
             unzipped = Some(staging);
         } else if magic.starts_with(ZSTD_MAGIC)
@@ -382,8 +382,9 @@ fn read_error(label: &str, what: &str, e: std::io::Error) -> ImageError {
     }
 }
 
-/// Decompresses the gzipped archive `path` into `dest`.
-fn gunzip(path: &Path, dest: &Path, label: &str, progress: Progress) -> Result<()> {
+/// Decompresses the gzipped archive `path` into `dest`, refusing one that
+/// grows past `limit` bytes (a small gzip bomb must not fill the store).
+fn gunzip(path: &Path, dest: &Path, label: &str, limit: u64, progress: Progress) -> Result<()> {
     let f = File::open(path).map_err(ImageError::io_at("open", path))?;
     let mut z = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 16, f));
     let mut out = std::fs::OpenOptions::new()
@@ -405,9 +406,15 @@ fn gunzip(path: &Path, dest: &Path, label: &str, progress: Progress) -> Result<(
                 )))
             }
         };
+        total += n as u64;
+        if total > limit {
+            return Err(invalid(format!(
+                "{label}: decompresses to more than {} GiB, the most an import may write",
+                limit >> 30
+            )));
+        }
         out.write_all(&buf[..n])
             .map_err(ImageError::io_at("write", dest))?;
-        total += n as u64;
         if total - reported >= PROGRESS_EVERY {
             reported = total;
             progress(Event::Bytes { bytes: total });
@@ -1542,6 +1549,42 @@ mod tests {
             !dir.join("big").exists(),
             "nothing of the big file was written"
         );
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    #[test]
+    fn a_gzipped_archive_that_grows_past_the_limit_is_refused() {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("boxd-oci-gunzip-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        z.write_all(&vec![0u8; 3 << 20]).expect("gzip");
+        std::fs::write(dir.join("a.tgz"), z.finish().expect("gzip")).expect("write");
+        let mut quiet = |_| {};
+        let err = gunzip(
+            &dir.join("a.tgz"),
+            &dir.join("a.tar"),
+            "a.tgz",
+            1 << 20,
+            &mut quiet,
+        )
+        .expect_err("past the limit");
+        assert!(
+            err.to_string().contains("decompresses to more than"),
+            "{err}"
+        );
+        assert!(
+            std::fs::metadata(dir.join("a.tar")).map_or(0, |m| m.len()) <= 1 << 20,
+            "more than the limit was written"
+        );
+        gunzip(
+            &dir.join("a.tgz"),
+            &dir.join("b.tar"),
+            "a.tgz",
+            4 << 20,
+            &mut quiet,
+        )
+        .expect("within the limit");
         std::fs::remove_dir_all(&dir).expect("clean up");
     }
 
